@@ -1,0 +1,13 @@
+// commands.hpp: one set_<name>_command per subcommand; main.cpp only wires them.
+// Each registers its options and a callback that stores the exit status in *exit_code.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace vitbatch_cli {
+
+void set_classify_command(CLI::App& app, int* exit_code);
+void set_info_command(CLI::App& app, int* exit_code);
+void set_backends_command(CLI::App& app, int* exit_code);
+
+}  // namespace vitbatch_cli

@@ -1,0 +1,40 @@
+#include "common_flags.hpp"
+
+#include "vitbatch/error.hpp"
+
+#include <algorithm>
+#include <thread>
+
+namespace vitbatch_cli {
+
+void add_common_flags(CLI::App& command, CommonFlags& flags) {
+  command.add_option("-m,--model", flags.model,
+                     "safetensors file, or a directory with model.safetensors (+ config.json)");
+  command.add_option("-c,--config", flags.config, "YAML run configuration (flags override it)");
+  command.add_option("-b,--backend", flags.backend, "backend plugin to run on (default: reference)");
+  command.add_option("--threads", flags.threads, "threads for the backend (default: all cores)")
+      ->check(CLI::PositiveNumber);
+  command.add_option("--precision", flags.precision, "fp32 (default), bf16 or int8, if the backend has it")
+      ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
+  command.add_option("--plugin-dir", flags.plugin_dirs, "directory searched first for backend plugins");
+}
+
+vitbatch::RuntimeOptions resolve_runtime_options(const CommonFlags& flags, vitbatch::RunConfig& config) {
+  if (flags.config) config = vitbatch::load_run_config(*flags.config);
+  vitbatch::RuntimeOptions o;
+  if (flags.model) o.model = *flags.model;
+  else if (config.model) o.model = *config.model;
+  else throw vitbatch::Error("no model: pass --model PATH or set 'model' in the --config file");
+  o.model_options = config.model_options;
+  o.preprocess = config.preprocess;
+  o.backend = flags.backend.value_or(config.backend.value_or("reference"));
+  int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  o.backend_options.threads = flags.threads.value_or(config.threads.value_or(cores));
+  o.backend_options.precision = flags.precision.value_or(config.precision.value_or("fp32"));
+  o.backend_options.options_json = config.backend_options_json;
+  o.plugin_dirs_flag = flags.plugin_dirs;
+  o.plugin_dirs_config = config.plugin_dirs;
+  return o;
+}
+
+}  // namespace vitbatch_cli

@@ -1,0 +1,43 @@
+// executor.hpp: runs a model's graph on backends. For each batch size it meets, it builds a
+// plan once: the graph, composites lowered unless a backend claims them, each node placed on
+// the first backend (in the configured order) that accepts it, activation buffers assigned
+// by liveness so that they are reused, and each node prepared once with its constants.
+// Running a batch afterwards allocates nothing.
+#pragma once
+
+#include "vitbatch/graph.hpp"
+#include "vitbatch/model.hpp"
+#include "vitbatch/plugin_host.hpp"
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace vitbatch {
+
+class Executor {
+ public:
+  // `backends` in priority order (the caller puts `reference` last). Both the model and the
+  // backends must outlive the executor.
+  Executor(const Model& model, std::vector<Backend*> backends);
+  ~Executor();
+  Executor(const Executor&) = delete;
+  Executor& operator=(const Executor&) = delete;
+
+  // pixels: [n, C, S, S] float32, contiguous; logits: room for [n, num_classes].
+  void run(const float* pixels, int64_t n, float* logits);
+
+  // The graph as it runs for this batch size, each node with its backend.
+  std::string placement(int64_t batch);
+
+ private:
+  struct Plan;
+  Plan& plan_for(int64_t batch);
+
+  const Model& model_;
+  std::vector<Backend*> backends_;
+  std::map<int64_t, std::unique_ptr<Plan>> plans_;
+};
+
+}  // namespace vitbatch

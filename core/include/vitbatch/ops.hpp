@@ -1,0 +1,53 @@
+// ops.hpp: the IR's op enum (generated from plugins/vit_ops.def), names and shape rules.
+#pragma once
+
+#include "vit_plugin.h"
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace vitbatch {
+
+enum class Op : int32_t {
+#define VIT_OP(id, name) id = VIT_OP_##id,
+#include "vit_ops.def"
+#undef VIT_OP
+};
+
+// Ops are appended, never renumbered: a change here is a change of the plugin ABI.
+static_assert(VIT_OP_COUNT == 14, "op list changed: append only, then update this count");
+
+enum class DType : int32_t {
+  F32 = VIT_DTYPE_F32,
+  F16 = VIT_DTYPE_F16,
+  BF16 = VIT_DTYPE_BF16,
+  I8 = VIT_DTYPE_I8,
+  U8 = VIT_DTYPE_U8,
+  I32 = VIT_DTYPE_I32,
+};
+
+using Shape = std::vector<int64_t>;
+
+// Op parameters, laid out as they cross the plugin ABI (see vit_ops.def for each op's).
+struct Params {
+  std::array<int64_t, VIT_MAX_INTS> ints{};
+  std::array<float, VIT_MAX_FLOATS> floats{};
+};
+
+const char* op_name(Op op);
+const char* dtype_name(DType dtype);
+size_t dtype_size(DType dtype);
+bool is_composite(Op op);
+std::string shape_string(const Shape& shape);
+int64_t element_count(const Shape& shape);
+
+// The output shape of `op` on inputs of these shapes, or throws vitbatch::Error with the
+// reason (the caller adds which node).
+Shape infer_shape(Op op, const std::vector<Shape>& inputs, const Params& params);
+
+// Multiply-accumulates of one node (0 for data movement), for `vitbatch info` and benches.
+int64_t op_macs(Op op, const std::vector<Shape>& inputs, const Shape& output, const Params& params);
+
+}  // namespace vitbatch

@@ -1,0 +1,76 @@
+// plugin_host.hpp: finds backend plugins, loads them (the only dlopen in vitbatch), checks
+// their ABI, and wraps one created backend context behind a C++ interface.
+#pragma once
+
+#include "vit_plugin.h"
+#include "vitbatch/ops.hpp"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace vitbatch {
+
+struct PluginInfo {
+  std::string path;
+  std::string name;           // empty when rejected before init
+  std::string version;
+  uint32_t abi_version = 0;
+  std::vector<Op> ops;
+  const vit_backend_api* api = nullptr;  // null when rejected
+  std::string rejected;       // why it cannot be used; empty when usable
+};
+
+// The plugin search path, in order: --plugin-dir, the config's plugin_dirs,
+// $VITBATCH_PLUGIN_PATH (':'-separated), the executable's directory, then <prefix>/lib/vitbatch.
+std::vector<std::string> plugin_search_path(const std::vector<std::string>& flag_dirs,
+                                            const std::vector<std::string>& config_dirs);
+
+class PluginHost {
+ public:
+  // Scans every directory for libvitbatch_backend_*.so. Never throws for a bad plugin: it is
+  // recorded with the reason.
+  explicit PluginHost(const std::vector<std::string>& search_path);
+
+  const std::vector<PluginInfo>& plugins() const { return plugins_; }
+  const std::vector<std::string>& search_path() const { return search_path_; }
+  // The first usable plugin of that name; throws Error listing what there is otherwise.
+  const PluginInfo& find(const std::string& name) const;
+
+ private:
+  std::vector<std::string> search_path_;
+  std::vector<PluginInfo> plugins_;
+};
+
+struct BackendOptions {
+  int threads = 1;
+  std::string precision = "fp32";
+  std::string options_json = "{}";
+};
+
+// One live context of a plugin. Every call checks the status and throws Error with the
+// plugin's message, naming the backend (and node).
+class Backend {
+ public:
+  Backend(const PluginInfo& plugin, const BackendOptions& options);
+  ~Backend();
+  Backend(const Backend&) = delete;
+  Backend& operator=(const Backend&) = delete;
+
+  const std::string& name() const { return name_; }
+  std::string describe() const;
+  bool implements(Op op) const;
+  // True to accept; false with the plugin's reason in *why.
+  bool supports(const vit_node& node, std::string* why) const;
+  void* prepare(const vit_node& node);
+  void execute(void* state, const vit_node& node);
+  void release(void* state);
+
+ private:
+  const vit_backend_api* api_;
+  std::string name_;
+  std::vector<Op> ops_;
+  void* context_ = nullptr;
+};
+
+}  // namespace vitbatch

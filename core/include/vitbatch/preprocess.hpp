@@ -1,0 +1,29 @@
+// preprocess.hpp: timm's eval transform, bit-exact with torchvision on Pillow images:
+// Resize(floor(size / crop_pct)) on the shortest side with Pillow's resampling (8-bit
+// fixed-point, antialiased), CenterCrop(size), ToTensor, Normalize(mean, std).
+#pragma once
+
+#include "vitbatch/image.hpp"
+#include "vitbatch/model.hpp"
+
+#include <string>
+
+namespace vitbatch {
+
+// Pillow's Image.resize((width, height), filter) on an RGB image. filter: "bicubic",
+// "bilinear", "lanczos", "box" or "hamming".
+RgbImage resize_pillow(const RgbImage& image, int64_t width, int64_t height, const std::string& filter);
+
+// torchvision's CenterCrop: zero-pads first when the image is smaller than the crop.
+RgbImage center_crop(const RgbImage& image, int64_t size);
+
+// Resize + centre crop: the uint8 image the model will see.
+RgbImage eval_crop(const RgbImage& image, const PreprocessConfig& config);
+
+// Writes (x / 255 - mean) / std as float32 [3, S, S] (channel-major) into out.
+void normalize_to_chw(const RgbImage& cropped, const PreprocessConfig& config, float* out);
+
+// Checks interpolation names and sizes; throws Error naming the bad value.
+void validate(const PreprocessConfig& config);
+
+}  // namespace vitbatch

@@ -1,0 +1,99 @@
+// JPEG decoding through libjpeg's own API (not TurboJPEG's), because only it decodes CMYK and
+// YCCK files and lets us take over error handling: libjpeg's default handler prints and
+// calls exit(), which a batch tool must never do.
+#include "vitbatch/error.hpp"
+#include "vitbatch/image.hpp"
+
+#include <csetjmp>
+#include <cstdio>
+
+#include <jpeglib.h>
+// jerror.h needs jpeglib.h first.
+#include <jerror.h>
+
+namespace vitbatch {
+namespace {
+
+struct ErrorManager {
+  jpeg_error_mgr base;
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX];
+};
+
+void on_error(j_common_ptr cinfo) {
+  auto* err = reinterpret_cast<ErrorManager*>(cinfo->err);
+  (*cinfo->err->format_message)(cinfo, err->message);
+  std::longjmp(err->jump, 1);
+}
+
+// "Premature end of JPEG file" is fatal for us, as it is for Pillow ("image file is
+// truncated"): libjpeg would otherwise fill the missing rows with grey and we would silently
+// classify a damaged picture. Other warnings (extraneous bytes, ...) are dropped, as Pillow
+// drops them, and nothing is printed.
+void on_message(j_common_ptr cinfo, int level) {
+  if (level < 0 && cinfo->err->msg_code == JWRN_JPEG_EOF) on_error(cinfo);
+}
+
+// Pillow's CMYK -> RGB (Convert.c cmyk2rgb): r = (255 - k) - c * (255 - k) / 255, rounded.
+uint8_t cmyk_channel(int c, int k) {
+  int nk = 255 - k;
+  int tmp = c * nk + 128;
+  int v = nk - (((tmp >> 8) + tmp) >> 8);
+  return static_cast<uint8_t>(v < 0 ? 0 : v > 255 ? 255 : v);
+}
+
+}  // namespace
+
+RgbImage decode_jpeg(const uint8_t* data, size_t size) {
+  jpeg_decompress_struct cinfo{};
+  ErrorManager err{};
+  cinfo.err = jpeg_std_error(&err.base);
+  err.base.error_exit = on_error;
+  err.base.emit_message = on_message;
+  RgbImage image;
+  std::vector<uint8_t> row;
+  if (setjmp(err.jump)) {
+    jpeg_destroy_decompress(&cinfo);
+    throw Error(std::string("corrupt JPEG: ") + err.message);
+  }
+  jpeg_create_decompress(&cinfo);
+  jpeg_mem_src(&cinfo, data, static_cast<unsigned long>(size));
+  jpeg_read_header(&cinfo, TRUE);
+  bool cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
+  bool gray = cinfo.jpeg_color_space == JCS_GRAYSCALE;
+  cinfo.out_color_space = cmyk ? JCS_CMYK : gray ? JCS_GRAYSCALE : JCS_RGB;
+  jpeg_start_decompress(&cinfo);
+  image.width = cinfo.output_width;
+  image.height = cinfo.output_height;
+  image.pixels.resize(static_cast<size_t>(image.width * image.height * 3));
+  row.resize(static_cast<size_t>(image.width) * cinfo.output_components);
+  // Adobe's CMYK JPEGs store inverted values (Pillow's "CMYK;I" raw mode).
+  bool inverted = cmyk && cinfo.saw_Adobe_marker;
+  while (cinfo.output_scanline < cinfo.output_height) {
+    JSAMPROW rows[1] = {row.data()};
+    size_t y = cinfo.output_scanline;
+    jpeg_read_scanlines(&cinfo, rows, 1);
+    uint8_t* out = image.pixels.data() + y * image.width * 3;
+    for (int64_t x = 0; x < image.width; ++x) {
+      if (cmyk) {
+        const uint8_t* p = row.data() + 4 * x;
+        int c = p[0], m = p[1], yy = p[2], k = p[3];
+        if (inverted) c = 255 - c, m = 255 - m, yy = 255 - yy, k = 255 - k;
+        out[3 * x] = cmyk_channel(c, k);
+        out[3 * x + 1] = cmyk_channel(m, k);
+        out[3 * x + 2] = cmyk_channel(yy, k);
+      } else if (gray) {
+        out[3 * x] = out[3 * x + 1] = out[3 * x + 2] = row[x];
+      } else {
+        out[3 * x] = row[3 * x];
+        out[3 * x + 1] = row[3 * x + 1];
+        out[3 * x + 2] = row[3 * x + 2];
+      }
+    }
+  }
+  jpeg_finish_decompress(&cinfo);
+  jpeg_destroy_decompress(&cinfo);
+  return image;
+}
+
+}  // namespace vitbatch

@@ -1,0 +1,92 @@
+// PNG decoding with libpng's progressive-free low-level API, set up so that every colour
+// type ends as Pillow's convert("RGB") ends it: alpha and tRNS dropped (not composited),
+// palette expanded, 1/2/4-bit gray scaled to 0..255, 16-bit samples cut to their high byte,
+// except 16-bit gray, which Pillow opens as mode "I" and clips to 255 when converting.
+#include "vitbatch/error.hpp"
+#include "vitbatch/image.hpp"
+
+#include <png.h>
+
+#include <cstring>
+
+namespace vitbatch {
+namespace {
+
+struct Reader {
+  const uint8_t* data;
+  size_t size;
+  size_t offset;
+  std::string error;
+};
+
+void on_error(png_structp png, png_const_charp message) {
+  auto* r = static_cast<Reader*>(png_get_error_ptr(png));
+  r->error = message ? message : "unknown libpng error";
+  png_longjmp(png, 1);
+}
+
+void on_warning(png_structp, png_const_charp) {}  // libpng must never print
+
+void read_bytes(png_structp png, png_bytep out, png_size_t n) {
+  auto* r = static_cast<Reader*>(png_get_io_ptr(png));
+  if (n > r->size - r->offset) png_error(png, "file is truncated");
+  std::memcpy(out, r->data + r->offset, n);
+  r->offset += n;
+}
+
+}  // namespace
+
+RgbImage decode_png(const uint8_t* data, size_t size) {
+  Reader reader{data, size, 8, ""};
+  if (size < 8 || png_sig_cmp(data, 0, 8)) throw Error("not a PNG file");
+  png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &reader, on_error, on_warning);
+  if (!png) throw Error("out of memory");
+  png_infop info = png_create_info_struct(png);
+  RgbImage image;
+  std::vector<uint8_t> raw;
+  std::vector<png_bytep> rows;
+  if (!info || setjmp(png_jmpbuf(png))) {
+    png_destroy_read_struct(&png, info ? &info : nullptr, nullptr);
+    throw Error("corrupt PNG: " + (reader.error.empty() ? std::string("out of memory") : reader.error));
+  }
+  png_set_read_fn(png, &reader, read_bytes);
+  png_set_sig_bytes(png, 8);
+  png_read_info(png, info);
+  png_uint_32 width = png_get_image_width(png, info), height = png_get_image_height(png, info);
+  int depth = png_get_bit_depth(png, info), type = png_get_color_type(png, info);
+  bool gray16 = type == PNG_COLOR_TYPE_GRAY && depth == 16;
+  if (type == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
+  if (type == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
+  if (depth == 16 && !gray16) png_set_strip_16(png);
+  if (type & PNG_COLOR_MASK_ALPHA) png_set_strip_alpha(png);
+  png_set_interlace_handling(png);
+  png_read_update_info(png, info);
+  size_t channels = png_get_channels(png, info), rowbytes = png_get_rowbytes(png, info);
+  raw.resize(rowbytes * height);
+  rows.resize(height);
+  for (png_uint_32 y = 0; y < height; ++y) rows[y] = raw.data() + y * rowbytes;
+  png_read_image(png, rows.data());
+  png_read_end(png, nullptr);
+  png_destroy_read_struct(&png, &info, nullptr);
+
+  image.width = width;
+  image.height = height;
+  image.pixels.resize(static_cast<size_t>(width) * height * 3);
+  for (png_uint_32 y = 0; y < height; ++y) {
+    const uint8_t* in = rows[y];
+    uint8_t* out = image.pixels.data() + static_cast<size_t>(y) * width * 3;
+    for (png_uint_32 x = 0; x < width; ++x) {
+      if (gray16) {
+        unsigned v = (unsigned(in[2 * x]) << 8) | in[2 * x + 1];
+        out[3 * x] = out[3 * x + 1] = out[3 * x + 2] = static_cast<uint8_t>(v > 255 ? 255 : v);
+      } else if (channels == 1) {
+        out[3 * x] = out[3 * x + 1] = out[3 * x + 2] = in[x];
+      } else {
+        std::memcpy(out + 3 * x, in + 3 * x, 3);
+      }
+    }
+  }
+  return image;
+}
+
+}  // namespace vitbatch

@@ -1,0 +1,244 @@
+#include "vitbatch/model.hpp"
+
+#include "vitbatch/error.hpp"
+#include "vitbatch/safetensors.hpp"
+#include "vitbatch/weight_names.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+namespace fs = std::filesystem;
+
+namespace vitbatch {
+
+float* WeightStore::add(const std::string& name, const Shape& shape) {
+  size_t n = static_cast<size_t>(element_count(shape));
+  if (arena_.size() + n > arena_.capacity())
+    throw Error("internal: weight arena reserved too small for '" + name + "'");
+  entries_[name] = Entry{arena_.size(), shape};
+  arena_.resize(arena_.size() + n);
+  return arena_.data() + entries_[name].offset;
+}
+
+const float* WeightStore::get(const std::string& name) const {
+  auto it = entries_.find(name);
+  if (it == entries_.end()) throw Error("weight '" + name + "' is not loaded");
+  return arena_.data() + it->second.offset;
+}
+
+const Shape& WeightStore::shape(const std::string& name) const {
+  auto it = entries_.find(name);
+  if (it == entries_.end()) throw Error("weight '" + name + "' is not loaded");
+  return it->second.shape;
+}
+
+namespace {
+
+struct Located {
+  std::string weights;
+  std::optional<std::string> config;
+};
+
+Located locate(const std::string& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    fs::path file = fs::path(path) / "model.safetensors";
+    if (!fs::exists(file)) throw Error(path + ": directory has no model.safetensors");
+    fs::path config = fs::path(path) / "config.json";
+    return {file.string(), fs::exists(config) ? std::optional<std::string>(config.string()) : std::nullopt};
+  }
+  if (!fs::exists(path, ec)) throw Error(path + ": no such model file or directory");
+  fs::path config = fs::path(path).parent_path() / "config.json";
+  return {path, fs::exists(config) ? std::optional<std::string>(config.string()) : std::nullopt};
+}
+
+nlohmann::json read_json(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw Error(path + ": cannot read");
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(path + ": not valid JSON: " + e.what());
+  }
+}
+
+// Reads what config.json says: timm's pretrained_cfg (preprocessing) or a Hugging Face
+// config (heads, eps, image size).
+void apply_config_json(const std::string& path, ViTConfig& arch, PreprocessConfig& pre,
+                       std::optional<int64_t>& heads, std::optional<double>& eps) {
+  nlohmann::json j = read_json(path);
+  try {
+    const nlohmann::json& cfg = j.contains("pretrained_cfg") ? j["pretrained_cfg"] : j;
+    if (cfg.contains("input_size")) pre.input_size = cfg["input_size"].at(2).get<int64_t>();
+    if (cfg.contains("crop_pct") && !cfg["crop_pct"].is_null()) pre.crop_pct = cfg["crop_pct"].get<double>();
+    if (cfg.contains("interpolation")) pre.interpolation = cfg["interpolation"].get<std::string>();
+    if (cfg.contains("mean")) pre.mean = cfg["mean"].get<std::array<float, 3>>();
+    if (cfg.contains("std")) pre.std = cfg["std"].get<std::array<float, 3>>();
+    if (j.contains("num_attention_heads")) heads = j["num_attention_heads"].get<int64_t>();
+    if (j.contains("num_heads")) heads = j["num_heads"].get<int64_t>();
+    if (j.contains("layer_norm_eps")) eps = j["layer_norm_eps"].get<double>();
+    if (j.contains("image_size") && j["image_size"].is_number_integer())
+      pre.input_size = j["image_size"].get<int64_t>();
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(path + ": unexpected value: " + e.what());
+  }
+  (void)arch;
+}
+
+std::string describe_expected(const std::string& name, const Shape& expected) {
+  return "'" + name + "' (expected shape " + shape_string(expected) + ")";
+}
+
+}  // namespace
+
+Model load_model(const std::string& path, const ModelOverrides& overrides) {
+  Located where = locate(path);
+  SafetensorsFile file = SafetensorsFile::open(where.weights);
+  const std::string& label = file.label();
+
+  // Map names; keep the checkpoint's own name for messages.
+  std::map<std::string, const TensorView*> by_canonical;
+  std::map<std::string, std::string> original_name;
+  std::set<NameStyle> styles;
+  for (const auto& [name, tensor] : file.tensors()) {
+    if (is_ignored_weight_name(name)) continue;
+    auto canonical = canonical_weight_name(name);
+    if (!canonical)
+      throw Error(label + ": unexpected tensor '" + name + "' " + shape_string(tensor.shape) +
+                  " (not a timm or Hugging Face ViT/DeiT weight)");
+    styles.insert(canonical->style);
+    by_canonical[canonical->name] = &tensor;
+    original_name[canonical->name] = name;
+  }
+  if (styles.size() > 1) throw Error(label + ": mixes timm and Hugging Face tensor names");
+  bool hf = styles.count(NameStyle::HuggingFace) != 0;
+  auto shape_of = [&](const std::string& canonical) -> const Shape& {
+    auto it = by_canonical.find(canonical);
+    if (it == by_canonical.end()) throw Error(label + ": missing tensor '" + canonical + "'");
+    return it->second->shape;
+  };
+
+  Model model;
+  model.path = where.weights;
+  ViTConfig& c = model.config;
+  c.naming = hf ? "huggingface" : "timm";
+  c.layer_norm_eps = hf ? 1e-12 : 1e-6;
+
+  // Architecture from shapes.
+  const Shape& patch = shape_of("patch_embed.proj.weight");
+  if (patch.size() != 4 || patch[2] != patch[3])
+    throw Error(label + ": tensor '" + original_name["patch_embed.proj.weight"] + "' has shape " +
+                shape_string(patch) + ", expected [dim, channels, patch, patch]");
+  c.dim = patch[0];
+  c.in_chans = patch[1];
+  c.patch_size = patch[2];
+  c.distilled = by_canonical.count("dist_token") != 0;
+  while (by_canonical.count("blocks." + std::to_string(c.depth) + ".norm1.weight")) ++c.depth;
+  if (c.depth == 0) throw Error(label + ": missing tensor 'blocks.0.norm1.weight' (no transformer blocks)");
+  c.mlp_dim = shape_of("blocks.0.mlp.fc1.weight").at(0);
+  c.num_classes = shape_of("head.weight").at(0);
+  const Shape& pos = shape_of("pos_embed");
+  int64_t prefix = c.distilled ? 2 : 1;
+  int64_t grid = pos.size() == 3 ? static_cast<int64_t>(std::lround(std::sqrt(double(pos[1] - prefix)))) : 0;
+  if (pos.size() != 3 || grid * grid != pos[1] - prefix)
+    throw Error(label + ": tensor '" + original_name["pos_embed"] + "' has shape " + shape_string(pos) +
+                ", expected [1, " + std::to_string(prefix) + " + grid*grid, dim]");
+  c.image_size = grid * c.patch_size;
+
+  std::optional<int64_t> heads;
+  std::optional<double> eps;
+  if (where.config) apply_config_json(*where.config, c, model.preprocess, heads, eps);
+  if (overrides.heads) heads = overrides.heads;
+  if (overrides.layer_norm_eps) eps = overrides.layer_norm_eps;
+  c.heads = heads.value_or(std::max<int64_t>(1, c.dim / 64));
+  if (eps) c.layer_norm_eps = *eps;
+  if (c.heads <= 0 || c.dim % c.heads)
+    throw Error(label + ": " + std::to_string(c.heads) + " heads do not divide dim " + std::to_string(c.dim));
+  if (model.preprocess.input_size != c.image_size) model.preprocess.input_size = c.image_size;
+
+  // Every tensor the graph needs, with the shape it must have (canonical timm layout).
+  int64_t D = c.dim, H = c.mlp_dim;
+  std::vector<std::pair<std::string, Shape>> expected = {
+      {"patch_embed.proj.weight", {D, c.in_chans, c.patch_size, c.patch_size}},
+      {"patch_embed.proj.bias", {D}},
+      {"cls_token", {1, 1, D}},
+      {"pos_embed", {1, c.tokens(), D}},
+      {"norm.weight", {D}},
+      {"norm.bias", {D}},
+      {"head.weight", {c.num_classes, D}},
+      {"head.bias", {c.num_classes}}};
+  if (c.distilled) {
+    expected.push_back({"dist_token", {1, 1, D}});
+    expected.push_back({"head_dist.weight", {c.num_classes, D}});
+    expected.push_back({"head_dist.bias", {c.num_classes}});
+  }
+  for (int64_t i = 0; i < c.depth; ++i) {
+    std::string b = "blocks." + std::to_string(i) + ".";
+    for (const char* n : {"norm1", "norm2"}) {
+      expected.push_back({b + n + ".weight", {D}});
+      expected.push_back({b + n + ".bias", {D}});
+    }
+    if (hf) {
+      for (const char* n : {"q", "k", "v"}) {
+        expected.push_back({b + "attn." + n + ".weight", {D, D}});
+        expected.push_back({b + "attn." + n + ".bias", {D}});
+      }
+    } else {
+      expected.push_back({b + "attn.qkv.weight", {3 * D, D}});
+      expected.push_back({b + "attn.qkv.bias", {3 * D}});
+    }
+    expected.push_back({b + "attn.proj.weight", {D, D}});
+    expected.push_back({b + "attn.proj.bias", {D}});
+    expected.push_back({b + "mlp.fc1.weight", {H, D}});
+    expected.push_back({b + "mlp.fc1.bias", {H}});
+    expected.push_back({b + "mlp.fc2.weight", {D, H}});
+    expected.push_back({b + "mlp.fc2.bias", {D}});
+  }
+
+  std::set<std::string> used;
+  size_t total = 0;
+  for (const auto& [name, shape] : expected) {
+    auto it = by_canonical.find(name);
+    if (it == by_canonical.end())
+      throw Error(label + ": missing tensor " + describe_expected(name, shape));
+    if (it->second->shape != shape)
+      throw Error(label + ": tensor '" + original_name[name] + "' has shape " +
+                  shape_string(it->second->shape) + ", expected " + shape_string(shape));
+    used.insert(name);
+    total += static_cast<size_t>(element_count(shape));
+  }
+  for (const auto& [name, tensor] : by_canonical)
+    if (!used.count(name))
+      throw Error(label + ": unexpected tensor '" + original_name[name] + "' " +
+                  shape_string(tensor->shape) + " for a " + std::to_string(c.depth) + "-block ViT");
+
+  // Copy into the arena; HF's separate q, k, v become timm's packed qkv.
+  model.weights.reserve(total);
+  for (const auto& [name, shape] : expected) {
+    std::string packed = name;
+    for (const char* part : {".attn.q.", ".attn.k.", ".attn.v."})
+      if (name.find(part) != std::string::npos) packed.clear();
+    if (packed.empty()) continue;
+    convert_to_f32(*by_canonical[name], model.weights.add(name, shape));
+  }
+  if (hf) {
+    for (int64_t i = 0; i < c.depth; ++i) {
+      std::string b = "blocks." + std::to_string(i) + ".attn.";
+      float* w = model.weights.add(b + "qkv.weight", {3 * D, D});
+      float* bias = model.weights.add(b + "qkv.bias", {3 * D});
+      int64_t k = 0;
+      for (const char* n : {"q", "k", "v"}) {
+        convert_to_f32(*by_canonical[b + n + ".weight"], w + k * D * D);
+        convert_to_f32(*by_canonical[b + n + ".bias"], bias + k * D);
+        ++k;
+      }
+    }
+  }
+  return model;
+}
+
+}  // namespace vitbatch

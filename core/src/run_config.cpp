@@ -1,0 +1,197 @@
+#include "vitbatch/run_config.hpp"
+
+#include "vitbatch/error.hpp"
+
+#include <nlohmann/json.hpp>
+#include <yaml-cpp/yaml.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace fs = std::filesystem;
+
+namespace vitbatch {
+
+void PreprocessOverrides::apply(PreprocessConfig& c) const {
+  if (input_size) c.input_size = *input_size;
+  if (crop_pct) c.crop_pct = *crop_pct;
+  if (interpolation) c.interpolation = *interpolation;
+  if (mean) c.mean = *mean;
+  if (std) c.std = *std;
+}
+
+namespace {
+
+class ConfigReader {
+ public:
+  ConfigReader(std::string label, std::string base_dir) : label_(std::move(label)), base_(std::move(base_dir)) {}
+
+  [[noreturn]] void fail(const YAML::Node& node, const std::string& key, const std::string& why) const {
+    std::string line = node.Mark().line >= 0 ? ":" + std::to_string(node.Mark().line + 1) : "";
+    throw Error(label_ + line + ": '" + key + "': " + why);
+  }
+
+  void expect_map(const YAML::Node& node, const std::string& key, const std::set<std::string>& allowed) const {
+    if (!node.IsMap()) fail(node, key, "expected a mapping");
+    for (const auto& kv : node) {
+      std::string k = kv.first.Scalar();
+      if (!allowed.count(k)) {
+        std::string list;
+        for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+        fail(kv.first, key.empty() ? k : key + "." + k, "unknown key (expected one of: " + list + ")");
+      }
+    }
+  }
+
+  template <class T>
+  T scalar(const YAML::Node& node, const std::string& key, const char* what) const {
+    if (!node.IsScalar()) fail(node, key, std::string("expected ") + what);
+    try {
+      return node.as<T>();
+    } catch (const YAML::Exception&) {
+      fail(node, key, std::string("expected ") + what + ", got '" + node.Scalar() + "'");
+    }
+  }
+
+  int positive_int(const YAML::Node& node, const std::string& key) const {
+    int v = scalar<int>(node, key, "a positive integer");
+    if (v <= 0) fail(node, key, "expected a positive integer, got " + node.Scalar());
+    return v;
+  }
+
+  std::string path(const YAML::Node& node, const std::string& key) const {
+    std::string p = scalar<std::string>(node, key, "a path");
+    return fs::path(p).is_absolute() || base_.empty() ? p : (fs::path(base_) / p).string();
+  }
+
+  std::array<float, 3> triple(const YAML::Node& node, const std::string& key) const {
+    if (!node.IsSequence() || node.size() != 3) fail(node, key, "expected a list of 3 numbers");
+    std::array<float, 3> out{};
+    for (size_t i = 0; i < 3; ++i) out[i] = scalar<float>(node[i], key, "a number");
+    return out;
+  }
+
+  std::string one_of(const YAML::Node& node, const std::string& key, const std::set<std::string>& values) const {
+    std::string v = scalar<std::string>(node, key, "a string");
+    if (!values.count(v)) {
+      std::string list;
+      for (const auto& a : values) list += (list.empty() ? "" : ", ") + a;
+      fail(node, key, "'" + v + "' is not one of: " + list);
+    }
+    return v;
+  }
+
+  nlohmann::json to_json(const YAML::Node& node) const {
+    if (node.IsMap()) {
+      nlohmann::json j = nlohmann::json::object();
+      for (const auto& kv : node) j[kv.first.Scalar()] = to_json(kv.second);
+      return j;
+    }
+    if (node.IsSequence()) {
+      nlohmann::json j = nlohmann::json::array();
+      for (const auto& v : node) j.push_back(to_json(v));
+      return j;
+    }
+    if (node.IsNull()) return nullptr;
+    const std::string& s = node.Scalar();
+    if (node.Tag() != "!") {  // unquoted: keep numbers and booleans typed
+      try {
+        size_t used = 0;
+        long long i = std::stoll(s, &used);
+        if (used == s.size()) return i;
+        double d = std::stod(s, &used);
+        if (used == s.size()) return d;
+      } catch (const std::exception&) {
+      }
+      if (s == "true" || s == "false") return s == "true";
+    }
+    return s;
+  }
+
+  RunConfig read(const YAML::Node& root) const {
+    RunConfig c;
+    if (root.IsNull()) return c;
+    expect_map(root, "", {"model", "model_options", "preprocess", "backend", "batch_size", "top_k",
+                          "labels", "output", "plugin_dirs"});
+    if (auto n = root["model"]) c.model = path(n, "model");
+    if (auto m = root["model_options"]) {
+      expect_map(m, "model_options", {"heads", "layer_norm_eps"});
+      if (auto n = m["heads"]) c.model_options.heads = positive_int(n, "model_options.heads");
+      if (auto n = m["layer_norm_eps"]) {
+        double eps = scalar<double>(n, "model_options.layer_norm_eps", "a number");
+        if (!(eps > 0)) fail(n, "model_options.layer_norm_eps", "must be > 0");
+        c.model_options.layer_norm_eps = eps;
+      }
+    }
+    if (auto p = root["preprocess"]) {
+      expect_map(p, "preprocess", {"input_size", "crop_pct", "interpolation", "mean", "std"});
+      if (auto n = p["input_size"]) c.preprocess.input_size = positive_int(n, "preprocess.input_size");
+      if (auto n = p["crop_pct"]) {
+        double v = scalar<double>(n, "preprocess.crop_pct", "a number");
+        if (!(v > 0 && v <= 4)) fail(n, "preprocess.crop_pct", "must be in (0, 4]");
+        c.preprocess.crop_pct = v;
+      }
+      if (auto n = p["interpolation"])
+        c.preprocess.interpolation = one_of(n, "preprocess.interpolation", {"bicubic", "bilinear", "lanczos", "box", "hamming"});
+      if (auto n = p["mean"]) c.preprocess.mean = triple(n, "preprocess.mean");
+      if (auto n = p["std"]) {
+        c.preprocess.std = triple(n, "preprocess.std");
+        for (float s : *c.preprocess.std)
+          if (s == 0.0f) fail(n, "preprocess.std", "must not contain 0");
+      }
+    }
+    if (auto b = root["backend"]) {
+      if (b.IsScalar()) {
+        c.backend = scalar<std::string>(b, "backend", "a backend name");
+      } else {
+        expect_map(b, "backend", {"name", "threads", "precision", "options"});
+        if (auto n = b["name"]) c.backend = scalar<std::string>(n, "backend.name", "a backend name");
+        if (auto n = b["threads"]) c.threads = positive_int(n, "backend.threads");
+        if (auto n = b["precision"]) c.precision = one_of(n, "backend.precision", {"fp32", "bf16", "int8"});
+        if (auto n = b["options"]) {
+          if (!n.IsMap()) fail(n, "backend.options", "expected a mapping");
+          c.backend_options_json = to_json(n).dump();
+        }
+      }
+    }
+    if (auto n = root["batch_size"]) c.batch_size = positive_int(n, "batch_size");
+    if (auto n = root["top_k"]) c.top_k = positive_int(n, "top_k");
+    if (auto n = root["labels"]) c.labels = path(n, "labels");
+    if (auto n = root["output"]) {
+      std::string o = scalar<std::string>(n, "output", "a path or -");
+      c.output = o == "-" ? o : path(n, "output");
+    }
+    if (auto n = root["plugin_dirs"]) {
+      if (!n.IsSequence()) fail(n, "plugin_dirs", "expected a list of directories");
+      for (const auto& d : n) c.plugin_dirs.push_back(path(d, "plugin_dirs"));
+    }
+    return c;
+  }
+
+ private:
+  std::string label_, base_;
+};
+
+}  // namespace
+
+RunConfig parse_run_config(const std::string& yaml, const std::string& label, const std::string& base_dir) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml);
+  } catch (const YAML::ParserException& e) {
+    throw Error(label + ":" + std::to_string(e.mark.line + 1) + ": invalid YAML: " + e.msg);
+  }
+  return ConfigReader(label, base_dir).read(root);
+}
+
+RunConfig load_run_config(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw Error(path + ": cannot read config file");
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse_run_config(text.str(), path, fs::path(path).parent_path().string());
+}
+
+}  // namespace vitbatch

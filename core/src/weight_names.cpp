@@ -1,0 +1,79 @@
+#include "vitbatch/weight_names.hpp"
+
+#include <regex>
+#include <vector>
+
+namespace vitbatch {
+namespace {
+
+struct Rule {
+  std::regex pattern;
+  std::string replacement;
+};
+
+const std::vector<Rule>& timm_rules() {
+  static const std::vector<Rule> rules = [] {
+    std::vector<std::string> patterns = {
+        R"(cls_token)", R"(dist_token)", R"(pos_embed)", R"(patch_embed\.proj\.(weight|bias))",
+        R"(blocks\.\d+\.(norm1|norm2)\.(weight|bias))",
+        R"(blocks\.\d+\.attn\.(qkv|proj)\.(weight|bias))",
+        R"(blocks\.\d+\.mlp\.(fc1|fc2)\.(weight|bias))", R"(norm\.(weight|bias))",
+        R"(head\.(weight|bias))", R"(head_dist\.(weight|bias))"};
+    std::vector<Rule> out;
+    for (const auto& p : patterns) out.push_back({std::regex(p), "$&"});
+    return out;
+  }();
+  return rules;
+}
+
+// HF ViT uses the prefix "vit.", DeiT "deit."; the layer layout is the same.
+const std::vector<Rule>& hf_rules() {
+  static const std::vector<Rule> rules = {
+      {std::regex(R"((?:vit|deit)\.embeddings\.cls_token)"), "cls_token"},
+      {std::regex(R"((?:vit|deit)\.embeddings\.distillation_token)"), "dist_token"},
+      {std::regex(R"((?:vit|deit)\.embeddings\.position_embeddings)"), "pos_embed"},
+      {std::regex(R"((?:vit|deit)\.embeddings\.patch_embeddings\.projection\.(weight|bias))"),
+       "patch_embed.proj.$1"},
+      {std::regex(R"((?:vit|deit)\.encoder\.layer\.(\d+)\.layernorm_before\.(weight|bias))"),
+       "blocks.$1.norm1.$2"},
+      {std::regex(R"((?:vit|deit)\.encoder\.layer\.(\d+)\.layernorm_after\.(weight|bias))"),
+       "blocks.$1.norm2.$2"},
+      {std::regex(R"((?:vit|deit)\.encoder\.layer\.(\d+)\.attention\.attention\.query\.(weight|bias))"),
+       "blocks.$1.attn.q.$2"},
+      {std::regex(R"((?:vit|deit)\.encoder\.layer\.(\d+)\.attention\.attention\.key\.(weight|bias))"),
+       "blocks.$1.attn.k.$2"},
+      {std::regex(R"((?:vit|deit)\.encoder\.layer\.(\d+)\.attention\.attention\.value\.(weight|bias))"),
+       "blocks.$1.attn.v.$2"},
+      {std::regex(R"((?:vit|deit)\.encoder\.layer\.(\d+)\.attention\.output\.dense\.(weight|bias))"),
+       "blocks.$1.attn.proj.$2"},
+      {std::regex(R"((?:vit|deit)\.encoder\.layer\.(\d+)\.intermediate\.dense\.(weight|bias))"),
+       "blocks.$1.mlp.fc1.$2"},
+      {std::regex(R"((?:vit|deit)\.encoder\.layer\.(\d+)\.output\.dense\.(weight|bias))"),
+       "blocks.$1.mlp.fc2.$2"},
+      {std::regex(R"((?:vit|deit)\.layernorm\.(weight|bias))"), "norm.$1"},
+      {std::regex(R"((?:classifier|cls_classifier)\.(weight|bias))"), "head.$1"},
+      {std::regex(R"(distillation_classifier\.(weight|bias))"), "head_dist.$1"},
+  };
+  return rules;
+}
+
+std::optional<std::string> apply(const std::vector<Rule>& rules, const std::string& name) {
+  for (const Rule& r : rules)
+    if (std::regex_match(name, r.pattern)) return std::regex_replace(name, r.pattern, r.replacement);
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<CanonicalName> canonical_weight_name(const std::string& name) {
+  if (auto t = apply(timm_rules(), name)) return CanonicalName{*t, NameStyle::Timm};
+  if (auto h = apply(hf_rules(), name)) return CanonicalName{*h, NameStyle::HuggingFace};
+  return std::nullopt;
+}
+
+bool is_ignored_weight_name(const std::string& name) {
+  static const std::regex ignored(R"((?:vit|deit)\.(pooler\..*|embeddings\.position_ids))");
+  return std::regex_match(name, ignored);
+}
+
+}  // namespace vitbatch
