@@ -76,13 +76,15 @@ RgbImage decode_png(const uint8_t* data, size_t size) {
     const uint8_t* in = rows[y];
     uint8_t* out = image.pixels.data() + static_cast<size_t>(y) * width * 3;
     for (png_uint_32 x = 0; x < width; ++x) {
+      // libpng may still hand over an alpha channel (palette + tRNS): it is skipped.
+      const uint8_t* px = in + x * channels * (gray16 ? 2 : 1);
       if (gray16) {
-        unsigned v = (unsigned(in[2 * x]) << 8) | in[2 * x + 1];
+        unsigned v = (unsigned(px[0]) << 8) | px[1];
         out[3 * x] = out[3 * x + 1] = out[3 * x + 2] = static_cast<uint8_t>(v > 255 ? 255 : v);
-      } else if (channels == 1) {
-        out[3 * x] = out[3 * x + 1] = out[3 * x + 2] = in[x];
+      } else if (channels <= 2) {
+        out[3 * x] = out[3 * x + 1] = out[3 * x + 2] = px[0];
       } else {
-        std::memcpy(out + 3 * x, in + 3 * x, 3);
+        std::memcpy(out + 3 * x, px, 3);
       }
     }
   }

@@ -120,6 +120,14 @@ RgbImage resample_pass(const RgbImage& in, int64_t out_size, const Filter& filte
   return out;
 }
 
+// torchvision's int(round((length - size) / 2.0)): Python rounds halves to even, so an odd
+// margin of 25 starts the crop at 12, one of 27 at 14.
+int64_t crop_offset(int64_t length, int64_t size) {
+  int64_t margin = length - size, half = margin / 2;
+  if (margin % 2 == 1 && half % 2 == 1) ++half;
+  return half;
+}
+
 }  // namespace
 
 RgbImage resize_pillow(const RgbImage& image, int64_t width, int64_t height, const std::string& filter_name) {
@@ -144,8 +152,7 @@ RgbImage center_crop(const RgbImage& image, int64_t size) {
       std::copy_n(&image.pixels[y * image.width * 3], image.width * 3,
                   &src.pixels[((y + pad_top) * src.width + pad_left) * 3]);
   }
-  int64_t top = static_cast<int64_t>((src.height - size + 1) * 0.5);
-  int64_t left = static_cast<int64_t>((src.width - size + 1) * 0.5);
+  int64_t top = crop_offset(src.height, size), left = crop_offset(src.width, size);
   RgbImage out;
   out.width = out.height = size;
   out.pixels.resize(static_cast<size_t>(size * size * 3));

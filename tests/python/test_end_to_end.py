@@ -1,0 +1,158 @@
+"""The vitbatch CLI on the real model and photos, against PyTorch + Pillow (decode,
+torchvision's timm-eval transform, a torch.nn ViT): same top-1 on every photo, top-5
+probabilities within 1e-3, truncated.jpg reported as a bad input, and the CLI's contract
+(order, stdin, --output, YAML config, exit statuses, info, backends)."""
+
+import csv
+import io
+import os
+import subprocess
+import tempfile
+import unittest
+
+import numpy as np
+import torch
+from PIL import Image
+
+import vitref
+
+MODEL = vitref.MODEL_DIR
+
+
+def classify(*args, stdin=None):
+    return subprocess.run([vitref.VITBATCH, "classify", *args], input=stdin, capture_output=True, text=True,
+                          timeout=600)
+
+
+def torch_probabilities(paths):
+    sd = vitref.read_safetensors(os.path.join(MODEL, "model.safetensors"))
+    model = vitref.TorchViT().load_timm(sd)
+    crop, to_tensor = vitref.model_eval_transform(MODEL)
+    x = torch.stack([to_tensor(crop(Image.open(p).convert("RGB"))) for p in paths])
+    with torch.no_grad():
+        return torch.softmax(model(x), dim=1).numpy()
+
+
+class EndToEnd(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.result = classify("--model", MODEL, vitref.IMAGES_DIR)
+        cls.rows = list(csv.reader(io.StringIO(cls.result.stdout)))
+
+    def test_header(self):
+        header = ["path"]
+        for k in range(1, 6):
+            header += [f"top{k}_index", f"top{k}_label", f"top{k}_prob"]
+        self.assertEqual(self.rows[0], header + ["error"])
+
+    def test_rows_in_sorted_order_one_per_image(self):
+        expected = sorted(os.path.join(vitref.IMAGES_DIR, f) for f in os.listdir(vitref.IMAGES_DIR)
+                          if f.lower().endswith((".jpg", ".jpeg", ".png")))
+        self.assertEqual([r[0] for r in self.rows[1:]], expected)
+
+    def test_predictions_match_pytorch_and_pillow(self):
+        paths = vitref.photos()
+        probs = torch_probabilities(paths)
+        by_path = {r[0]: r for r in self.rows[1:]}
+        with open(os.path.join(vitref.SHARED, "labels", "imagenet1k.txt")) as f:
+            labels = [line.split(", ")[0] for line in f.read().splitlines()]
+        worst = 0.0
+        for p, prob in zip(paths, probs):
+            row = by_path[p]
+            self.assertEqual(row[-1], "", p)
+            self.assertEqual(int(row[1]), int(prob.argmax()), p)
+            for k in range(5):
+                index, label, value = int(row[1 + 3 * k]), row[2 + 3 * k], float(row[3 + 3 * k])
+                self.assertEqual(label, labels[index])
+                worst = max(worst, abs(value - prob[index]))
+                self.assertLessEqual(abs(value - prob[index]), 1e-3, p)
+        print(f"max |probability difference| over top-5 of {len(paths)} photos: {worst:.2e}")
+        chelsea = by_path[os.path.join(vitref.IMAGES_DIR, "chelsea.png")]
+        coffee = by_path[os.path.join(vitref.IMAGES_DIR, "coffee.png")]
+        self.assertEqual(chelsea[1:3], ["285", "Egyptian cat"])
+        self.assertEqual(coffee[1:3], ["967", "espresso"])
+
+    def test_truncated_jpeg_is_a_bad_input(self):
+        truncated = os.path.join(vitref.IMAGES_DIR, "truncated.jpg")
+        row = next(r for r in self.rows if r[0] == truncated)
+        self.assertEqual(row[1:-1], [""] * 15)
+        self.assertIn("Premature end of JPEG file", row[-1])
+        self.assertIn(truncated + ": corrupt JPEG", self.result.stderr)
+        self.assertEqual(self.result.returncode, 1)
+        self.assertEqual(self.result.stderr.count("\n"), 1, self.result.stderr)
+
+    def test_stdin_paths_keep_their_order_and_batching_does_not_change_results(self):
+        names = ["scream.jpg", "missing.png", "chelsea.png", "truncated.jpg", "coffee.png"]
+        paths = [os.path.join(vitref.IMAGES_DIR, n) for n in names]
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "preds.csv")
+            r = classify("--model", MODEL, "--batch-size", "2", "--top-k", "3", "--output", out, "-",
+                         stdin="\n".join(paths) + "\n")
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertEqual(r.stdout, "")
+            with open(out, newline="") as f:
+                rows = list(csv.reader(f))
+        self.assertEqual([row[0] for row in rows[1:]], paths)
+        self.assertEqual(len(rows[0]), 1 + 3 * 3 + 1)
+        self.assertIn("No such file or directory", rows[2][-1])
+        full = {r[0]: r for r in self.rows[1:]}
+        for row in rows[1:]:
+            if not row[-1]:
+                self.assertEqual(row[1:10], full[row[0]][1:10], row[0])
+
+    def test_yaml_config_and_flags_override_it(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            config = os.path.join(tmp, "run.yaml")
+            with open(config, "w") as f:
+                f.write(f"model: {MODEL}\nbackend:\n  name: reference\n  threads: 1\ntop_k: 2\nbatch_size: 4\n")
+            photo = os.path.join(vitref.IMAGES_DIR, "coffee.png")
+            r = classify("--config", config, photo)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            rows = list(csv.reader(io.StringIO(r.stdout)))
+            self.assertEqual(len(rows[0]), 1 + 2 * 3 + 1)
+            self.assertEqual(rows[1][1:3], ["967", "espresso"])
+            r = classify("--config", config, "--top-k", "1", photo)
+            self.assertEqual(len(next(csv.reader(io.StringIO(r.stdout)))), 1 + 3 + 1)
+
+            with open(config, "w") as f:
+                f.write(f"model: {MODEL}\nbackend:\n  name: reference\n  thread: 2\n")
+            r = classify("--config", config, photo)
+            self.assertEqual(r.returncode, 2)
+            self.assertIn(f"{config}:4: 'backend.thread': unknown key", r.stderr)
+            self.assertEqual(r.stdout, "")
+
+    def test_usage_and_model_errors_exit_2(self):
+        photo = os.path.join(vitref.IMAGES_DIR, "coffee.png")
+        r = classify("--model", "/nonexistent/model", photo)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("/nonexistent/model: no such model", r.stderr)
+        r = classify("--model", MODEL, "--backend", "nosuch", photo)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("no backend named 'nosuch' (available: reference", r.stderr)
+        r = classify("--model", MODEL)
+        self.assertEqual(r.returncode, 2)
+        r = subprocess.run([vitref.VITBATCH, "classify", "--model", MODEL, "--top-k", "0", photo],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 2)
+
+    def test_info(self):
+        out = subprocess.run([vitref.VITBATCH, "info", "--model", MODEL], check=True, capture_output=True,
+                             text=True).stdout
+        self.assertIn("ViT patch 16, image 224, dim 192, depth 12, heads 3, mlp 768, tokens 197, classes 1000", out)
+        self.assertIn("parameters:   5717416", out)
+        self.assertIn("GMACs", out)
+        self.assertIn("= attention(", out)  # the graph as built, composites and all
+        self.assertIn("reference  batch_matmul  blocks.11.attn.core/q@kT", out)  # lowered placement
+
+    def test_backends_lists_plugins_and_rejections(self):
+        test_plugins = os.environ.get("VITBATCH_TEST_PLUGIN_DIR")
+        args = [vitref.VITBATCH, "backends"] + (["--plugin-dir", test_plugins] if test_plugins else [])
+        out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+        self.assertRegex(out, r"reference  1\.0  ABI 1  .*libvitbatch_backend_reference\.so")
+        self.assertIn("ops: patchify linear batch_matmul", out)
+        if test_plugins:
+            self.assertIn("plugin ABI version 999, this vitbatch needs ABI version 1", out)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

@@ -1,0 +1,74 @@
+// vitbatch_dump: exposes core's intermediate results to the Python parity tests, so that
+// each stage is compared with Pillow / PyTorch on its own.
+//   vitbatch_dump decode IMAGE OUT.rgb             raw RGB bytes; prints "WIDTH HEIGHT"
+//   vitbatch_dump crop MODEL IMAGE OUT.rgb         the resized, centre-cropped uint8 image
+//   vitbatch_dump logits MODEL IN.f32 N OUT.f32 [BACKEND]
+//                                                  logits of N normalised [3,S,S] inputs
+#include "vitbatch/error.hpp"
+#include "vitbatch/image.hpp"
+#include "vitbatch/model.hpp"
+#include "vitbatch/preprocess.hpp"
+#include "vitbatch/runtime.hpp"
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <vector>
+
+namespace {
+
+void write_file(const std::string& path, const void* data, size_t bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(static_cast<const char*>(data), static_cast<std::streamsize>(bytes));
+  if (!out) throw vitbatch::Error(path + ": cannot write");
+}
+
+std::vector<float> read_floats(const std::string& path, size_t count) {
+  std::ifstream in(path, std::ios::binary);
+  std::vector<float> v(count);
+  in.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(count * sizeof(float)));
+  if (!in) throw vitbatch::Error(path + ": expected " + std::to_string(count) + " floats");
+  return v;
+}
+
+int run(const std::vector<std::string>& a) {
+  if (a.size() == 3 && a[0] == "decode") {
+    vitbatch::RgbImage img = vitbatch::read_image(a[1]);
+    write_file(a[2], img.pixels.data(), img.pixels.size());
+    std::cout << img.width << " " << img.height << "\n";
+    return 0;
+  }
+  if (a.size() == 4 && a[0] == "crop") {
+    vitbatch::Model model = vitbatch::load_model(a[1]);
+    vitbatch::RgbImage crop = vitbatch::eval_crop(vitbatch::read_image(a[2]), model.preprocess);
+    write_file(a[3], crop.pixels.data(), crop.pixels.size());
+    return 0;
+  }
+  if ((a.size() == 5 || a.size() == 6) && a[0] == "logits") {
+    vitbatch::RuntimeOptions options;
+    options.model = a[1];
+    if (a.size() == 6) options.backend = a[5];
+    vitbatch::Runtime runtime(options);
+    const vitbatch::ViTConfig& c = runtime.model().config;
+    int64_t n = std::stoll(a[3]);
+    std::vector<float> pixels = read_floats(a[2], static_cast<size_t>(n * 3 * c.image_size * c.image_size));
+    std::vector<float> logits(static_cast<size_t>(n * c.num_classes));
+    runtime.executor().run(pixels.data(), n, logits.data());
+    write_file(a[4], logits.data(), logits.size() * sizeof(float));
+    return 0;
+  }
+  std::cerr << "usage: vitbatch_dump decode IMAGE OUT | crop MODEL IMAGE OUT | logits MODEL IN N OUT [BACKEND]\n";
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(std::vector<std::string>(argv + 1, argv + argc));
+  } catch (const vitbatch::Error& e) {
+    std::cerr << "vitbatch_dump: " << e.what() << "\n";
+    return 1;
+  }
+}
