@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what vitbatch needs from Debian's packages (if missing) and builds it in build/.
+# Safe to run again: it only installs what is missing and rebuilds what changed.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+packages=(
+  build-essential cmake pkg-config
+  xtensor-dev libxtensor-blas-dev libcli11-dev libyaml-cpp-dev doctest-dev nlohmann-json3-dev
+  libjpeg62-turbo-dev libturbojpeg0-dev libpng-dev
+  # the independent reference for the parity tests
+  python3 python3-numpy python3-pil python3-torch python3-torchvision
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "setup: installing ${missing[*]}" >&2
+  $sudo apt-get update -q >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+fi
+
+cmake -S "$root" -B "$root/build" -DCMAKE_BUILD_TYPE=Release >&2
+cmake --build "$root/build" -j2 >&2

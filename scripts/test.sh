@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Sets up and builds vitbatch, then runs every test: doctest unit and op tests, and the
+# parity tests against Pillow/torchvision/PyTorch on the real model and photos (../shared).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+shared="${VITBATCH_SHARED:-$root/../shared}"
+"$root/scripts/setup.sh"
+[ -d "$shared/models" ] || { echo "test: no shared/ folder at $shared (set VITBATCH_SHARED)" >&2; exit 1; }
+cmake -S "$root" -B "$root/build" -DVITBATCH_SHARED_DIR="$shared" >/dev/null
+cd "$root/build"
+ctest --output-on-failure

@@ -1,0 +1,297 @@
+// Every op of every backend found, on random shapes, against straightforward loops written
+// here (the pattern of ggml's test-backend-ops). A backend that declines a node is reported
+// as NOT SUPPORTED; the reference backend must accept every primitive op.
+#include "vitbatch/graph.hpp"
+#include "vitbatch/plugin_host.hpp"
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <numeric>
+#include <random>
+
+using namespace vitbatch;
+
+namespace {
+
+using Tensor = std::vector<float>;
+
+struct OpCase {
+  std::string label;
+  Op op;
+  std::vector<Shape> inputs;
+  std::vector<bool> constant;  // weights: offered to prepare() with data
+  Params params;
+  std::function<Tensor(const std::vector<Tensor>&)> loops;  // the expected output
+};
+
+int64_t count(const Shape& s) { return element_count(s); }
+
+Tensor random_tensor(const Shape& s, std::mt19937& rng) {
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  Tensor t(static_cast<size_t>(count(s)));
+  for (float& v : t) v = d(rng);
+  return t;
+}
+
+vit_tensor describe(const Shape& s, float* data) {
+  vit_tensor t{};
+  t.dtype = VIT_DTYPE_F32;
+  t.rank = static_cast<int32_t>(s.size());
+  int64_t stride = 4;
+  for (int i = t.rank - 1; i >= 0; --i) {
+    t.shape[i] = s[i];
+    t.strides[i] = stride;
+    stride *= s[i];
+  }
+  t.data = data;
+  return t;
+}
+
+Params ints(std::initializer_list<int64_t> v) {
+  Params p;
+  std::copy(v.begin(), v.end(), p.ints.begin());
+  return p;
+}
+
+// Row-major index helpers for the loop implementations.
+std::vector<int64_t> unravel(int64_t i, const Shape& s) {
+  std::vector<int64_t> idx(s.size());
+  for (int d = static_cast<int>(s.size()) - 1; d >= 0; --d) {
+    idx[d] = i % s[d];
+    i /= s[d];
+  }
+  return idx;
+}
+int64_t ravel(const std::vector<int64_t>& idx, const Shape& s) {
+  int64_t i = 0;
+  for (size_t d = 0; d < s.size(); ++d) i = i * s[d] + idx[d];
+  return i;
+}
+
+std::vector<OpCase> make_cases(std::mt19937& rng) {
+  auto dim = [&](int lo, int hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
+  std::vector<OpCase> cases;
+  for (int round = 0; round < 3; ++round) {
+    int64_t B = dim(1, 3), T = dim(1, 20), K = dim(1, 70), N = dim(1, 40), H = dim(1, 4), M = dim(1, 9);
+
+    int64_t p = dim(1, 4), gh = dim(1, 3), gw = dim(1, 3), C = dim(1, 3);
+    cases.push_back({"patchify", Op::PATCHIFY, {{B, C, gh * p, gw * p}}, {false}, ints({p}),
+                     [=](const std::vector<Tensor>& in) {
+                       Tensor out(static_cast<size_t>(B * gh * gw * C * p * p));
+                       size_t o = 0;
+                       for (int64_t n = 0; n < B; ++n)
+                         for (int64_t y = 0; y < gh; ++y)
+                           for (int64_t x = 0; x < gw; ++x)
+                             for (int64_t c = 0; c < C; ++c)
+                               for (int64_t ky = 0; ky < p; ++ky)
+                                 for (int64_t kx = 0; kx < p; ++kx)
+                                   out[o++] = in[0][((n * C + c) * gh * p + y * p + ky) * gw * p + x * p + kx];
+                       return out;
+                     }});
+
+    for (bool bias : {true, false}) {
+      std::vector<Shape> shapes = {{B, T, K}, {N, K}};
+      if (bias) shapes.push_back({N});
+      cases.push_back({bias ? "linear+bias" : "linear", Op::LINEAR, shapes, {false, true, true}, {},
+                       [=](const std::vector<Tensor>& in) {
+                         Tensor out(static_cast<size_t>(B * T * N));
+                         for (int64_t r = 0; r < B * T; ++r)
+                           for (int64_t o = 0; o < N; ++o) {
+                             double acc = bias ? in[2][o] : 0.0;
+                             for (int64_t k = 0; k < K; ++k) acc += double(in[0][r * K + k]) * in[1][o * K + k];
+                             out[r * N + o] = float(acc);
+                           }
+                         return out;
+                       }});
+    }
+
+    for (bool tb : {false, true}) {
+      Shape b_shape = tb ? Shape{B, H, N, K} : Shape{B, H, K, N};
+      cases.push_back({tb ? "batch_matmul a@bT" : "batch_matmul", Op::BATCH_MATMUL, {{B, H, M, K}, b_shape},
+                       {false, false}, ints({tb ? 1 : 0}), [=](const std::vector<Tensor>& in) {
+                         Tensor out(static_cast<size_t>(B * H * M * N));
+                         for (int64_t b = 0; b < B * H; ++b)
+                           for (int64_t i = 0; i < M; ++i)
+                             for (int64_t j = 0; j < N; ++j) {
+                               double acc = 0;
+                               for (int64_t k = 0; k < K; ++k)
+                                 acc += double(in[0][(b * M + i) * K + k]) *
+                                        (tb ? in[1][(b * N + j) * K + k] : in[1][(b * K + k) * N + j]);
+                               out[(b * M + i) * N + j] = float(acc);
+                             }
+                         return out;
+                       }});
+    }
+
+    for (bool broadcast : {false, true}) {
+      cases.push_back({broadcast ? "add (batch broadcast)" : "add", Op::ADD,
+                       {{B, T, N}, {broadcast ? 1 : B, T, N}}, {false, broadcast}, {},
+                       [=](const std::vector<Tensor>& in) {
+                         Tensor out(in[0].size());
+                         int64_t per_item = T * N;
+                         for (size_t i = 0; i < out.size(); ++i)
+                           out[i] = in[0][i] + in[1][broadcast ? i % per_item : i];
+                         return out;
+                       }});
+    }
+
+    Params eps;
+    eps.floats[0] = 1e-6f;
+    cases.push_back({"layer_norm", Op::LAYER_NORM, {{B, T, K}, {K}, {K}}, {false, true, true}, eps,
+                     [=](const std::vector<Tensor>& in) {
+                       Tensor out(in[0].size());
+                       for (int64_t r = 0; r < B * T; ++r) {
+                         double mean = 0, var = 0;
+                         for (int64_t i = 0; i < K; ++i) mean += in[0][r * K + i] / double(K);
+                         for (int64_t i = 0; i < K; ++i) var += std::pow(in[0][r * K + i] - mean, 2) / double(K);
+                         for (int64_t i = 0; i < K; ++i)
+                           out[r * K + i] = float((in[0][r * K + i] - mean) / std::sqrt(var + 1e-6) * in[1][i] + in[2][i]);
+                       }
+                       return out;
+                     }});
+
+    cases.push_back({"gelu", Op::GELU, {{B, T, N}}, {false}, {}, [](const std::vector<Tensor>& in) {
+                       Tensor out(in[0].size());
+                       for (size_t i = 0; i < out.size(); ++i)
+                         out[i] = float(0.5 * in[0][i] * (1.0 + std::erf(in[0][i] / std::sqrt(2.0))));
+                       return out;
+                     }});
+
+    cases.push_back({"softmax", Op::SOFTMAX, {{B, H, M, N}}, {false}, {}, [=](const std::vector<Tensor>& in) {
+                       Tensor out(in[0].size());
+                       for (int64_t r = 0; r < B * H * M; ++r) {
+                         double z = 0;
+                         for (int64_t i = 0; i < N; ++i) z += std::exp(double(in[0][r * N + i]));
+                         for (int64_t i = 0; i < N; ++i) out[r * N + i] = float(std::exp(double(in[0][r * N + i])) / z);
+                       }
+                       return out;
+                     }});
+
+    int64_t T2 = dim(1, 5);
+    cases.push_back({"concat (class token)", Op::CONCAT, {{1, 1, N}, {1, T2, N}, {B, T, N}}, {true, true, false},
+                     ints({1}), [=](const std::vector<Tensor>& in) {
+                       Tensor out;
+                       for (int64_t b = 0; b < B; ++b) {
+                         out.insert(out.end(), in[0].begin(), in[0].end());
+                         out.insert(out.end(), in[1].begin(), in[1].end());
+                         out.insert(out.end(), in[2].begin() + b * T * N, in[2].begin() + (b + 1) * T * N);
+                       }
+                       return out;
+                     }});
+
+    int64_t start = dim(0, static_cast<int>(T - 1)), end = dim(static_cast<int>(start + 1), static_cast<int>(T));
+    cases.push_back({"slice", Op::SLICE, {{B, T, N}}, {false}, ints({1, start, end}),
+                     [=](const std::vector<Tensor>& in) {
+                       Tensor out;
+                       for (int64_t b = 0; b < B; ++b)
+                         for (int64_t t = start; t < end; ++t)
+                           out.insert(out.end(), in[0].begin() + (b * T + t) * N, in[0].begin() + (b * T + t + 1) * N);
+                       return out;
+                     }});
+
+    cases.push_back({"reshape", Op::RESHAPE, {{B, T, N}}, {false}, dims_params({B * T, N}),
+                     [](const std::vector<Tensor>& in) { return in[0]; }});
+
+    Shape src = {B, T, 3, H, M};
+    Shape perm = {2, 0, 3, 1, 4};
+    cases.push_back({"permute", Op::PERMUTE, {src}, {false}, dims_params(perm), [=](const std::vector<Tensor>& in) {
+                       Shape dst(perm.size());
+                       for (size_t i = 0; i < perm.size(); ++i) dst[i] = src[perm[i]];
+                       Tensor out(in[0].size());
+                       for (int64_t i = 0; i < count(dst); ++i) {
+                         auto o = unravel(i, dst);
+                         std::vector<int64_t> s(src.size());
+                         for (size_t d = 0; d < perm.size(); ++d) s[perm[d]] = o[d];
+                         out[i] = in[0][ravel(s, src)];
+                       }
+                       return out;
+                     }});
+
+    Params scale;
+    scale.floats[0] = 0.125f;
+    cases.push_back({"scale", Op::SCALE, {{B, H, M, N}}, {false}, scale, [](const std::vector<Tensor>& in) {
+                       Tensor out(in[0]);
+                       for (float& v : out) v *= 0.125f;
+                       return out;
+                     }});
+  }
+  return cases;
+}
+
+// max |got - expected| / max(1, max |expected|): an error on the scale of the values.
+double normalized_error(const Tensor& got, const Tensor& expected) {
+  double err = 0, scale = 1;
+  for (size_t i = 0; i < got.size(); ++i) {
+    err = std::max(err, double(std::fabs(got[i] - expected[i])));
+    scale = std::max(scale, double(std::fabs(expected[i])));
+  }
+  return err / scale;
+}
+
+}  // namespace
+
+TEST_CASE("every op of every backend matches straightforward loops") {
+  PluginHost host({VITBATCH_PLUGIN_DIR});
+  std::mt19937 rng(1234);
+  std::vector<OpCase> cases = make_cases(rng);
+  int backends = 0;
+  for (const PluginInfo& plugin : host.plugins()) {
+    if (!plugin.rejected.empty()) continue;
+    ++backends;
+    Backend backend(plugin, BackendOptions{2, "fp32", "{}"});
+    for (OpCase& c : cases) {
+      CAPTURE(plugin.name);
+      CAPTURE(c.label);
+      std::vector<Tensor> inputs;
+      std::vector<vit_tensor> in_desc;
+      for (const Shape& s : c.inputs) inputs.push_back(random_tensor(s, rng));
+      for (size_t i = 0; i < inputs.size(); ++i) in_desc.push_back(describe(c.inputs[i], inputs[i].data()));
+      Shape out_shape = infer_shape(c.op, c.inputs, c.params);
+      Tensor out(static_cast<size_t>(count(out_shape)), std::nanf(""));
+      vit_tensor out_desc = describe(out_shape, out.data());
+      vit_node node{};
+      node.struct_size = sizeof node;
+      node.op = static_cast<int32_t>(c.op);
+      node.n_inputs = static_cast<int32_t>(in_desc.size());
+      node.inputs = in_desc.data();
+      node.n_outputs = 1;
+      node.outputs = &out_desc;
+      std::copy(c.params.ints.begin(), c.params.ints.end(), node.ints);
+      std::copy(c.params.floats.begin(), c.params.floats.end(), node.floats);
+      node.name = c.label.c_str();
+      std::string why;
+      if (!backend.supports(node, &why)) {
+        std::printf("  %-10s %-24s NOT SUPPORTED (%s)\n", plugin.name.c_str(), c.label.c_str(), why.c_str());
+        CHECK(plugin.name != "reference");  // the yardstick takes every primitive op
+        continue;
+      }
+      void* state = backend.prepare(node);
+      backend.execute(state, node);
+      backend.release(state);
+      double err = normalized_error(out, c.loops(inputs));
+      CHECK(err <= 1e-5);
+    }
+  }
+  CHECK(backends >= 1);
+}
+
+TEST_CASE("the reference backend leaves composite ops to lowering") {
+  PluginHost host({VITBATCH_PLUGIN_DIR});
+  Backend reference(host.find("reference"), BackendOptions{});
+  vit_tensor qkv = describe({1, 4, 12}, nullptr), out = describe({1, 4, 4}, nullptr);
+  vit_node node{};
+  node.struct_size = sizeof node;
+  node.op = VIT_OP_ATTENTION;
+  node.n_inputs = 1;
+  node.inputs = &qkv;
+  node.n_outputs = 1;
+  node.outputs = &out;
+  node.ints[0] = 2;
+  std::string why;
+  CHECK_FALSE(reference.supports(node, &why));
+  CHECK(why == "op not implemented");
+}

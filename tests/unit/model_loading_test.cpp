@@ -1,0 +1,141 @@
+// Loading checkpoints: architecture from shapes, settings from config.json, and one clear
+// error for a missing, extra or mis-shaped tensor.
+#include "test_support.hpp"
+#include "vitbatch/error.hpp"
+#include "vitbatch/model.hpp"
+#include "vitbatch/vit_graph.hpp"
+
+#include <doctest/doctest.h>
+
+using namespace vitbatch;
+using test_support::f32_tensor;
+using test_support::safetensors_bytes;
+using test_support::TempDir;
+using test_support::tiny_vit;
+
+TEST_CASE("architecture is inferred from the tensor shapes") {
+  TempDir dir;
+  dir.write("m/model.safetensors", safetensors_bytes(tiny_vit(3)));
+  Model m = load_model(dir.file("m"));
+  const ViTConfig& c = m.config;
+  CHECK(c.patch_size == 4);
+  CHECK(c.image_size == 8);
+  CHECK(c.dim == 8);
+  CHECK(c.depth == 3);
+  CHECK(c.heads == 1);  // dim / 64, at least 1
+  CHECK(c.mlp_dim == 16);
+  CHECK(c.num_classes == 5);
+  CHECK_FALSE(c.distilled);
+  CHECK(c.layer_norm_eps == 1e-6);
+  CHECK(c.naming == "timm");
+  CHECK(m.preprocess.crop_pct == 0.875);  // timm's default without config.json
+  CHECK(m.weights.parameter_count() == 8 * 48 + 8 + 8 + 5 * 8 + 8 + 8 + 5 * 8 + 5 + 3 * (4 * 8 + 24 * 8 + 24 + 64 + 8 + 128 + 16 + 128 + 8));
+  Graph g = build_vit_graph(m, 2);
+  CHECK(g.value(g.outputs()[0]).shape == Shape{2, 5});
+}
+
+TEST_CASE("config.json and overrides set heads, eps and preprocessing") {
+  TempDir dir;
+  dir.write("m/model.safetensors", safetensors_bytes(tiny_vit()));
+  dir.write("m/config.json", R"({"num_heads": 2, "pretrained_cfg": {"input_size": [3, 8, 8], "crop_pct": 0.9,
+      "interpolation": "bilinear", "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.5, 0.5]}})");
+  Model m = load_model(dir.file("m"));
+  CHECK(m.config.heads == 2);
+  CHECK(m.preprocess.crop_pct == 0.9);
+  CHECK(m.preprocess.interpolation == "bilinear");
+  CHECK(m.preprocess.std[0] == 0.25f);
+  ModelOverrides o;
+  o.heads = 4;
+  o.layer_norm_eps = 1e-5;
+  Model m2 = load_model(dir.file("m/model.safetensors"), o);
+  CHECK(m2.config.heads == 4);
+  CHECK(m2.config.layer_norm_eps == 1e-5);
+  o.heads = 3;
+  CHECK_THROWS_WITH_AS(load_model(dir.file("m"), o), doctest::Contains("3 heads do not divide dim 8"), Error);
+}
+
+TEST_CASE("bad checkpoints name the tensor and both shapes") {
+  TempDir dir;
+  SUBCASE("missing") {
+    auto t = tiny_vit(2);
+    t.erase("blocks.1.mlp.fc1.bias");
+    std::string p = dir.write("m.safetensors", safetensors_bytes(t));
+    CHECK_THROWS_WITH_AS(load_model(p), (p + ": missing tensor 'blocks.1.mlp.fc1.bias' (expected shape [16])").c_str(), Error);
+  }
+  SUBCASE("mis-shaped") {
+    auto t = tiny_vit(2);
+    t["blocks.1.attn.qkv.weight"] = f32_tensor({24, 7});
+    std::string p = dir.write("m.safetensors", safetensors_bytes(t));
+    CHECK_THROWS_WITH_AS(load_model(p), (p + ": tensor 'blocks.1.attn.qkv.weight' has shape [24,7], expected [24,8]").c_str(), Error);
+  }
+  SUBCASE("extra, known name") {
+    auto t = tiny_vit(1);
+    t["head_dist.weight"] = f32_tensor({5, 8});
+    std::string p = dir.write("m.safetensors", safetensors_bytes(t));
+    CHECK_THROWS_WITH_AS(load_model(p), (p + ": unexpected tensor 'head_dist.weight' [5,8] for a 1-block ViT").c_str(), Error);
+  }
+  SUBCASE("extra, unknown name") {
+    auto t = tiny_vit(1);
+    t["fc_norm.weight"] = f32_tensor({8});
+    std::string p = dir.write("m.safetensors", safetensors_bytes(t));
+    CHECK_THROWS_WITH_AS(load_model(p), doctest::Contains("unexpected tensor 'fc_norm.weight' [8] (not a timm or Hugging Face ViT/DeiT weight)"), Error);
+  }
+  SUBCASE("position embedding that is no square grid") {
+    auto t = tiny_vit(1);
+    t["pos_embed"] = f32_tensor({1, 6, 8});
+    std::string p = dir.write("m.safetensors", safetensors_bytes(t));
+    CHECK_THROWS_WITH_AS(load_model(p), doctest::Contains("tensor 'pos_embed' has shape [1,6,8], expected [1, 1 + grid*grid, dim]"), Error);
+  }
+  SUBCASE("mixed naming") {
+    auto t = tiny_vit(1);
+    t["vit.layernorm.weight"] = t["norm.weight"];
+    t.erase("norm.weight");
+    std::string p = dir.write("m.safetensors", safetensors_bytes(t));
+    CHECK_THROWS_WITH_AS(load_model(p), doctest::Contains("mixes timm and Hugging Face tensor names"), Error);
+  }
+  SUBCASE("directory without weights") {
+    CHECK_THROWS_WITH_AS(load_model(dir.path()), (dir.path() + ": directory has no model.safetensors").c_str(), Error);
+  }
+}
+
+TEST_CASE("Hugging Face q, k, v are packed into timm's qkv in that order") {
+  TempDir dir;
+  auto timm = tiny_vit(1);
+  std::map<std::string, test_support::RawTensor> hf;
+  auto rename = [&](const std::string& from, const std::string& to) { hf[to] = timm[from]; };
+  rename("cls_token", "vit.embeddings.cls_token");
+  rename("pos_embed", "vit.embeddings.position_embeddings");
+  rename("patch_embed.proj.weight", "vit.embeddings.patch_embeddings.projection.weight");
+  rename("patch_embed.proj.bias", "vit.embeddings.patch_embeddings.projection.bias");
+  rename("norm.weight", "vit.layernorm.weight");
+  rename("norm.bias", "vit.layernorm.bias");
+  rename("head.weight", "classifier.weight");
+  rename("head.bias", "classifier.bias");
+  std::string l = "vit.encoder.layer.0.";
+  for (const char* w : {"weight", "bias"}) {
+    rename(std::string("blocks.0.norm1.") + w, l + "layernorm_before." + w);
+    rename(std::string("blocks.0.norm2.") + w, l + "layernorm_after." + w);
+    rename(std::string("blocks.0.attn.proj.") + w, l + "attention.output.dense." + w);
+    rename(std::string("blocks.0.mlp.fc1.") + w, l + "intermediate.dense." + w);
+    rename(std::string("blocks.0.mlp.fc2.") + w, l + "output.dense." + w);
+  }
+  float fill = 1.0f;
+  for (const char* part : {"query", "key", "value"}) {
+    hf[l + "attention.attention." + part + ".weight"] = f32_tensor({8, 8}, fill);
+    hf[l + "attention.attention." + part + ".bias"] = f32_tensor({8}, fill + 0.5f);
+    fill += 1.0f;
+  }
+  hf["vit.pooler.dense.weight"] = f32_tensor({8, 8});  // ignored: classification never reads it
+  Model m = load_model(dir.write("hf.safetensors", safetensors_bytes(hf)));
+  CHECK(m.config.naming == "huggingface");
+  CHECK(m.config.layer_norm_eps == 1e-12);
+  const float* qkv = m.weights.get("blocks.0.attn.qkv.weight");
+  CHECK(m.weights.shape("blocks.0.attn.qkv.weight") == Shape{24, 8});
+  CHECK(qkv[0] == 1.0f);
+  CHECK(qkv[64] == 2.0f);
+  CHECK(qkv[128 + 63] == 3.0f);
+  const float* bias = m.weights.get("blocks.0.attn.qkv.bias");
+  CHECK(bias[0] == 1.5f);
+  CHECK(bias[8] == 2.5f);
+  CHECK(bias[23] == 3.5f);
+}

@@ -1,0 +1,72 @@
+// The plugin host: found plugins, rejected ones with their reason, and failures that become
+// errors instead of crashes.
+#include "test_support.hpp"
+#include "vitbatch/error.hpp"
+#include "vitbatch/executor.hpp"
+#include "vitbatch/plugin_host.hpp"
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+
+using namespace vitbatch;
+
+namespace {
+const PluginInfo* by_file(const PluginHost& host, const std::string& fragment) {
+  for (const auto& p : host.plugins())
+    if (p.path.find(fragment) != std::string::npos) return &p;
+  return nullptr;
+}
+}  // namespace
+
+TEST_CASE("the reference backend is found and usable") {
+  PluginHost host({VITBATCH_PLUGIN_DIR});
+  const PluginInfo& ref = host.find("reference");
+  CHECK(ref.rejected.empty());
+  CHECK(ref.abi_version == VIT_PLUGIN_ABI_VERSION);
+  CHECK(std::find(ref.ops.begin(), ref.ops.end(), Op::LINEAR) != ref.ops.end());
+  CHECK(std::find(ref.ops.begin(), ref.ops.end(), Op::ATTENTION) == ref.ops.end());  // left to lowering
+  Backend b(ref, BackendOptions{});
+  CHECK(b.describe().find("fp32") != std::string::npos);
+  BackendOptions bf16;
+  bf16.precision = "bf16";
+  CHECK_THROWS_WITH_AS(Backend(ref, bf16), "backend 'reference' failed to start: reference: precision 'bf16' is not supported (fp32 only)", Error);
+}
+
+TEST_CASE("a plugin of another ABI version is rejected naming both numbers") {
+  PluginHost host({VITBATCH_TEST_PLUGIN_DIR});
+  const PluginInfo* bad = by_file(host, "libvitbatch_backend_bad_abi.so");
+  REQUIRE(bad != nullptr);
+  CHECK(bad->rejected == "plugin ABI version 999, this vitbatch needs ABI version 1");
+  CHECK_THROWS_WITH_AS(host.find("bad_abi"), doctest::Contains("backend 'bad_abi' was rejected"), Error);
+  CHECK_THROWS_WITH_AS(host.find("nosuch"), "no backend named 'nosuch' (available: failing; see `vitbatch backends`)", Error);
+}
+
+TEST_CASE("files that are not plugins are rejected with the loader's reason") {
+  test_support::TempDir dir;
+  dir.write("libvitbatch_backend_junk.so", std::string("not an ELF file"));
+  PluginHost host({dir.path(), "/nonexistent/dir"});
+  REQUIRE(host.plugins().size() == 1);
+  CHECK(host.plugins()[0].rejected.find("cannot load: ") == 0);
+}
+
+TEST_CASE("a backend failing to start or mid-run gives an error, not a crash") {
+  PluginHost host({VITBATCH_TEST_PLUGIN_DIR, VITBATCH_PLUGIN_DIR});
+  BackendOptions fail_create;
+  fail_create.options_json = R"({"fail_create": true})";
+  CHECK_THROWS_WITH_AS(Backend(host.find("failing"), fail_create), "backend 'failing' failed to start: refusing to start as asked", Error);
+
+  test_support::TempDir dir;
+  dir.write("model.safetensors", test_support::safetensors_bytes(test_support::tiny_vit()));
+  Model model = load_model(dir.path());
+  Backend failing(host.find("failing"), BackendOptions{});
+  Backend reference(host.find("reference"), BackendOptions{});
+  Executor executor(model, {&failing, &reference});
+  std::vector<float> pixels(3 * 8 * 8, 0.1f), logits(5);
+  CHECK_THROWS_WITH_AS(executor.run(pixels.data(), 1, logits.data()),
+                       "backend 'failing' failed on node 'patch_embed.proj' (linear): kernel exploded", Error);
+  // Placement: linear goes to the first backend that accepts it, the rest to reference.
+  std::string placement = executor.placement(1);
+  CHECK(placement.find("failing  linear  patch_embed.proj") != std::string::npos);
+  CHECK(placement.find("reference  patchify  patch_embed.patchify") != std::string::npos);
+}

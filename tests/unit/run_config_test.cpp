@@ -1,0 +1,67 @@
+// YAML run configs: values land where they belong; unknown keys and bad values name the
+// file, the line and the key.
+#include "vitbatch/error.hpp"
+#include "vitbatch/run_config.hpp"
+
+#include <doctest/doctest.h>
+
+using namespace vitbatch;
+
+TEST_CASE("a full config parses") {
+  RunConfig c = parse_run_config(R"(
+model: models/vit
+model_options: {heads: 3, layer_norm_eps: 1.0e-6}
+preprocess:
+  crop_pct: 0.9
+  interpolation: bilinear
+  mean: [0.5, 0.5, 0.5]
+  std: [0.5, 0.5, 0.5]
+backend:
+  name: reference
+  threads: 2
+  precision: fp32
+  options: {block: 64, fused: true, label: "x"}
+batch_size: 8
+top_k: 3
+labels: /abs/labels.txt
+output: "-"
+plugin_dirs: [plugins]
+)", "run.yaml", "/base");
+  CHECK(*c.model == "/base/models/vit");
+  CHECK(*c.model_options.heads == 3);
+  CHECK(*c.preprocess.crop_pct == 0.9);
+  CHECK(*c.preprocess.interpolation == "bilinear");
+  CHECK((*c.preprocess.mean)[2] == 0.5f);
+  CHECK(*c.backend == "reference");
+  CHECK(*c.threads == 2);
+  CHECK(*c.precision == "fp32");
+  CHECK(c.backend_options_json == R"({"block":64,"fused":true,"label":"x"})");
+  CHECK(*c.batch_size == 8);
+  CHECK(*c.top_k == 3);
+  CHECK(*c.labels == "/abs/labels.txt");
+  CHECK(*c.output == "-");
+  CHECK(c.plugin_dirs == std::vector<std::string>{"/base/plugins"});
+}
+
+TEST_CASE("backend may be just a name; an empty file is fine") {
+  CHECK(*parse_run_config("backend: reference\n", "a.yaml", "").backend == "reference");
+  CHECK_FALSE(parse_run_config("", "a.yaml", "").model);
+}
+
+TEST_CASE("errors name file, line and key") {
+  CHECK_THROWS_WITH_AS(parse_run_config("model: m\nbakend: x\n", "run.yaml", ""),
+                       doctest::Contains("run.yaml:2: 'bakend': unknown key (expected one of: backend,"), Error);
+  CHECK_THROWS_WITH_AS(parse_run_config("backend:\n  name: reference\n  threads: many\n", "run.yaml", ""),
+                       "run.yaml:3: 'backend.threads': expected a positive integer, got 'many'", Error);
+  CHECK_THROWS_WITH_AS(parse_run_config("batch_size: -4\n", "run.yaml", ""),
+                       "run.yaml:1: 'batch_size': expected a positive integer, got -4", Error);
+  CHECK_THROWS_WITH_AS(parse_run_config("backend: {precision: fp64}\n", "run.yaml", ""),
+                       "run.yaml:1: 'backend.precision': 'fp64' is not one of: bf16, fp32, int8", Error);
+  CHECK_THROWS_WITH_AS(parse_run_config("preprocess:\n  mean: [1, 2]\n", "run.yaml", ""),
+                       "run.yaml:2: 'preprocess.mean': expected a list of 3 numbers", Error);
+  CHECK_THROWS_WITH_AS(parse_run_config("preprocess:\n  interpolation: cubic\n", "run.yaml", ""),
+                       doctest::Contains("run.yaml:2: 'preprocess.interpolation': 'cubic' is not one of"), Error);
+  CHECK_THROWS_WITH_AS(parse_run_config("model: [a, b\n", "run.yaml", ""), doctest::Contains("run.yaml:2: invalid YAML"), Error);
+  CHECK_THROWS_WITH_AS(parse_run_config("- a\n- b\n", "run.yaml", ""), "run.yaml:1: '': expected a mapping", Error);
+  CHECK_THROWS_WITH_AS(load_run_config("/nonexistent.yaml"), "/nonexistent.yaml: cannot read config file", Error);
+}
