@@ -65,3 +65,13 @@ TEST_CASE("errors name file, line and key") {
   CHECK_THROWS_WITH_AS(parse_run_config("- a\n- b\n", "run.yaml", ""), "run.yaml:1: '': expected a mapping", Error);
   CHECK_THROWS_WITH_AS(load_run_config("/nonexistent.yaml"), "/nonexistent.yaml: cannot read config file", Error);
 }
+
+TEST_CASE("the configs shipped in configs/ parse") {
+  for (const char* name : {"vit_tiny_reference.yaml", "preprocess_override.yaml"}) {
+    CAPTURE(name);
+    RunConfig c = load_run_config(std::string(VITBATCH_SOURCE_DIR) + "/configs/" + name);
+    REQUIRE(c.model);
+    CHECK(c.model->find("vit_tiny_patch16_224") != std::string::npos);
+    CHECK(*c.backend == "reference");
+  }
+}
