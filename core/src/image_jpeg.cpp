@@ -6,6 +6,7 @@
 
 #include <csetjmp>
 #include <cstdio>
+#include <cstring>
 
 #include <jpeglib.h>
 // jerror.h needs jpeglib.h first.
@@ -44,7 +45,7 @@ uint8_t cmyk_channel(int c, int k) {
 
 }  // namespace
 
-RgbImage decode_jpeg(const uint8_t* data, size_t size) {
+RgbImage decode_jpeg(const uint8_t* data, size_t size, const DecodeOptions& options) {
   jpeg_decompress_struct cinfo{};
   ErrorManager err{};
   cinfo.err = jpeg_std_error(&err.base);
@@ -58,7 +59,18 @@ RgbImage decode_jpeg(const uint8_t* data, size_t size) {
   }
   jpeg_create_decompress(&cinfo);
   jpeg_mem_src(&cinfo, data, static_cast<unsigned long>(size));
+  if (options.exif_transpose) jpeg_save_markers(&cinfo, JPEG_APP0 + 1, 0xFFFF);
   jpeg_read_header(&cinfo, TRUE);
+  try {
+    check_pixel_limit(cinfo.image_width, cinfo.image_height, options);
+  } catch (const Error&) {
+    jpeg_destroy_decompress(&cinfo);
+    throw;
+  }
+  int orientation = 1;
+  for (jpeg_saved_marker_ptr m = cinfo.marker_list; m; m = m->next)
+    if (m->marker == JPEG_APP0 + 1 && m->data_length > 6 && std::memcmp(m->data, "Exif\0\0", 6) == 0)
+      orientation = exif_orientation(m->data + 6, m->data_length - 6);
   bool cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
   bool gray = cinfo.jpeg_color_space == JCS_GRAYSCALE;
   cinfo.out_color_space = cmyk ? JCS_CMYK : gray ? JCS_GRAYSCALE : JCS_RGB;
@@ -93,7 +105,7 @@ RgbImage decode_jpeg(const uint8_t* data, size_t size) {
   }
   jpeg_finish_decompress(&cinfo);
   jpeg_destroy_decompress(&cinfo);
-  return image;
+  return apply_orientation(image, orientation);
 }
 
 }  // namespace vitbatch

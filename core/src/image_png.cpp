@@ -36,7 +36,7 @@ void read_bytes(png_structp png, png_bytep out, png_size_t n) {
 
 }  // namespace
 
-RgbImage decode_png(const uint8_t* data, size_t size) {
+RgbImage decode_png(const uint8_t* data, size_t size, const DecodeOptions& options) {
   Reader reader{data, size, 8, ""};
   if (size < 8 || png_sig_cmp(data, 0, 8)) throw Error("not a PNG file");
   png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &reader, on_error, on_warning);
@@ -54,6 +54,10 @@ RgbImage decode_png(const uint8_t* data, size_t size) {
   png_read_info(png, info);
   png_uint_32 width = png_get_image_width(png, info), height = png_get_image_height(png, info);
   int depth = png_get_bit_depth(png, info), type = png_get_color_type(png, info);
+  if (static_cast<int64_t>(width) * height > options.max_pixels) {
+    png_destroy_read_struct(&png, &info, nullptr);
+    check_pixel_limit(width, height, options);
+  }
   bool gray16 = type == PNG_COLOR_TYPE_GRAY && depth == 16;
   if (type == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
   if (type == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
@@ -66,7 +70,12 @@ RgbImage decode_png(const uint8_t* data, size_t size) {
   rows.resize(height);
   for (png_uint_32 y = 0; y < height; ++y) rows[y] = raw.data() + y * rowbytes;
   png_read_image(png, rows.data());
-  png_read_end(png, nullptr);
+  png_read_end(png, info);  // eXIf may follow the image data
+  int orientation = 1;
+  png_uint_32 exif_size = 0;
+  png_bytep exif = nullptr;
+  if (options.exif_transpose && png_get_eXIf_1(png, info, &exif_size, &exif) && exif)
+    orientation = exif_orientation(exif, exif_size);
   png_destroy_read_struct(&png, &info, nullptr);
 
   image.width = width;
@@ -88,7 +97,7 @@ RgbImage decode_png(const uint8_t* data, size_t size) {
       }
     }
   }
-  return image;
+  return apply_orientation(image, orientation);
 }
 
 }  // namespace vitbatch

@@ -60,17 +60,20 @@ struct Coefficients {
   std::vector<int32_t> k;    // per output: ksize fixed-point weights
 };
 
-// Pillow's precompute_coeffs + normalize_coeffs_8bpc for the full box [0, in_size).
-Coefficients precompute(int64_t in_size, int64_t out_size, const Filter& filter) {
+// Pillow's precompute_coeffs + normalize_coeffs_8bpc for the full box [0, in_size), for the
+// `count` outputs from `begin` only: each output's weights depend on its own position alone,
+// so a window of the output is exactly that part of Pillow's full result.
+Coefficients precompute(int64_t in_size, int64_t out_size, const Filter& filter, int64_t begin, int64_t count) {
   double scale = double(in_size) / double(out_size);
   double filterscale = std::max(scale, 1.0);
   double support = filter.support * filterscale;
   Coefficients c;
   c.ksize = static_cast<int>(std::ceil(support)) * 2 + 1;
-  c.bounds.resize(out_size * 2);
-  c.k.assign(static_cast<size_t>(out_size) * c.ksize, 0);
+  c.bounds.resize(count * 2);
+  c.k.assign(static_cast<size_t>(count) * c.ksize, 0);
   std::vector<double> w(c.ksize);
-  for (int64_t xx = 0; xx < out_size; ++xx) {
+  for (int64_t i = 0; i < count; ++i) {
+    int64_t xx = begin + i;
     double center = (xx + 0.5) * scale;
     double ww = 0.0, ss = 1.0 / filterscale;
     int xmin = std::max(static_cast<int>(center - support + 0.5), 0);
@@ -81,11 +84,11 @@ Coefficients precompute(int64_t in_size, int64_t out_size, const Filter& filter)
     }
     for (int x = 0; x < xmax; ++x) {
       double v = ww != 0.0 ? w[x] / ww : w[x];
-      c.k[xx * c.ksize + x] = static_cast<int32_t>(v < 0 ? -0.5 + v * (1 << kPrecisionBits)
-                                                         : 0.5 + v * (1 << kPrecisionBits));
+      c.k[i * c.ksize + x] = static_cast<int32_t>(v < 0 ? -0.5 + v * (1 << kPrecisionBits)
+                                                        : 0.5 + v * (1 << kPrecisionBits));
     }
-    c.bounds[xx * 2] = xmin;
-    c.bounds[xx * 2 + 1] = xmax;
+    c.bounds[i * 2] = xmin;
+    c.bounds[i * 2 + 1] = xmax;
   }
   return c;
 }
@@ -95,28 +98,49 @@ uint8_t clip8(int64_t v) {
   return static_cast<uint8_t>(v < 0 ? 0 : v > 255 ? 255 : v);
 }
 
-// One pass along x (horizontal) or y (vertical) of an interleaved RGB image.
-RgbImage resample_pass(const RgbImage& in, int64_t out_size, const Filter& filter, bool horizontal) {
-  int64_t in_size = horizontal ? in.width : in.height;
-  Coefficients c = precompute(in_size, out_size, filter);
-  RgbImage out;
-  out.width = horizontal ? out_size : in.width;
-  out.height = horizontal ? in.height : out_size;
-  out.pixels.resize(static_cast<size_t>(out.width * out.height * 3));
-  int64_t step = horizontal ? 3 : in.width * 3;  // distance between neighbouring taps
-  for (int64_t y = 0; y < out.height; ++y)
-    for (int64_t x = 0; x < out.width; ++x) {
-      int64_t o = horizontal ? x : y;
-      int first = c.bounds[o * 2], count = c.bounds[o * 2 + 1];
-      const int32_t* k = &c.k[o * c.ksize];
-      const uint8_t* src = horizontal ? &in.pixels[(y * in.width + first) * 3]
-                                      : &in.pixels[(first * in.width + x) * 3];
-      for (int ch = 0; ch < 3; ++ch) {
-        int64_t ss = 1 << (kPrecisionBits - 1);
-        for (int t = 0; t < count; ++t) ss += int64_t(src[t * step + ch]) * k[t];
-        out.pixels[(y * out.width + x) * 3 + ch] = clip8(ss);
-      }
-    }
+// Weighted sum of `count` taps `step` bytes apart, rounded and clipped as Pillow does.
+uint8_t convolve(const uint8_t* src, int64_t step, const int32_t* k, int count) {
+  int64_t ss = 1 << (kPrecisionBits - 1);
+  for (int t = 0; t < count; ++t) ss += int64_t(src[t * step]) * k[t];
+  return clip8(ss);
+}
+
+// The window [left, left+width) x [top, top+height) of Pillow's resize of `in` to
+// full_w x full_h: the horizontal pass (if the width changes) over just the source rows the
+// vertical pass reads, then the vertical pass (if the height changes), both 8-bit with
+// Pillow's rounding in between, so every pixel equals Pillow's.
+RgbImage resize_window(const RgbImage& in, int64_t full_w, int64_t full_h, const Filter& filter, int64_t left,
+                       int64_t top, int64_t width, int64_t height) {
+  bool horizontal = full_w != in.width, vertical = full_h != in.height;
+  Coefficients cy;
+  int64_t row_first = top, row_count = height;  // source rows the vertical pass reads
+  if (vertical) {
+    cy = precompute(in.height, full_h, filter, top, height);
+    row_first = cy.bounds[0];
+    int64_t row_end = 0;
+    for (int64_t i = 0; i < height; ++i) row_end = std::max<int64_t>(row_end, cy.bounds[i * 2] + cy.bounds[i * 2 + 1]);
+    row_count = row_end - row_first;
+  }
+  // Pass 1: columns [left, left+width) of rows [row_first, row_first+row_count).
+  RgbImage tmp{width, row_count, std::vector<uint8_t>(static_cast<size_t>(width * row_count * 3))};
+  Coefficients cx;
+  if (horizontal) cx = precompute(in.width, full_w, filter, left, width);
+  for (int64_t y = 0; y < row_count; ++y) {
+    const uint8_t* row = &in.pixels[(row_first + y) * in.width * 3];
+    uint8_t* out = &tmp.pixels[y * width * 3];
+    for (int64_t x = 0; x < width; ++x)
+      for (int ch = 0; ch < 3; ++ch)
+        out[x * 3 + ch] = horizontal ? convolve(row + cx.bounds[x * 2] * 3 + ch, 3, &cx.k[x * cx.ksize], cx.bounds[x * 2 + 1])
+                                     : row[(left + x) * 3 + ch];
+  }
+  if (!vertical) return tmp;
+  // Pass 2: rows [top, top+height).
+  RgbImage out{width, height, std::vector<uint8_t>(static_cast<size_t>(width * height * 3))};
+  for (int64_t y = 0; y < height; ++y) {
+    const uint8_t* first = &tmp.pixels[(cy.bounds[y * 2] - row_first) * width * 3];
+    for (int64_t x = 0; x < width * 3; ++x)
+      out.pixels[y * width * 3 + x] = convolve(first + x, width * 3, &cy.k[y * cy.ksize], cy.bounds[y * 2 + 1]);
+  }
   return out;
 }
 
@@ -133,9 +157,7 @@ int64_t crop_offset(int64_t length, int64_t size) {
 RgbImage resize_pillow(const RgbImage& image, int64_t width, int64_t height, const std::string& filter_name) {
   Filter filter = filter_named(filter_name);
   if (width <= 0 || height <= 0) throw Error("cannot resize to " + std::to_string(width) + "x" + std::to_string(height));
-  // Pillow only runs the passes whose size changes.
-  RgbImage tmp = width != image.width ? resample_pass(image, width, filter, true) : image;
-  return height != image.height ? resample_pass(tmp, height, filter, false) : tmp;
+  return resize_window(image, width, height, filter, 0, 0, width, height);
 }
 
 RgbImage center_crop(const RgbImage& image, int64_t size) {
@@ -177,9 +199,13 @@ RgbImage eval_crop(const RgbImage& image, const PreprocessConfig& config) {
   int64_t shorter = portrait ? image.width : image.height, longer = portrait ? image.height : image.width;
   int64_t new_long = static_cast<int64_t>(double(size * longer) / double(shorter));
   new_long = std::max<int64_t>(new_long, 1);
-  RgbImage resized = portrait ? resize_pillow(image, size, new_long, config.interpolation)
-                              : resize_pillow(image, new_long, size, config.interpolation);
-  return center_crop(resized, config.input_size);
+  int64_t new_w = portrait ? size : new_long, new_h = portrait ? new_long : size;
+  if (new_w < config.input_size || new_h < config.input_size)  // crop_pct > 1: torchvision pads
+    return center_crop(resize_pillow(image, new_w, new_h, config.interpolation), config.input_size);
+  // Resample only the crop: the same pixels as resizing all and cropping, without ever
+  // holding the full resized image (a 1x20000 strip would resize to 248x4960000).
+  return resize_window(image, new_w, new_h, filter_named(config.interpolation), crop_offset(new_w, config.input_size),
+                       crop_offset(new_h, config.input_size), config.input_size, config.input_size);
 }
 
 void normalize_to_chw(const RgbImage& img, const PreprocessConfig& config, float* out) {

@@ -79,7 +79,9 @@ class EndToEnd(unittest.TestCase):
         self.assertIn("Premature end of JPEG file", row[-1])
         self.assertIn(truncated + ": corrupt JPEG", self.result.stderr)
         self.assertEqual(self.result.returncode, 1)
-        self.assertEqual(self.result.stderr.count("\n"), 1, self.result.stderr)
+        lines = self.result.stderr.splitlines()
+        self.assertEqual(len(lines), 2, self.result.stderr)  # the bad file, then the summary
+        self.assertRegex(lines[1], r"^vitbatch: 14 classified, 1 failed, 0 skipped in [0-9.]+ s \([0-9.]+ images/s\)$")
 
     def test_stdin_paths_keep_their_order_and_batching_does_not_change_results(self):
         names = ["scream.jpg", "missing.png", "chelsea.png", "truncated.jpg", "coffee.png"]

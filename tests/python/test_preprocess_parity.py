@@ -148,7 +148,8 @@ class CropParity(unittest.TestCase):
         crop, _ = vitref.model_eval_transform(vitref.MODEL_DIR)
         g = np.random.default_rng(3)
         with tempfile.TemporaryDirectory() as tmp:
-            for w, h in [(301, 250), (250, 301), (10, 10), (7, 300), (1000, 3), (249, 248), (275, 248)]:
+            for w, h in [(301, 250), (250, 301), (10, 10), (7, 300), (1000, 3), (249, 248), (275, 248), (2, 2000),
+                         (1500, 3)]:
                 path = os.path.join(tmp, f"img_{w}x{h}.png")
                 Image.fromarray(g.integers(0, 256, (h, w, 3)).astype(np.uint8)).save(path)
                 with self.subTest(size=(w, h)):

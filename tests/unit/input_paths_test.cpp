@@ -6,12 +6,14 @@
 
 #include <sstream>
 
+#include <unistd.h>
+
 using namespace vitbatch;
 
 namespace {
 std::vector<std::string> all(InputPaths& in) {
   std::vector<std::string> out;
-  while (auto p = in.next()) out.push_back(*p);
+  while (auto p = in.next()) out.push_back(p->error.empty() ? p->path : p->path + " ! " + p->error);
   return out;
 }
 }  // namespace
@@ -34,4 +36,38 @@ TEST_CASE("arguments keep their order; files are taken as given; - reads stdin")
   CHECK(all(in) == std::vector<std::string>{"given.txt", "from/stdin one.jpg", "second.png", dir.file("x") + "/1.png", "missing.jpg"});
   CHECK(has_image_extension("a/b.JpEg"));
   CHECK_FALSE(has_image_extension("a/b.webp"));
+}
+
+TEST_CASE("a directory is walked in full-path byte order, symlink loops are walked once") {
+  test_support::TempDir dir;
+  for (const char* f : {"a/b.jpg", "a/b/c.jpg", "a/b-c.png", "a.png"}) dir.write(f, std::string("x"));
+  REQUIRE(symlink(dir.path().c_str(), dir.file("a/b/loop").c_str()) == 0);
+  REQUIRE(symlink("nowhere.jpg", dir.file("a/broken.jpg").c_str()) == 0);
+  std::istringstream none;
+  InputPaths in({dir.path()}, none);
+  std::string d = dir.path() + "/";
+  // "a/b-c.png" < "a/b.jpg" < "a/b/c.jpg" as bytes ('-' < '.' < '/'); the loop adds nothing.
+  CHECK(all(in) == std::vector<std::string>{d + "a.png", d + "a/b-c.png", d + "a/b.jpg", d + "a/b/c.jpg", d + "a/broken.jpg"});
+}
+
+TEST_CASE("NUL-separated stdin keeps newlines in names") {
+  std::istringstream stdin_text(std::string("one\nline.png\0two.jpg\0", 22));
+  InputPaths in({"-"}, stdin_text, true);
+  CHECK(all(in) == std::vector<std::string>{"one\nline.png", "two.jpg"});
+}
+
+TEST_CASE("reading stdin from a descriptor times out instead of blocking") {
+  int fds[2];
+  REQUIRE(pipe(fds) == 0);
+  InputPaths in({"-"}, fds[0]);
+  InputItem item;
+  CHECK(in.next(item, 10) == InputStatus::Pending);
+  REQUIRE(write(fds[1], "x.png\ny.png", 11) == 11);
+  CHECK(in.next(item, 100) == InputStatus::Item);
+  CHECK(item.path == "x.png");
+  close(fds[1]);
+  CHECK(in.next(item, 100) == InputStatus::Item);  // the last line has no newline
+  CHECK(item.path == "y.png");
+  CHECK(in.next(item, 100) == InputStatus::End);
+  close(fds[0]);
 }

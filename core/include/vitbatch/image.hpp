@@ -16,11 +16,27 @@ struct RgbImage {
   std::vector<uint8_t> pixels;  // height * width * 3, row-major, interleaved RGB
 };
 
-RgbImage decode_jpeg(const uint8_t* data, size_t size);
-RgbImage decode_png(const uint8_t* data, size_t size);
+struct DecodeOptions {
+  // Refuse images with more pixels, checked from the header before any pixel is allocated.
+  // The default is where Pillow raises DecompressionBombError (2 * Image.MAX_IMAGE_PIXELS).
+  int64_t max_pixels = 2 * 89478485LL;
+  // Apply the EXIF Orientation tag as PIL.ImageOps.exif_transpose does. Off by default:
+  // timm does not, and matching timm is the point.
+  bool exif_transpose = false;
+};
+
+RgbImage decode_jpeg(const uint8_t* data, size_t size, const DecodeOptions& options = {});
+RgbImage decode_png(const uint8_t* data, size_t size, const DecodeOptions& options = {});
 // Dispatches on magic bytes.
-RgbImage decode_image(const uint8_t* data, size_t size);
+RgbImage decode_image(const uint8_t* data, size_t size, const DecodeOptions& options = {});
 // Reads and decodes a file; Error messages are "<reason>" (no path).
-RgbImage read_image(const std::string& path);
+RgbImage read_image(const std::string& path, const DecodeOptions& options = {});
+
+// The Orientation (1-8) in an EXIF block (the TIFF structure after "Exif\0\0"), or 1.
+int exif_orientation(const uint8_t* tiff, size_t size);
+// Applies an EXIF orientation the way PIL.ImageOps.exif_transpose does.
+RgbImage apply_orientation(const RgbImage& image, int orientation);
+// Throws Error when width * height is over the limit.
+void check_pixel_limit(int64_t width, int64_t height, const DecodeOptions& options);
 
 }  // namespace vitbatch

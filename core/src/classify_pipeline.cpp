@@ -1,0 +1,208 @@
+#include "vitbatch/classify_pipeline.hpp"
+
+#include "vitbatch/error.hpp"
+#include "vitbatch/preprocess.hpp"
+
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+namespace vitbatch {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// One input between the walk and the model.
+struct Slot {
+  enum State { Free, Queued, Done } state = Free;
+  std::string path;
+  std::string error;
+  std::vector<float> pixels;  // [3, S, S], allocated once per slot
+};
+
+// The decode workers and the ring of slots they fill. Slot i holds input seq with
+// seq % size == i; the caller never has more than `size` inputs in flight.
+class DecodeStage {
+ public:
+  DecodeStage(size_t slots, int threads, const PreprocessConfig& pre, const DecodeOptions& decode)
+      : slots_(slots), pre_(pre), decode_(decode) {
+    size_t floats = static_cast<size_t>(3 * pre.input_size * pre.input_size);
+    for (Slot& s : slots_) s.pixels.resize(floats);
+    for (int i = 0; i < threads; ++i) workers_.emplace_back([this] { work(); });
+  }
+  ~DecodeStage() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      quit_ = true;
+    }
+    work_ready_.notify_all();
+    for (auto& t : workers_) t.join();
+  }
+  size_t size() const { return slots_.size(); }
+
+  void submit(int64_t seq, std::string path, std::string error) {
+    Slot& s = slots_[seq % slots_.size()];
+    std::lock_guard<std::mutex> lock(mutex_);
+    s.path = std::move(path);
+    s.error = std::move(error);
+    if (!s.error.empty()) {  // nothing to decode
+      s.state = Slot::Done;
+      return;
+    }
+    s.state = Slot::Queued;
+    queue_.push_back(seq);
+    work_ready_.notify_one();
+  }
+
+  // The slot of `seq` if its worker has finished, waiting up to `wait`; null otherwise.
+  // The returned slot belongs to the caller until release().
+  Slot* finished(int64_t seq, std::chrono::milliseconds wait) {
+    Slot& s = slots_[seq % slots_.size()];
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait_for(lock, wait, [&] { return s.state == Slot::Done; });
+    return s.state == Slot::Done ? &s : nullptr;
+  }
+
+  void release(Slot& s) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    s.state = Slot::Free;
+  }
+
+ private:
+  void work() {
+    while (true) {
+      int64_t seq;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        work_ready_.wait(lock, [&] { return quit_ || !queue_.empty(); });
+        if (quit_) return;
+        seq = queue_.front();
+        queue_.pop_front();
+      }
+      Slot& s = slots_[seq % slots_.size()];
+      std::string error;
+      try {
+        normalize_to_chw(eval_crop(read_image(s.path, decode_), pre_), pre_, s.pixels.data());
+      } catch (const Error& e) {
+        error = e.what();
+      } catch (const std::bad_alloc&) {
+        error = "out of memory decoding the image";
+      }
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        s.error = std::move(error);
+        s.state = Slot::Done;
+      }
+      done_.notify_all();
+    }
+  }
+
+  std::vector<Slot> slots_;
+  const PreprocessConfig& pre_;
+  DecodeOptions decode_;
+  std::mutex mutex_;
+  std::condition_variable work_ready_, done_;
+  std::deque<int64_t> queue_;
+  bool quit_ = false;
+  std::vector<std::thread> workers_;
+};
+
+}  // namespace
+
+PipelineSummary run_pipeline(InputPaths& inputs, const Model& model, Executor& executor, const PredictionFormat& format,
+                             OutputSink& output, const PipelineOptions& options, std::ostream& diagnostics) {
+  const auto start = Clock::now();
+  const int B = std::max(1, options.batch_size);
+  const PreprocessConfig& pre = model.preprocess;
+  const size_t image_floats = static_cast<size_t>(3 * pre.input_size * pre.input_size);
+  const int64_t classes = model.config.num_classes;
+  // Enough slots to keep every worker busy while a full batch waits for the model.
+  DecodeStage stage(static_cast<size_t>(B + 4 * std::max(1, options.decode_threads)), std::max(1, options.decode_threads),
+                    pre, options.decode);
+  std::vector<float> pixels(image_floats * B), logits(static_cast<size_t>(classes) * B);
+
+  struct Row {
+    std::string path, error;
+    int slot = -1;  // position in the batch, -1 for a failed input
+  };
+  std::vector<Row> rows;  // rows waiting for the batch they belong to
+  int filled = 0;
+  Clock::time_point batch_opened{};
+  PipelineSummary summary;
+
+  auto write_rows = [&] {
+    if (filled > 0) executor.run(pixels.data(), filled, logits.data());
+    for (const Row& r : rows) {
+      if (r.slot >= 0) {
+        output.write(format.row(r.path, top_k(logits.data() + r.slot * classes, classes, options.top_k), ""));
+        ++summary.classified;
+      } else {
+        output.write(format.row(r.path, {}, r.error));
+        ++summary.failed;
+      }
+    }
+    if (!output.flush()) summary.output_closed = true;
+    rows.clear();
+    filled = 0;
+  };
+
+  int64_t next_seq = 0, next_out = 0;
+  bool feeding = true;
+  InputItem item;
+  while (!summary.output_closed) {
+    if (feeding && options.stop && options.stop->load()) {
+      feeding = false;
+      summary.interrupted = true;
+    }
+    // Feed the workers, never more than the ring holds. Wait for stdin only when idle.
+    while (feeding && next_seq - next_out < static_cast<int64_t>(stage.size())) {
+      bool idle = next_seq == next_out && filled == 0;
+      InputStatus s = inputs.next(item, idle ? 50 : 0);
+      if (s == InputStatus::Pending) break;
+      if (s == InputStatus::End) {
+        feeding = false;
+        break;
+      }
+      if (item.error.empty() && options.accept && !options.accept(item.path)) {
+        ++summary.skipped;
+        continue;
+      }
+      stage.submit(next_seq++, std::move(item.path), std::move(item.error));
+    }
+    // Take finished inputs in order.
+    bool progressed = false;
+    while (next_out < next_seq && !summary.output_closed) {
+      Slot* slot = stage.finished(next_out, std::chrono::milliseconds(progressed ? 0 : 20));
+      if (!slot) break;
+      progressed = true;
+      Row row{std::move(slot->path), std::move(slot->error), -1};
+      if (row.error.empty()) {
+        std::memcpy(pixels.data() + filled * image_floats, slot->pixels.data(), image_floats * sizeof(float));
+        if (filled == 0) batch_opened = Clock::now();
+        row.slot = filled++;
+      } else {
+        if (options.progress) options.progress->finish();
+        diagnostics << "vitbatch: " << row.path << ": " << row.error << "\n" << std::flush;
+      }
+      stage.release(*slot);
+      ++next_out;
+      rows.push_back(std::move(row));
+      // A failure with no image waiting before it is written at once: order is kept, and a
+      // run of bad files shows up without waiting for the next full batch.
+      if (filled == B || (filled == 0 && rows.back().slot < 0)) write_rows();
+    }
+    if (!feeding && next_out == next_seq) break;
+    // Inputs trickling in (a slow `find | vitbatch`): do not hold a partial batch forever.
+    if (!progressed && filled > 0 && Clock::now() - batch_opened > std::chrono::milliseconds(500)) write_rows();
+    if (options.progress) options.progress->update(summary.classified + summary.failed, summary.failed);
+  }
+  if (!summary.output_closed) write_rows();
+  if (options.progress) options.progress->finish();
+  summary.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  return summary;
+}
+
+}  // namespace vitbatch

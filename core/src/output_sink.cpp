@@ -1,0 +1,46 @@
+#include "vitbatch/output_sink.hpp"
+
+#include "vitbatch/error.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <unistd.h>
+
+namespace vitbatch {
+
+OutputSink OutputSink::to_stdout() { return OutputSink(STDOUT_FILENO, false); }
+
+OutputSink OutputSink::to_file(const std::string& path, bool append) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | (append ? O_APPEND : O_TRUNC), 0644);
+  if (fd < 0) throw Error(path + ": cannot open for writing: " + std::strerror(errno));
+  return OutputSink(fd, true);
+}
+
+OutputSink::OutputSink(OutputSink&& o) noexcept
+    : fd_(o.fd_), owned_(o.owned_), broken_(o.broken_), buffer_(std::move(o.buffer_)), error_(std::move(o.error_)) {
+  o.owned_ = false;
+}
+
+OutputSink::~OutputSink() {
+  flush();
+  if (owned_) ::close(fd_);
+}
+
+bool OutputSink::flush() {
+  size_t done = 0;
+  while (!broken_ && done < buffer_.size()) {
+    ssize_t n = ::write(fd_, buffer_.data() + done, buffer_.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      broken_ = true;
+      error_ = std::strerror(errno);
+      break;
+    }
+    done += static_cast<size_t>(n);
+  }
+  buffer_.clear();
+  return !broken_;
+}
+
+}  // namespace vitbatch
