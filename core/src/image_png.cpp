@@ -39,6 +39,11 @@ void read_bytes(png_structp png, png_bytep out, png_size_t n) {
 RgbImage decode_png(const uint8_t* data, size_t size, const DecodeOptions& options) {
   Reader reader{data, size, 8, ""};
   if (size < 8 || png_sig_cmp(data, 0, 8)) throw Error("not a PNG file");
+  // IHDR is the first chunk: its size is known before libpng reads anything further.
+  if (size >= 24 && std::memcmp(data + 12, "IHDR", 4) == 0) {
+    auto be32 = [&](size_t at) { return (uint32_t(data[at]) << 24) | (data[at + 1] << 16) | (data[at + 2] << 8) | data[at + 3]; };
+    check_pixel_limit(be32(16), be32(20), options);
+  }
   png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &reader, on_error, on_warning);
   if (!png) throw Error("out of memory");
   png_infop info = png_create_info_struct(png);
@@ -54,10 +59,6 @@ RgbImage decode_png(const uint8_t* data, size_t size, const DecodeOptions& optio
   png_read_info(png, info);
   png_uint_32 width = png_get_image_width(png, info), height = png_get_image_height(png, info);
   int depth = png_get_bit_depth(png, info), type = png_get_color_type(png, info);
-  if (static_cast<int64_t>(width) * height > options.max_pixels) {
-    png_destroy_read_struct(&png, &info, nullptr);
-    check_pixel_limit(width, height, options);
-  }
   bool gray16 = type == PNG_COLOR_TYPE_GRAY && depth == 16;
   if (type == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
   if (type == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);

@@ -13,14 +13,15 @@ import unittest
 import zlib
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 import vitref
 
 
-def dump_decode(path, tmp):
+def dump_decode(path, tmp, exif=False):
     out = os.path.join(tmp, "decoded.rgb")
-    wh = subprocess.run([vitref.DUMP, "decode", path, out], check=True, capture_output=True, text=True).stdout
+    cmd = [vitref.DUMP, "decode", path, out] + (["exif"] if exif else [])
+    wh = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     w, h = map(int, wh.split())
     return np.fromfile(out, dtype=np.uint8).reshape(h, w, 3)
 
@@ -122,6 +123,26 @@ class DecodeParity(unittest.TestCase):
                 img.save(path, **kw)
                 with self.subTest(name):
                     self.assert_decodes_like_pillow(path)
+
+
+class ExifTranspose(unittest.TestCase):
+    def test_every_orientation_matches_pillow_exif_transpose(self):
+        g = np.random.default_rng(5)
+        pil = Image.fromarray(g.integers(0, 256, (21, 34, 3)).astype(np.uint8))
+        with tempfile.TemporaryDirectory() as tmp:
+            for orientation in range(1, 9):
+                exif = Image.Exif()
+                exif[0x0112] = orientation
+                for ext, kw in ((".jpg", {"quality": 95}), (".png", {})):
+                    path = os.path.join(tmp, f"o{orientation}{ext}")
+                    pil.save(path, exif=exif.tobytes(), **kw)
+                    with self.subTest(path=os.path.basename(path)):
+                        expected = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
+                        got = dump_decode(path, tmp, exif=True)
+                        self.assertEqual(got.shape, expected.shape)
+                        np.testing.assert_array_equal(got, expected)
+                        # Off by default: the stored pixels, as timm sees them.
+                        np.testing.assert_array_equal(dump_decode(path, tmp), np.asarray(Image.open(path).convert("RGB")))
 
 
 class CropParity(unittest.TestCase):

@@ -1,6 +1,6 @@
 // vitbatch_dump: exposes core's intermediate results to the Python parity tests, so that
 // each stage is compared with Pillow / PyTorch on its own.
-//   vitbatch_dump decode IMAGE OUT.rgb             raw RGB bytes; prints "WIDTH HEIGHT"
+//   vitbatch_dump decode IMAGE OUT.rgb [exif]      raw RGB bytes; prints "WIDTH HEIGHT"
 //   vitbatch_dump crop MODEL IMAGE OUT.rgb         the resized, centre-cropped uint8 image
 //   vitbatch_dump logits MODEL IN.f32 N OUT.f32 [BACKEND]
 //                                                  logits of N normalised [3,S,S] inputs
@@ -33,8 +33,10 @@ std::vector<float> read_floats(const std::string& path, size_t count) {
 }
 
 int run(const std::vector<std::string>& a) {
-  if (a.size() == 3 && a[0] == "decode") {
-    vitbatch::RgbImage img = vitbatch::read_image(a[1]);
+  if ((a.size() == 3 || (a.size() == 4 && a[3] == "exif")) && a[0] == "decode") {
+    vitbatch::DecodeOptions options;
+    options.exif_transpose = a.size() == 4;
+    vitbatch::RgbImage img = vitbatch::read_image(a[1], options);
     write_file(a[2], img.pixels.data(), img.pixels.size());
     std::cout << img.width << " " << img.height << "\n";
     return 0;
@@ -58,7 +60,7 @@ int run(const std::vector<std::string>& a) {
     write_file(a[4], logits.data(), logits.size() * sizeof(float));
     return 0;
   }
-  std::cerr << "usage: vitbatch_dump decode IMAGE OUT | crop MODEL IMAGE OUT | logits MODEL IN N OUT [BACKEND]\n";
+  std::cerr << "usage: vitbatch_dump decode IMAGE OUT [exif] | crop MODEL IMAGE OUT | logits MODEL IN N OUT [BACKEND]\n";
   return 2;
 }
 
