@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   vitbatch_cli::set_classify_command(app, &exit_code);
   vitbatch_cli::set_info_command(app, &exit_code);
   vitbatch_cli::set_backends_command(app, &exit_code);
+  vitbatch_cli::set_bench_command(app, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -52,10 +52,11 @@ class SyntheticCheckpoints(unittest.TestCase):
                     folder, twin = make_checkpoint(tmp, name, naming, dtype, distilled, dim, heads, eps, seed)
                     with torch.no_grad():
                         expected = twin(torch.from_numpy(inputs)).numpy()
-                    got = vitref.vitbatch_logits(folder, inputs, tmp)
-                    diff = float(np.abs(got - expected).max())
-                    print(f"{name:30s} max|dlogit| = {diff:.2e}")
-                    self.assertLessEqual(diff, 1e-4)
+                    for backend in ("reference", "onednn"):
+                        got = vitref.vitbatch_logits(folder, inputs, tmp, backend)
+                        diff = float(np.abs(got - expected).max())
+                        print(f"{name:30s} {backend:10s} max|dlogit| = {diff:.2e}")
+                        self.assertLessEqual(diff, 1e-4)
 
     def test_info_reports_inferred_architecture(self):
         with tempfile.TemporaryDirectory() as tmp:

@@ -225,11 +225,11 @@ def random_timm_state(seed, image=32, patch=8, dim=48, depth=2, mlp=96, classes=
     return sd
 
 
-def vitbatch_logits(model_path, inputs, workdir, backend=None):
+def vitbatch_logits(model_path, inputs, workdir, backend=None, precision=None):
     """Runs vitbatch's executor on exactly these input tensors [N,3,S,S]."""
     src = os.path.join(workdir, "inputs.f32")
     dst = os.path.join(workdir, "logits.f32")
     np.ascontiguousarray(inputs, dtype=np.float32).tofile(src)
-    cmd = [DUMP, "logits", model_path, src, str(inputs.shape[0]), dst] + ([backend] if backend else [])
+    cmd = [DUMP, "logits", model_path, src, str(inputs.shape[0]), dst] + ([backend or "reference"] if backend or precision else []) + ([precision] if precision else [])
     subprocess.run(cmd, check=True)
     return np.fromfile(dst, dtype=np.float32).reshape(inputs.shape[0], -1)

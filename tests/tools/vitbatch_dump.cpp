@@ -2,7 +2,7 @@
 // each stage is compared with Pillow / PyTorch on its own.
 //   vitbatch_dump decode IMAGE OUT.rgb [exif]      raw RGB bytes; prints "WIDTH HEIGHT"
 //   vitbatch_dump crop MODEL IMAGE OUT.rgb         the resized, centre-cropped uint8 image
-//   vitbatch_dump logits MODEL IN.f32 N OUT.f32 [BACKEND]
+//   vitbatch_dump logits MODEL IN.f32 N OUT.f32 [BACKEND [PRECISION]]
 //                                                  logits of N normalised [3,S,S] inputs
 #include "vitbatch/error.hpp"
 #include "vitbatch/image.hpp"
@@ -47,10 +47,12 @@ int run(const std::vector<std::string>& a) {
     write_file(a[3], crop.pixels.data(), crop.pixels.size());
     return 0;
   }
-  if ((a.size() == 5 || a.size() == 6) && a[0] == "logits") {
+  if (a.size() >= 5 && a.size() <= 7 && a[0] == "logits") {
     vitbatch::RuntimeOptions options;
     options.model = a[1];
-    if (a.size() == 6) options.backend = a[5];
+    options.backend_options.threads = 2;
+    if (a.size() >= 6) options.backend = a[5];
+    if (a.size() == 7) options.backend_options.precision = a[6];
     vitbatch::Runtime runtime(options);
     const vitbatch::ViTConfig& c = runtime.model().config;
     int64_t n = std::stoll(a[3]);
@@ -60,7 +62,7 @@ int run(const std::vector<std::string>& a) {
     write_file(a[4], logits.data(), logits.size() * sizeof(float));
     return 0;
   }
-  std::cerr << "usage: vitbatch_dump decode IMAGE OUT [exif] | crop MODEL IMAGE OUT | logits MODEL IN N OUT [BACKEND]\n";
+  std::cerr << "usage: vitbatch_dump decode IMAGE OUT [exif] | crop MODEL IMAGE OUT | logits MODEL IN N OUT [BACKEND [PRECISION]]\n";
   return 2;
 }
 

@@ -1,0 +1,105 @@
+// The oneDNN backend: matmuls on oneDNN's JIT kernels (brgemm/AVX-512 where the CPU has it)
+// with weights pre-packed once, bias and GELU fused as post-ops, attention fused per image,
+// LayerNorm / softmax / GELU / adds as oneDNN primitives; fp32, bf16 (weights and matmul
+// inputs in bf16, f32 accumulation) or int8 (u8 x s8, activations quantised per batch).
+// Threads are OpenMP's, as oneDNN is built on it here.
+#include "onednn_kernels.hpp"
+#include "vit_plugin_helpers.hpp"
+
+#include <omp.h>
+
+#include <string>
+
+namespace {
+
+using onednn_backend::Context;
+using onednn_backend::Kernel;
+
+const int32_t kOps[] = {VIT_OP_PATCHIFY, VIT_OP_LINEAR, VIT_OP_BATCH_MATMUL, VIT_OP_ADD, VIT_OP_LAYER_NORM,
+                        VIT_OP_GELU,     VIT_OP_SOFTMAX, VIT_OP_SCALE,       VIT_OP_ATTENTION, VIT_OP_MLP};
+
+const char* isa_name(dnnl::cpu_isa isa) {
+  switch (isa) {
+    case dnnl::cpu_isa::avx512_core_amx: return "avx512_core_amx";
+    case dnnl::cpu_isa::avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl::cpu_isa::avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl::cpu_isa::avx512_core: return "avx512_core";
+    case dnnl::cpu_isa::avx2_vnni: return "avx2_vnni";
+    case dnnl::cpu_isa::avx2: return "avx2";
+    case dnnl::cpu_isa::avx: return "avx";
+    case dnnl::cpu_isa::sse41: return "sse41";
+    default: return "other";
+  }
+}
+
+vit_status create(const vit_backend_config* config, void** context, char* message, size_t size) {
+  return vit_plugin::guard(message, size, [&] {
+    auto ctx = std::make_unique<Context>();
+    ctx->precision = onednn_backend::parse_precision(config->precision ? config->precision : "fp32");
+    ctx->threads = config->threads > 0 ? config->threads : 1;
+    omp_set_num_threads(ctx->threads);
+    const dnnl_version_t* v = dnnl_version();
+    ctx->description = "oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." +
+                       std::to_string(v->patch) + ", ISA " + isa_name(dnnl::get_effective_cpu_isa()) + ", " +
+                       onednn_backend::precision_name(ctx->precision) + ", " + std::to_string(ctx->threads) +
+                       " OpenMP thread(s)";
+    *context = ctx.release();
+    return VIT_STATUS_OK;
+  });
+}
+
+void destroy(void* context) { delete static_cast<Context*>(context); }
+
+const char* describe(void* context) { return static_cast<Context*>(context)->description.c_str(); }
+
+vit_status supports(void*, const vit_node* node, char* message, size_t size) {
+  return vit_plugin::guard(message, size, [&] {
+    std::string why;
+    if (onednn_backend::accepts(*node, &why)) return VIT_STATUS_OK;
+    vit_plugin::write_message(message, size, why);
+    return VIT_STATUS_UNSUPPORTED;
+  });
+}
+
+vit_status prepare(void* context, const vit_node* node, void** state, char* message, size_t size) {
+  return vit_plugin::guard(message, size, [&] {
+    auto* ctx = static_cast<Context*>(context);
+    omp_set_num_threads(ctx->threads);  // the executor's thread, which runs every node
+    *state = onednn_backend::make_kernel(*ctx, *node).release();
+    return VIT_STATUS_OK;
+  });
+}
+
+vit_status execute(void* context, void* state, const vit_node* node, char* message, size_t size) {
+  return vit_plugin::guard(message, size, [&] {
+    auto* ctx = static_cast<Context*>(context);
+    static_cast<Kernel*>(state)->run(*ctx, *node);
+    ctx->stream.wait();
+    return VIT_STATUS_OK;
+  });
+}
+
+void release(void*, void* state) { delete static_cast<Kernel*>(state); }
+
+const vit_backend_api kApi = {
+    /* .abi_version = */ VIT_PLUGIN_ABI_VERSION,
+    /* .struct_size = */ sizeof(vit_backend_api),
+    /* .name        = */ "onednn",
+    /* .version     = */ "1.0",
+    /* .n_ops       = */ static_cast<int32_t>(sizeof(kOps) / sizeof(kOps[0])),
+    /* .ops         = */ kOps,
+    /* .create      = */ create,
+    /* .destroy     = */ destroy,
+    /* .describe    = */ describe,
+    /* .supports    = */ supports,
+    /* .prepare     = */ prepare,
+    /* .execute     = */ execute,
+    /* .release     = */ release,
+};
+
+}  // namespace
+
+extern "C" __attribute__((visibility("default"))) const vit_backend_api* vit_plugin_init(const vit_host_api*,
+                                                                                          uint32_t) {
+  return &kApi;
+}

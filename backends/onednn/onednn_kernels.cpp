@@ -1,0 +1,462 @@
+#include "onednn_kernels.hpp"
+
+#include "vit_plugin_helpers.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <unordered_map>
+
+namespace onednn_backend {
+
+using dnnl::memory;
+using dt = dnnl::memory::data_type;
+using tag = dnnl::memory::format_tag;
+
+Precision parse_precision(const std::string& name) {
+  if (name == "fp32") return Precision::F32;
+  if (name == "bf16") return Precision::BF16;
+  if (name == "int8") return Precision::INT8;
+  throw std::runtime_error("onednn: unknown precision '" + name + "' (fp32, bf16, int8)");
+}
+
+const char* precision_name(Precision p) {
+  return p == Precision::F32 ? "fp32" : p == Precision::BF16 ? "bf16" : "int8";
+}
+
+namespace {
+
+int64_t rows_of(const vit_tensor& t) { return vit_plugin::element_count(t) / t.shape[t.rank - 1]; }
+
+memory::dims dims_of(const vit_tensor& t) { return memory::dims(t.shape, t.shape + t.rank); }
+
+memory::dims plain_strides(const memory::dims& dims) {
+  memory::dims strides(dims.size(), 1);
+  for (int i = static_cast<int>(dims.size()) - 2; i >= 0; --i) strides[i] = strides[i + 1] * dims[i + 1];
+  return strides;
+}
+
+memory::desc plain(const memory::dims& dims, dt type) { return memory::desc(dims, type, plain_strides(dims)); }
+
+void* data(const vit_tensor& t) { return t.data; }
+
+// ---------------------------------------------------------------------------------------
+// y[M, N] = x[M, K] @ w^T + b, optionally GELU'd, in the context's precision. Weights are
+// packed once into the layout the primitive prefers (shared across batch sizes); bf16
+// converts x to bf16, int8 quantises x per call (asymmetric u8, one scale per tensor) and
+// w per output channel (symmetric s8).
+class Matmul {
+ public:
+  // `scratch_offset`: where in the context's scratch (in floats) this matmul may keep its
+  // converted input; scratch_floats() says how much it needs there.
+  Matmul(Context& ctx, int64_t M, int64_t K, int64_t N, const float* weights, const float* bias, bool gelu,
+         size_t scratch_offset = 0)
+      : M_(M), K_(K), N_(N), precision_(ctx.precision), scratch_offset_(scratch_offset) {
+    dt src_type = precision_ == Precision::F32 ? dt::f32 : precision_ == Precision::BF16 ? dt::bf16 : dt::u8;
+    dt wei_type = precision_ == Precision::F32 ? dt::f32 : precision_ == Precision::BF16 ? dt::bf16 : dt::s8;
+    memory::desc src_md = plain({M, K}, src_type);
+    memory::desc wei_md({K, N}, wei_type, tag::any);
+    memory::desc dst_md = plain({M, N}, dt::f32);
+    memory::desc bias_md = plain({1, N}, dt::f32);
+    dnnl::primitive_attr attr;
+    dnnl::post_ops post;
+    if (precision_ == Precision::INT8) {
+      // The zero point and activation scale change every call. Runtime zero points and
+      // scales would push oneDNN off its brgemm kernels, so they become post-ops fed from
+      // memory instead: y = s_x * (s_w[n] * acc - z_x * s_w[n] * colsum_w[n]) + b[n], where
+      // s_w is a constant per-channel output scale and the rest are binary post-ops.
+      channel_scales_ = quantized_scales(weights);
+      attr.set_output_scales(1 << 1, channel_scales_);
+      post.append_binary(dnnl::algorithm::binary_add, bias_md);                 // - z_x s_w colsum
+      post.append_binary(dnnl::algorithm::binary_mul, plain({1, 1}, dt::f32));   // * s_x
+      if (bias) post.append_binary(dnnl::algorithm::binary_add, bias_md);       // + b
+    }
+    if (gelu) post.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_erf, 0.0f, 0.0f);
+    attr.set_post_ops(post);
+    bool bias_in_matmul = bias && precision_ != Precision::INT8;
+    auto desc = bias_in_matmul ? dnnl::matmul::desc(src_md, wei_md, bias_md, dst_md)
+                               : dnnl::matmul::desc(src_md, wei_md, dst_md);
+    pd_ = dnnl::matmul::primitive_desc(desc, attr, ctx.engine);
+    prim_ = dnnl::matmul(pd_);
+    packed_ = pack(ctx, weights);
+    src_ = memory(src_md, ctx.engine, nullptr);
+    dst_ = memory(dst_md, ctx.engine, nullptr);
+    if (bias) bias_ = memory(bias_md, ctx.engine, const_cast<float*>(bias));
+    if (precision_ != Precision::F32) {
+      ctx.reserve_scratch(scratch_offset_ + scratch_floats());
+      converted_ = memory(src_md, ctx.engine, nullptr);
+    }
+    if (precision_ == Precision::BF16) {
+      f32_src_ = memory(plain({M, K}, dt::f32), ctx.engine, nullptr);
+      to_bf16_ = dnnl::reorder(f32_src_, converted_);
+    }
+    if (precision_ == Precision::INT8) {
+      compensation_ = memory(bias_md, ctx.engine);
+      activation_scale_ = memory(plain({1, 1}, dt::f32), ctx.engine);
+    }
+  }
+
+  // Floats of scratch this matmul needs for its converted input (bf16: 2 bytes, int8: 1).
+  size_t scratch_floats() const {
+    return precision_ == Precision::F32 ? 0 : static_cast<size_t>(M_ * K_ * (precision_ == Precision::BF16 ? 2 : 1) + 3) / 4;
+  }
+
+  void run(Context& ctx, const float* x, float* y) {
+    dst_.set_data_handle(y);
+    if (precision_ != Precision::F32) converted_.set_data_handle(ctx.scratch.data() + scratch_offset_);
+    std::unordered_map<int, memory> args = {{DNNL_ARG_WEIGHTS, packed_->weights}, {DNNL_ARG_DST, dst_}};
+    if (precision_ == Precision::F32) {
+      src_.set_data_handle(const_cast<float*>(x));
+      args[DNNL_ARG_SRC] = src_;
+    } else if (precision_ == Precision::BF16) {
+      f32_src_.set_data_handle(const_cast<float*>(x));
+      to_bf16_.execute(ctx.stream, f32_src_, converted_);
+      args[DNNL_ARG_SRC] = converted_;
+    } else {
+      quantize(x);
+      args[DNNL_ARG_SRC] = converted_;
+      args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1] = compensation_;
+      args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1] = activation_scale_;
+      if (bias_) args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(2) | DNNL_ARG_SRC_1] = bias_;
+    }
+    if (bias_ && precision_ != Precision::INT8) args[DNNL_ARG_BIAS] = bias_;
+    prim_.execute(ctx.stream, args);
+  }
+
+ private:
+  std::shared_ptr<PackedWeights> pack(Context& ctx, const float* w) {
+    memory::desc want = pd_.weights_desc();
+    auto& cache = ctx.packed;
+    cache.erase(std::remove_if(cache.begin(), cache.end(), [](const auto& e) { return e.second.expired(); }), cache.end());
+    for (auto& [key, weak] : cache)
+      if (key.first == w && key.second == want) return weak.lock();
+    auto packed = std::make_shared<PackedWeights>();
+    packed->weights = memory(want, ctx.engine);
+    memory::desc torch_layout({K_, N_}, dt::f32, tag::ba);  // w is [N, K] row-major
+    if (precision_ != Precision::INT8) {
+      memory user(torch_layout, ctx.engine, const_cast<float*>(w));
+      dnnl::reorder(user, packed->weights).execute(ctx.stream, user, packed->weights);
+    } else {
+      std::vector<int8_t> q(static_cast<size_t>(N_ * K_));
+      packed->column_sums.assign(N_, 0);
+      for (int64_t n = 0; n < N_; ++n)
+        for (int64_t k = 0; k < K_; ++k) {
+          float v = std::nearbyint(w[n * K_ + k] / channel_scales_[n]);
+          q[n * K_ + k] = static_cast<int8_t>(std::max(-127.0f, std::min(127.0f, v)));
+          packed->column_sums[n] += q[n * K_ + k];
+        }
+      memory user(memory::desc({K_, N_}, dt::s8, tag::ba), ctx.engine, q.data());
+      dnnl::reorder(user, packed->weights).execute(ctx.stream, user, packed->weights);
+    }
+    ctx.stream.wait();
+    ctx.packed.push_back({{w, want}, packed});
+    return packed;
+  }
+
+  // Asymmetric per-tensor u8: x ~ scale * (q - zero_point), 0 always exact.
+  void quantize(const float* x) {
+    const int64_t n = M_ * K_;
+    float lo = 0.0f, hi = 0.0f;
+#pragma omp parallel for simd reduction(min : lo) reduction(max : hi)
+    for (int64_t i = 0; i < n; ++i) {
+      lo = std::min(lo, x[i]);
+      hi = std::max(hi, x[i]);
+    }
+    float scale = hi > lo ? (hi - lo) / 255.0f : 1.0f;
+    int32_t zp = static_cast<int32_t>(std::nearbyint(-lo / scale));
+    zp = std::max(0, std::min(255, zp));
+    // Round half up by truncating x / s + z + 0.5 once it is clamped to [0, 255]: unlike a
+    // call to nearbyint, this vectorises.
+    const float inv = 1.0f / scale, offset = static_cast<float>(zp) + 0.5f;
+    auto* q = static_cast<uint8_t*>(converted_.get_data_handle());
+#pragma omp parallel for simd
+    for (int64_t i = 0; i < n; ++i) {
+      float v = std::min(std::max(x[i] * inv + offset, 0.0f), 255.0f);
+      q[i] = static_cast<uint8_t>(static_cast<int32_t>(v));
+    }
+    auto* comp = static_cast<float*>(compensation_.get_data_handle());
+    for (int64_t c = 0; c < N_; ++c) comp[c] = -static_cast<float>(zp) * channel_scales_[c] * packed_->column_sums[c];
+    *static_cast<float*>(activation_scale_.get_data_handle()) = scale;
+  }
+
+  // Symmetric per-output-channel scales for w [N, K]: max |w[n, :]| / 127.
+  std::vector<float> quantized_scales(const float* w) const {
+    std::vector<float> scales(N_);
+    for (int64_t n = 0; n < N_; ++n) {
+      float mx = 0.0f;
+      for (int64_t k = 0; k < K_; ++k) mx = std::max(mx, std::fabs(w[n * K_ + k]));
+      scales[n] = mx > 0 ? mx / 127.0f : 1.0f;
+    }
+    return scales;
+  }
+
+  int64_t M_, K_, N_;
+  Precision precision_;
+  size_t scratch_offset_;
+  dnnl::matmul::primitive_desc pd_;
+  dnnl::matmul prim_;
+  std::shared_ptr<PackedWeights> packed_;
+  std::vector<float> channel_scales_;  // int8: s_w
+  memory src_, dst_, bias_, converted_, f32_src_, compensation_, activation_scale_;
+  dnnl::reorder to_bf16_;
+};
+
+class LinearKernel : public Kernel {
+ public:
+  LinearKernel(Context& ctx, const vit_node& n)
+      : mm_(ctx, rows_of(n.inputs[0]), n.inputs[1].shape[1], n.inputs[1].shape[0],
+            static_cast<const float*>(n.inputs[1].data),
+            n.n_inputs > 2 ? static_cast<const float*>(n.inputs[2].data) : nullptr, false) {}
+  void run(Context& ctx, const vit_node& n) override {
+    mm_.run(ctx, static_cast<const float*>(n.inputs[0].data), static_cast<float*>(n.outputs[0].data));
+  }
+
+ private:
+  Matmul mm_;
+};
+
+// fc2(gelu(fc1(x))): GELU fused into fc1 as a post-op; the hidden activations live in the
+// context's scratch, followed by the matmuls' converted inputs.
+class MlpKernel : public Kernel {
+ public:
+  MlpKernel(Context& ctx, const vit_node& n)
+      : M_(rows_of(n.inputs[0])),
+        hidden_floats_(static_cast<size_t>(M_ * n.inputs[1].shape[0])),
+        fc1_(ctx, M_, n.inputs[1].shape[1], n.inputs[1].shape[0], static_cast<const float*>(n.inputs[1].data),
+             static_cast<const float*>(n.inputs[2].data), true, hidden_floats_),
+        fc2_(ctx, M_, n.inputs[3].shape[1], n.inputs[3].shape[0], static_cast<const float*>(n.inputs[3].data),
+             static_cast<const float*>(n.inputs[4].data), false, hidden_floats_) {
+    ctx.reserve_scratch(hidden_floats_ + std::max(fc1_.scratch_floats(), fc2_.scratch_floats()));
+  }
+  void run(Context& ctx, const vit_node& n) override {
+    float* hidden = ctx.scratch.data();
+    fc1_.run(ctx, static_cast<const float*>(n.inputs[0].data), hidden);
+    fc2_.run(ctx, hidden, static_cast<float*>(n.outputs[0].data));
+  }
+
+ private:
+  int64_t M_;
+  size_t hidden_floats_;
+  Matmul fc1_, fc2_;
+};
+
+// Multi-head attention on packed qkv [B, T, 3D], one image at a time so that the scores
+// [heads, T, T] stay in cache: S = scale * Q K^T (strided views of qkv, no copies),
+// softmax in place, O = S V written straight into the [T, D] output layout.
+class AttentionKernel : public Kernel {
+ public:
+  AttentionKernel(Context& ctx, const vit_node& n) {
+    B_ = n.inputs[0].shape[0];
+    T_ = n.inputs[0].shape[1];
+    D_ = n.inputs[0].shape[2] / 3;
+    H_ = n.ints[0];
+    int64_t hd = D_ / H_;
+    memory::desc q({H_, T_, hd}, dt::f32, memory::dims{hd, 3 * D_, 1});
+    memory::desc kt({H_, hd, T_}, dt::f32, memory::dims{hd, 1, 3 * D_});
+    memory::desc v({H_, T_, hd}, dt::f32, memory::dims{hd, 3 * D_, 1});
+    memory::desc s = plain({H_, T_, T_}, dt::f32);
+    memory::desc o({H_, T_, hd}, dt::f32, memory::dims{hd, D_, 1});
+    dnnl::primitive_attr scaled;
+    scaled.set_output_scales(0, {n.floats[0]});
+    scores_ = dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(q, kt, s), scaled, ctx.engine));
+    softmax_ = dnnl::softmax_forward(dnnl::softmax_forward::primitive_desc(
+        dnnl::softmax_forward::desc(dnnl::prop_kind::forward_inference, s, 2), ctx.engine));
+    mix_ = dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(s, v, o), ctx.engine));
+    ctx.reserve_scratch(static_cast<size_t>(H_ * T_ * T_));
+    scratch_ = memory(s, ctx.engine, nullptr);
+    q_ = memory(q, ctx.engine, nullptr);
+    k_ = memory(kt, ctx.engine, nullptr);
+    v_ = memory(v, ctx.engine, nullptr);
+    o_ = memory(o, ctx.engine, nullptr);
+  }
+  void run(Context& ctx, const vit_node& n) override {
+    auto* qkv = static_cast<float*>(n.inputs[0].data);
+    auto* out = static_cast<float*>(n.outputs[0].data);
+    scratch_.set_data_handle(ctx.scratch.data());
+    for (int64_t b = 0; b < B_; ++b) {
+      float* base = qkv + b * T_ * 3 * D_;
+      q_.set_data_handle(base);
+      k_.set_data_handle(base + D_);
+      v_.set_data_handle(base + 2 * D_);
+      o_.set_data_handle(out + b * T_ * D_);
+      scores_.execute(ctx.stream, {{DNNL_ARG_SRC, q_}, {DNNL_ARG_WEIGHTS, k_}, {DNNL_ARG_DST, scratch_}});
+      softmax_.execute(ctx.stream, {{DNNL_ARG_SRC, scratch_}, {DNNL_ARG_DST, scratch_}});
+      mix_.execute(ctx.stream, {{DNNL_ARG_SRC, scratch_}, {DNNL_ARG_WEIGHTS, v_}, {DNNL_ARG_DST, o_}});
+    }
+  }
+
+ private:
+  int64_t B_, T_, D_, H_;
+  dnnl::matmul scores_, mix_;
+  dnnl::softmax_forward softmax_;
+  memory scratch_, q_, k_, v_, o_;
+};
+
+// C = A @ B (or A @ B^T) over leading batch dims, B^T as a strided view.
+class BatchMatmulKernel : public Kernel {
+ public:
+  BatchMatmulKernel(Context& ctx, const vit_node& n) {
+    const vit_tensor &a = n.inputs[0], &b = n.inputs[1];
+    memory::dims bd = dims_of(b), strides = plain_strides(bd);
+    if (n.ints[0]) {  // b is [..., N, K]: view it as [..., K, N]
+      std::swap(bd[b.rank - 1], bd[b.rank - 2]);
+      std::swap(strides[b.rank - 1], strides[b.rank - 2]);
+    }
+    memory::desc b_md(bd, dt::f32, strides);
+    memory::desc a_md = plain(dims_of(a), dt::f32), c_md = plain(dims_of(n.outputs[0]), dt::f32);
+    prim_ = dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_md, b_md, c_md), ctx.engine));
+    a_ = memory(a_md, ctx.engine, nullptr);
+    b_ = memory(b_md, ctx.engine, nullptr);
+    c_ = memory(c_md, ctx.engine, nullptr);
+  }
+  void run(Context& ctx, const vit_node& n) override {
+    a_.set_data_handle(data(n.inputs[0]));
+    b_.set_data_handle(data(n.inputs[1]));
+    c_.set_data_handle(data(n.outputs[0]));
+    prim_.execute(ctx.stream, {{DNNL_ARG_SRC, a_}, {DNNL_ARG_WEIGHTS, b_}, {DNNL_ARG_DST, c_}});
+  }
+
+ private:
+  dnnl::matmul prim_;
+  memory a_, b_, c_;
+};
+
+class LayerNormKernel : public Kernel {
+ public:
+  LayerNormKernel(Context& ctx, const vit_node& n) {
+    memory::desc x = plain({rows_of(n.inputs[0]), n.inputs[0].shape[n.inputs[0].rank - 1]}, dt::f32);
+    auto flags = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
+    prim_ = dnnl::layer_normalization_forward(dnnl::layer_normalization_forward::primitive_desc(
+        dnnl::layer_normalization_forward::desc(dnnl::prop_kind::forward_inference, x, n.floats[0], flags),
+        ctx.engine));
+    memory::desc param = plain({n.inputs[1].shape[0]}, dt::f32);
+    src_ = memory(x, ctx.engine, nullptr);
+    dst_ = memory(x, ctx.engine, nullptr);
+    gamma_ = memory(param, ctx.engine, nullptr);
+    beta_ = memory(param, ctx.engine, nullptr);
+  }
+  void run(Context& ctx, const vit_node& n) override {
+    src_.set_data_handle(data(n.inputs[0]));
+    gamma_.set_data_handle(data(n.inputs[1]));
+    beta_.set_data_handle(data(n.inputs[2]));
+    dst_.set_data_handle(data(n.outputs[0]));
+    prim_.execute(ctx.stream, {{DNNL_ARG_SRC, src_}, {DNNL_ARG_DST, dst_}, {DNNL_ARG_SCALE, gamma_},
+                               {DNNL_ARG_SHIFT, beta_}});
+  }
+
+ private:
+  dnnl::layer_normalization_forward prim_;
+  memory src_, dst_, gamma_, beta_;
+};
+
+// One-input primitives over the whole tensor: GELU, SCALE (eltwise), SOFTMAX, PATCHIFY (a
+// reorder from a strided view of the image to the patch layout).
+class UnaryKernel : public Kernel {
+ public:
+  UnaryKernel(Context& ctx, const vit_node& n) {
+    memory::desc in = plain(dims_of(n.inputs[0]), dt::f32), out = plain(dims_of(n.outputs[0]), dt::f32);
+    using dnnl::prop_kind;
+    switch (n.op) {
+      case VIT_OP_GELU:
+        prim_ = dnnl::eltwise_forward(dnnl::eltwise_forward::primitive_desc(
+            dnnl::eltwise_forward::desc(prop_kind::forward_inference, dnnl::algorithm::eltwise_gelu_erf, in, 0, 0),
+            ctx.engine));
+        break;
+      case VIT_OP_SCALE:
+        prim_ = dnnl::eltwise_forward(dnnl::eltwise_forward::primitive_desc(
+            dnnl::eltwise_forward::desc(prop_kind::forward_inference, dnnl::algorithm::eltwise_linear, in,
+                                        n.floats[0], 0.0f),
+            ctx.engine));
+        break;
+      case VIT_OP_SOFTMAX:
+        prim_ = dnnl::softmax_forward(dnnl::softmax_forward::primitive_desc(
+            dnnl::softmax_forward::desc(prop_kind::forward_inference, in, n.inputs[0].rank - 1), ctx.engine));
+        break;
+      case VIT_OP_PATCHIFY: {
+        // x[N, C, gh*p, gw*p] seen as [N, gh, gw, C, p, p] with the image's strides.
+        const vit_tensor& x = n.inputs[0];
+        int64_t N = x.shape[0], C = x.shape[1], Hh = x.shape[2], W = x.shape[3], p = n.ints[0];
+        memory::dims view{N, Hh / p, W / p, C, p, p};
+        in = memory::desc(view, dt::f32, memory::dims{C * Hh * W, p * W, p, Hh * W, W, 1});
+        out = plain(view, dt::f32);
+        prim_ = dnnl::reorder(dnnl::reorder::primitive_desc(ctx.engine, in, ctx.engine, out));
+        reorder_ = true;
+        break;
+      }
+      default:
+        throw std::runtime_error(std::string("onednn: no unary kernel for ") + vit_plugin::op_name(n.op));
+    }
+    src_ = memory(in, ctx.engine, nullptr);
+    dst_ = memory(out, ctx.engine, nullptr);
+  }
+  void run(Context& ctx, const vit_node& n) override {
+    src_.set_data_handle(data(n.inputs[0]));
+    dst_.set_data_handle(data(n.outputs[0]));
+    if (reorder_) prim_.execute(ctx.stream, {{DNNL_ARG_FROM, src_}, {DNNL_ARG_TO, dst_}});
+    else prim_.execute(ctx.stream, {{DNNL_ARG_SRC, src_}, {DNNL_ARG_DST, dst_}});
+  }
+
+ private:
+  dnnl::primitive prim_;
+  bool reorder_ = false;
+  memory src_, dst_;
+};
+
+class AddKernel : public Kernel {
+ public:
+  AddKernel(Context& ctx, const vit_node& n) {
+    memory::desc a = plain(dims_of(n.inputs[0]), dt::f32), b = plain(dims_of(n.inputs[1]), dt::f32);
+    prim_ = dnnl::binary(dnnl::binary::primitive_desc(dnnl::binary::desc(dnnl::algorithm::binary_add, a, b, a),
+                                                      ctx.engine));
+    a_ = memory(a, ctx.engine, nullptr);
+    b_ = memory(b, ctx.engine, nullptr);
+    c_ = memory(a, ctx.engine, nullptr);
+  }
+  void run(Context& ctx, const vit_node& n) override {
+    a_.set_data_handle(data(n.inputs[0]));
+    b_.set_data_handle(data(n.inputs[1]));
+    c_.set_data_handle(data(n.outputs[0]));
+    prim_.execute(ctx.stream, {{DNNL_ARG_SRC_0, a_}, {DNNL_ARG_SRC_1, b_}, {DNNL_ARG_DST, c_}});
+  }
+
+ private:
+  dnnl::binary prim_;
+  memory a_, b_, c_;
+};
+
+}  // namespace
+
+bool accepts(const vit_node& n, std::string* why) {
+  for (int32_t i = 0; i < n.n_inputs; ++i)
+    if (n.inputs[i].dtype != VIT_DTYPE_F32 || !vit_plugin::is_contiguous(n.inputs[i])) {
+      *why = "onednn takes contiguous f32 tensors";
+      return false;
+    }
+  switch (n.op) {
+    case VIT_OP_LINEAR: case VIT_OP_MLP: case VIT_OP_ATTENTION: case VIT_OP_BATCH_MATMUL:
+    case VIT_OP_LAYER_NORM: case VIT_OP_GELU: case VIT_OP_SCALE: case VIT_OP_SOFTMAX:
+    case VIT_OP_PATCHIFY: case VIT_OP_ADD:
+      return true;
+    default:
+      // Pure data movement (concat, slice, reshape, permute) runs once per batch at the
+      // ends of the graph, and only when attention is lowered: not worth a kernel here.
+      *why = std::string("op ") + vit_plugin::op_name(n.op) + " is left to other backends";
+      return false;
+  }
+}
+
+std::unique_ptr<Kernel> make_kernel(Context& ctx, const vit_node& n) {
+  switch (n.op) {
+    case VIT_OP_LINEAR: return std::make_unique<LinearKernel>(ctx, n);
+    case VIT_OP_MLP: return std::make_unique<MlpKernel>(ctx, n);
+    case VIT_OP_ATTENTION: return std::make_unique<AttentionKernel>(ctx, n);
+    case VIT_OP_BATCH_MATMUL: return std::make_unique<BatchMatmulKernel>(ctx, n);
+    case VIT_OP_LAYER_NORM: return std::make_unique<LayerNormKernel>(ctx, n);
+    case VIT_OP_ADD: return std::make_unique<AddKernel>(ctx, n);
+    default: return std::make_unique<UnaryKernel>(ctx, n);
+  }
+}
+
+}  // namespace onednn_backend

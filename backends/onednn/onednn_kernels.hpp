@@ -1,0 +1,60 @@
+// onednn_kernels.hpp: the oneDNN backend's node kernels. Each kernel is built once per node
+// (prepare): its primitives, pre-packed weights and scratch; execute only points the
+// primitives at the host's buffers and runs them, allocating nothing.
+#pragma once
+
+#include "vit_plugin.h"
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace onednn_backend {
+
+enum class Precision { F32, BF16, INT8 };
+
+Precision parse_precision(const std::string& name);
+const char* precision_name(Precision p);
+
+// Weights packed for one matmul shape, shared by every plan (batch size) that uses them.
+struct PackedWeights {
+  dnnl::memory weights;              // in the layout the primitive asked for
+  std::vector<int32_t> column_sums;  // int8: sum over k of the quantised w[n, k]
+};
+
+struct Context {
+  int threads = 1;
+  Precision precision = Precision::F32;
+  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+  dnnl::stream stream{engine};
+  std::string description;
+  // (weight pointer, packed layout) -> packed weights, while some kernel holds them: plans
+  // for other batch sizes share them, and an entry dies with its last kernel, so a pointer
+  // the host reuses for other weights later never finds stale ones.
+  std::vector<std::pair<std::pair<const void*, dnnl::memory::desc>, std::weak_ptr<PackedWeights>>> packed;
+  // Scratch shared by all kernels (they run one at a time): MLP hidden activations,
+  // attention scores, bf16/int8 copies of matmul inputs. Sized at prepare, never at run.
+  std::vector<float> scratch;
+  float* reserve_scratch(size_t floats) {
+    if (scratch.size() < floats) scratch.resize(floats);
+    return scratch.data();
+  }
+};
+
+class Kernel {
+ public:
+  virtual ~Kernel() = default;
+  virtual void run(Context& ctx, const vit_node& node) = 0;
+};
+
+// Throws std::runtime_error (with the reason) for a node it cannot build.
+std::unique_ptr<Kernel> make_kernel(Context& ctx, const vit_node& node);
+
+// Whether make_kernel handles this node (ops, dtypes, layouts); the reason when not.
+bool accepts(const vit_node& node, std::string* why);
+
+}  // namespace onednn_backend

@@ -1,0 +1,35 @@
+// benchmark.hpp: what `vitbatch bench` measures: model throughput on random inputs, and the
+// GEMM ceiling of the same backend and precision (one large linear node run through the
+// plugin), so that the model's GFLOP/s can be read as a share of what the backend can do.
+#pragma once
+
+#include "vitbatch/runtime.hpp"
+
+#include <string>
+
+namespace vitbatch {
+
+struct ModelBenchResult {
+  int64_t batch = 0;
+  int64_t batches = 0;
+  double seconds = 0;        // timed batches only
+  double first_batch_seconds = 0;  // includes planning and weight packing
+  double images_per_second() const { return seconds > 0 ? batch * batches / seconds : 0; }
+};
+
+// Runs batches of random inputs until `min_seconds` have passed (and at least 3 batches),
+// after one untimed batch.
+ModelBenchResult bench_model(Runtime& runtime, int64_t batch, double min_seconds);
+
+struct GemmBenchResult {
+  int64_t m = 0, k = 0, n = 0;
+  double gflops = 0;
+};
+
+// A linear node [m, k] x [n, k]^T run on `backend` until `min_seconds` have passed.
+GemmBenchResult bench_gemm(Backend& backend, int64_t m, int64_t k, int64_t n, double min_seconds);
+
+// This process's peak resident set (VmHWM), in bytes; 0 if unknown.
+int64_t peak_rss_bytes();
+
+}  // namespace vitbatch

@@ -1,0 +1,102 @@
+#include "vitbatch/benchmark.hpp"
+
+#include "vitbatch/error.hpp"
+
+#include <chrono>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+namespace vitbatch {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+std::vector<float> random_floats(size_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+vit_tensor describe(std::vector<int64_t> shape, float* data) {
+  vit_tensor t{};
+  t.dtype = VIT_DTYPE_F32;
+  t.rank = static_cast<int32_t>(shape.size());
+  int64_t stride = 4;
+  for (int i = t.rank - 1; i >= 0; --i) {
+    t.shape[i] = shape[i];
+    t.strides[i] = stride;
+    stride *= shape[i];
+  }
+  t.data = data;
+  return t;
+}
+
+}  // namespace
+
+ModelBenchResult bench_model(Runtime& runtime, int64_t batch, double min_seconds) {
+  const Model& m = runtime.model();
+  size_t image = static_cast<size_t>(m.config.in_chans * m.config.image_size * m.config.image_size);
+  std::vector<float> pixels = random_floats(image * batch, 1);
+  std::vector<float> logits(static_cast<size_t>(m.config.num_classes * batch));
+  ModelBenchResult r;
+  r.batch = batch;
+  auto t = Clock::now();
+  runtime.executor().run(pixels.data(), batch, logits.data());
+  r.first_batch_seconds = since(t);
+  t = Clock::now();
+  while (r.batches < 3 || since(t) < min_seconds) {
+    runtime.executor().run(pixels.data(), batch, logits.data());
+    ++r.batches;
+  }
+  r.seconds = since(t);
+  return r;
+}
+
+GemmBenchResult bench_gemm(Backend& backend, int64_t m, int64_t k, int64_t n, double min_seconds) {
+  std::vector<float> x = random_floats(static_cast<size_t>(m * k), 2), w = random_floats(static_cast<size_t>(n * k), 3),
+                     b = random_floats(static_cast<size_t>(n), 4), y(static_cast<size_t>(m * n));
+  vit_tensor in[3] = {describe({m, k}, x.data()), describe({n, k}, w.data()), describe({n}, b.data())};
+  vit_tensor out = describe({m, n}, y.data());
+  vit_node node{};
+  node.struct_size = sizeof node;
+  node.op = VIT_OP_LINEAR;
+  node.n_inputs = 3;
+  node.inputs = in;
+  node.n_outputs = 1;
+  node.outputs = &out;
+  node.name = "gemm ceiling";
+  std::string why;
+  if (!backend.supports(node, &why)) throw Error("backend '" + backend.name() + "' declines a linear node: " + why);
+  void* state = backend.prepare(node);
+  backend.execute(state, node);  // warm up
+  GemmBenchResult r{m, k, n, 0};
+  int64_t runs = 0;
+  auto t = Clock::now();
+  while (runs < 3 || since(t) < min_seconds) {
+    backend.execute(state, node);
+    ++runs;
+  }
+  r.gflops = 2.0 * m * k * n * runs / since(t) / 1e9;
+  backend.release(state);
+  return r;
+}
+
+int64_t peak_rss_bytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmHWM:", 0) == 0) {
+      std::istringstream in(line.substr(6));
+      int64_t kb = 0;
+      in >> kb;
+      return kb * 1024;
+    }
+  return 0;
+}
+
+}  // namespace vitbatch
