@@ -157,6 +157,9 @@ Executor::Plan& Executor::plan_for(int64_t batch) {
     if (!step.backend)
       throw Error("no backend accepts node '" + n.name + "' (" + op_name(n.op) + "):" + reasons);
     step.state = step.backend->prepare(step.node);
+    // Backends that pack weights have their own copy now: let the file's pages go, so the
+    // model is not resident twice (a reader that needs them faults them back in).
+    model_.weights.drop_resident_pages();
   }
   return *(plans_[batch] = std::move(plan));
 }

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <sys/mman.h>
 
 namespace fs = std::filesystem;
 
@@ -19,21 +20,38 @@ float* WeightStore::add(const std::string& name, const Shape& shape) {
   size_t n = static_cast<size_t>(element_count(shape));
   if (arena_.size() + n > arena_.capacity())
     throw Error("internal: weight arena reserved too small for '" + name + "'");
-  entries_[name] = Entry{arena_.size(), shape};
   arena_.resize(arena_.size() + n);
-  return arena_.data() + entries_[name].offset;
+  float* data = arena_.data() + arena_.size() - n;
+  entries_[name] = Entry{data, shape};
+  parameters_ += n;
+  return data;
+}
+
+void WeightStore::add_mapped(const std::string& name, const Shape& shape, const float* data) {
+  entries_[name] = Entry{data, shape};
+  parameters_ += static_cast<size_t>(element_count(shape));
 }
 
 const float* WeightStore::get(const std::string& name) const {
   auto it = entries_.find(name);
   if (it == entries_.end()) throw Error("weight '" + name + "' is not loaded");
-  return arena_.data() + it->second.offset;
+  return it->second.data;
 }
 
 const Shape& WeightStore::shape(const std::string& name) const {
   auto it = entries_.find(name);
   if (it == entries_.end()) throw Error("weight '" + name + "' is not loaded");
   return it->second.shape;
+}
+
+void WeightStore::keep_mapping(std::shared_ptr<const void> owner, const void* base, size_t bytes) {
+  mapping_owner_ = std::move(owner);
+  mapping_ = base;
+  mapping_bytes_ = bytes;
+}
+
+void WeightStore::drop_resident_pages() const {
+  if (mapping_ && mapping_bytes_) madvise(const_cast<void*>(mapping_), mapping_bytes_, MADV_DONTNEED);
 }
 
 namespace {
@@ -200,7 +218,6 @@ Model load_model(const std::string& path, const ModelOverrides& overrides) {
   }
 
   std::set<std::string> used;
-  size_t total = 0;
   for (const auto& [name, shape] : expected) {
     auto it = by_canonical.find(name);
     if (it == by_canonical.end())
@@ -209,21 +226,32 @@ Model load_model(const std::string& path, const ModelOverrides& overrides) {
       throw Error(label + ": tensor '" + original_name[name] + "' has shape " +
                   shape_string(it->second->shape) + ", expected " + shape_string(shape));
     used.insert(name);
-    total += static_cast<size_t>(element_count(shape));
   }
   for (const auto& [name, tensor] : by_canonical)
     if (!used.count(name))
       throw Error(label + ": unexpected tensor '" + original_name[name] + "' " +
                   shape_string(tensor->shape) + " for a " + std::to_string(c.depth) + "-block ViT");
 
-  // Copy into the arena; HF's separate q, k, v become timm's packed qkv.
-  model.weights.reserve(total);
-  for (const auto& [name, shape] : expected) {
-    std::string packed = name;
+  // F32 tensors are used in place from the mapping; the rest is converted into the arena,
+  // and HF's separate q, k, v become timm's packed qkv there.
+  auto is_qkv_part = [](const std::string& name) {
     for (const char* part : {".attn.q.", ".attn.k.", ".attn.v."})
-      if (name.find(part) != std::string::npos) packed.clear();
-    if (packed.empty()) continue;
-    convert_to_f32(*by_canonical[name], model.weights.add(name, shape));
+      if (name.find(part) != std::string::npos) return true;
+    return false;
+  };
+  auto in_place = [&](const TensorView& t) {
+    return t.dtype == "F32" && reinterpret_cast<uintptr_t>(t.data) % alignof(float) == 0;
+  };
+  size_t arena_floats = 0;
+  for (const auto& [name, shape] : expected)
+    if (is_qkv_part(name) || !in_place(*by_canonical[name])) arena_floats += static_cast<size_t>(element_count(shape));
+  model.weights.reserve(arena_floats);
+  model.weights.keep_mapping(file.owner(), file.mapping_base(), file.mapping_bytes());
+  for (const auto& [name, shape] : expected) {
+    if (is_qkv_part(name)) continue;
+    const TensorView& t = *by_canonical[name];
+    if (in_place(t)) model.weights.add_mapped(name, shape, reinterpret_cast<const float*>(t.data));
+    else convert_to_f32(t, model.weights.add(name, shape));
   }
   if (hf) {
     for (int64_t i = 0; i < c.depth; ++i) {

@@ -92,6 +92,8 @@ SafetensorsFile SafetensorsFile::parse(std::shared_ptr<const void> owner, const 
 
   SafetensorsFile file;
   file.owner_ = std::move(owner);
+  file.base_ = bytes;
+  file.bytes_ = size;
   file.label_ = label;
   const uint8_t* data = bytes + 8 + header_len;
   size_t data_size = size - 8 - header_len;

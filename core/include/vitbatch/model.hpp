@@ -7,6 +7,7 @@
 
 #include <array>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -40,23 +41,37 @@ struct PreprocessConfig {
   std::array<float, 3> std{0.229f, 0.224f, 0.225f};
 };
 
+// The weights, all float32. A tensor stored as F32 in the checkpoint is read in place from
+// the file's read-only mapping (no copy); converted (F16/BF16) or rearranged (Hugging Face
+// q/k/v packed into qkv) tensors live in one arena, reserved once so pointers stay valid.
 class WeightStore {
  public:
-  struct Entry {
-    size_t offset;
-    Shape shape;
-  };
-  // Reserves space for a tensor and returns where to write it.
+  // Reserves space for a tensor in the arena and returns where to write it.
   float* add(const std::string& name, const Shape& shape);
+  // Records a tensor that lives in the mapping given to keep_mapping().
+  void add_mapped(const std::string& name, const Shape& shape, const float* data);
   const float* get(const std::string& name) const;  // throws Error if absent
   const Shape& shape(const std::string& name) const;
   bool contains(const std::string& name) const { return entries_.count(name) != 0; }
-  size_t parameter_count() const { return arena_.size(); }
+  size_t parameter_count() const { return parameters_; }
   void reserve(size_t floats) { arena_.reserve(floats); }
+  void keep_mapping(std::shared_ptr<const void> owner, const void* base, size_t bytes);
+  // Lets the kernel drop the mapping's resident pages (they are read back from the file if
+  // touched again). Called once backends have packed their own copies, so a model is not
+  // resident twice. Values never change: hence const.
+  void drop_resident_pages() const;
 
  private:
-  std::vector<float> arena_;  // one allocation, reserved up front: pointers stay valid
+  struct Entry {
+    const float* data;
+    Shape shape;
+  };
+  std::vector<float> arena_;
   std::map<std::string, Entry> entries_;
+  size_t parameters_ = 0;
+  std::shared_ptr<const void> mapping_owner_;
+  const void* mapping_ = nullptr;
+  size_t mapping_bytes_ = 0;
 };
 
 // Things a user may set instead of what the checkpoint / config.json says.

@@ -31,9 +31,15 @@ class SafetensorsFile {
   const std::map<std::string, TensorView>& tensors() const { return tensors_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   const std::string& label() const { return label_; }
+  // What keeps the bytes alive, and where they are (tensor data pointers point inside).
+  const std::shared_ptr<const void>& owner() const { return owner_; }
+  const void* mapping_base() const { return base_; }
+  size_t mapping_bytes() const { return bytes_; }
 
  private:
   std::shared_ptr<const void> owner_;
+  const void* base_ = nullptr;
+  size_t bytes_ = 0;
   std::map<std::string, TensorView> tensors_;
   std::map<std::string, std::string> metadata_;
   std::string label_;
