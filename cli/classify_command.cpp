@@ -47,9 +47,12 @@ void on_stop_signal(int sig) {
   std::signal(sig, SIG_DFL);
 }
 
+// One decoder per core, up to 4: decoders sleep while the model is the bottleneck (large
+// models), and with a small model on few cores every extra decoder still pays (ViT-Ti on
+// 2 cores: 42 img/s with one, 48 with two).
 int default_decode_threads() {
   int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  return std::max(1, std::min(4, cores / 2));
+  return std::max(1, std::min(4, cores));
 }
 
 // Counts the inputs in the background for the progress bar's total and ETA (not possible
@@ -162,7 +165,7 @@ void set_classify_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--format", flags->format, "csv (default) or jsonl")->check(CLI::IsMember({"csv", "jsonl"}));
   cmd->add_option("--labels", flags->labels, "class names, one per line (default: built-in ImageNet-1k)");
   cmd->add_option("--decode-threads", flags->decode_threads,
-                  "threads decoding and preprocessing ahead of the model (default: cores/2, 1 to 4)")
+                  "threads decoding and preprocessing ahead of the model (default: one per core, at most 4)")
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--resume", flags->resume,
                 "skip the inputs already predicted in --output FILE and append the rest (error rows are retried)");
