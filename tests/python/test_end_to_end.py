@@ -123,6 +123,15 @@ class EndToEnd(unittest.TestCase):
             self.assertIn(f"{config}:4: 'backend.thread': unknown key", r.stderr)
             self.assertEqual(r.stdout, "")
 
+    def test_every_shipped_config_classifies_the_photos(self):
+        configs = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
+        photo = os.path.join(vitref.IMAGES_DIR, "coffee.png")
+        for name in sorted(os.listdir(configs)):
+            with self.subTest(name):
+                r = classify("--config", os.path.join(configs, name), photo)
+                self.assertEqual(r.returncode, 0, r.stderr)
+                self.assertEqual(list(csv.reader(io.StringIO(r.stdout)))[1][1:3], ["967", "espresso"])
+
     def test_usage_and_model_errors_exit_2(self):
         photo = os.path.join(vitref.IMAGES_DIR, "coffee.png")
         r = classify("--model", "/nonexistent/model", photo)

@@ -67,11 +67,15 @@ TEST_CASE("errors name file, line and key") {
 }
 
 TEST_CASE("the configs shipped in configs/ parse") {
-  for (const char* name : {"vit_tiny_reference.yaml", "preprocess_override.yaml"}) {
+  const std::vector<std::pair<std::string, std::string>> configs = {
+      {"vit_tiny_reference.yaml", "reference"}, {"preprocess_override.yaml", "reference"},
+      {"vit_tiny_onednn.yaml", "onednn"},      {"vit_tiny_onednn_int8.yaml", "onednn"},
+      {"vit_tiny_blas.yaml", "blas"}};
+  for (const auto& [name, backend] : configs) {
     CAPTURE(name);
     RunConfig c = load_run_config(std::string(VITBATCH_SOURCE_DIR) + "/configs/" + name);
     REQUIRE(c.model);
     CHECK(c.model->find("vit_tiny_patch16_224") != std::string::npos);
-    CHECK(*c.backend == "reference");
+    CHECK(*c.backend == backend);
   }
 }
