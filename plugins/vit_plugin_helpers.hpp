@@ -58,6 +58,21 @@ inline bool is_contiguous(const vit_tensor& t) {
   return true;
 }
 
+// A descriptor of a dense row-major tensor (the layout the host always passes).
+inline vit_tensor dense_tensor(const std::vector<int64_t>& shape, void* data, int32_t dtype = VIT_DTYPE_F32) {
+  vit_tensor t{};
+  t.dtype = dtype;
+  t.rank = static_cast<int32_t>(shape.size());
+  int64_t stride = static_cast<int64_t>(dtype_size(dtype));
+  for (int32_t i = t.rank - 1; i >= 0; --i) {
+    t.shape[i] = shape[i];
+    t.strides[i] = stride;
+    stride *= shape[i];
+  }
+  t.data = data;
+  return t;
+}
+
 inline std::vector<size_t> shape_of(const vit_tensor& t) {
   return std::vector<size_t>(t.shape, t.shape + t.rank);
 }

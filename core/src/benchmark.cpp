@@ -1,5 +1,6 @@
 #include "vitbatch/benchmark.hpp"
 
+#include "vit_plugin_helpers.hpp"
 #include "vitbatch/error.hpp"
 
 #include <chrono>
@@ -22,19 +23,7 @@ std::vector<float> random_floats(size_t n, unsigned seed) {
   return v;
 }
 
-vit_tensor describe(std::vector<int64_t> shape, float* data) {
-  vit_tensor t{};
-  t.dtype = VIT_DTYPE_F32;
-  t.rank = static_cast<int32_t>(shape.size());
-  int64_t stride = 4;
-  for (int i = t.rank - 1; i >= 0; --i) {
-    t.shape[i] = shape[i];
-    t.strides[i] = stride;
-    stride *= shape[i];
-  }
-  t.data = data;
-  return t;
-}
+vit_tensor describe(const std::vector<int64_t>& shape, float* data) { return vit_plugin::dense_tensor(shape, data); }
 
 }  // namespace
 

@@ -1,5 +1,6 @@
 #include "vitbatch/executor.hpp"
 
+#include "vit_plugin_helpers.hpp"
 #include "vitbatch/error.hpp"
 #include "vitbatch/vit_graph.hpp"
 
@@ -25,17 +26,7 @@ struct AlignedBuffer {
 };
 
 vit_tensor describe(const Value& v, void* data) {
-  vit_tensor t{};
-  t.dtype = static_cast<int32_t>(v.dtype);
-  t.rank = static_cast<int32_t>(v.shape.size());
-  int64_t stride = static_cast<int64_t>(dtype_size(v.dtype));
-  for (int i = t.rank - 1; i >= 0; --i) {
-    t.shape[i] = v.shape[i];
-    t.strides[i] = stride;
-    stride *= v.shape[i];
-  }
-  t.data = data;
-  return t;
+  return vit_plugin::dense_tensor(v.shape, data, static_cast<int32_t>(v.dtype));
 }
 
 }  // namespace

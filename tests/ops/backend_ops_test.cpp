@@ -1,6 +1,7 @@
 // Every op of every backend found, on random shapes, against straightforward loops written
 // here (the pattern of ggml's test-backend-ops). A backend that declines a node is reported
 // as NOT SUPPORTED; the reference backend must accept every primitive op.
+#include "vit_plugin_helpers.hpp"
 #include "vitbatch/graph.hpp"
 #include "vitbatch/plugin_host.hpp"
 
@@ -40,19 +41,7 @@ Tensor random_tensor(const Shape& s, std::mt19937& rng) {
   return t;
 }
 
-vit_tensor describe(const Shape& s, float* data) {
-  vit_tensor t{};
-  t.dtype = VIT_DTYPE_F32;
-  t.rank = static_cast<int32_t>(s.size());
-  int64_t stride = 4;
-  for (int i = t.rank - 1; i >= 0; --i) {
-    t.shape[i] = s[i];
-    t.strides[i] = stride;
-    stride *= s[i];
-  }
-  t.data = data;
-  return t;
-}
+vit_tensor describe(const Shape& s, float* data) { return vit_plugin::dense_tensor(s, data); }
 
 Params ints(std::initializer_list<int64_t> v) {
   Params p;
