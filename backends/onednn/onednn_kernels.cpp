@@ -96,6 +96,16 @@ class Matmul {
       compensation_ = memory(bias_md, ctx.engine);
       activation_scale_ = memory(plain({1, 1}, dt::f32), ctx.engine);
     }
+    // The argument map is built once: run() only moves the data handles of these memories.
+    args_ = {{DNNL_ARG_WEIGHTS, packed_->weights}, {DNNL_ARG_DST, dst_},
+             {DNNL_ARG_SRC, precision_ == Precision::F32 ? src_ : converted_}};
+    if (precision_ == Precision::INT8) {
+      args_[DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1] = compensation_;
+      args_[DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1] = activation_scale_;
+      if (bias_) args_[DNNL_ARG_ATTR_MULTIPLE_POST_OP(2) | DNNL_ARG_SRC_1] = bias_;
+    } else if (bias_) {
+      args_[DNNL_ARG_BIAS] = bias_;
+    }
   }
 
   // Floats of scratch this matmul needs for its converted input (bf16: 2 bytes, int8: 1).
@@ -106,23 +116,15 @@ class Matmul {
   void run(Context& ctx, const float* x, float* y) {
     dst_.set_data_handle(y);
     if (precision_ != Precision::F32) converted_.set_data_handle(ctx.scratch.data() + scratch_offset_);
-    std::unordered_map<int, memory> args = {{DNNL_ARG_WEIGHTS, packed_->weights}, {DNNL_ARG_DST, dst_}};
     if (precision_ == Precision::F32) {
       src_.set_data_handle(const_cast<float*>(x));
-      args[DNNL_ARG_SRC] = src_;
     } else if (precision_ == Precision::BF16) {
       f32_src_.set_data_handle(const_cast<float*>(x));
       to_bf16_.execute(ctx.stream, f32_src_, converted_);
-      args[DNNL_ARG_SRC] = converted_;
     } else {
       quantize(x);
-      args[DNNL_ARG_SRC] = converted_;
-      args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1] = compensation_;
-      args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1] = activation_scale_;
-      if (bias_) args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(2) | DNNL_ARG_SRC_1] = bias_;
     }
-    if (bias_ && precision_ != Precision::INT8) args[DNNL_ARG_BIAS] = bias_;
-    prim_.execute(ctx.stream, args);
+    prim_.execute(ctx.stream, args_);
   }
 
  private:
@@ -201,6 +203,7 @@ class Matmul {
   std::vector<float> channel_scales_;  // int8: s_w
   memory src_, dst_, bias_, converted_, f32_src_, compensation_, activation_scale_;
   dnnl::reorder to_bf16_;
+  std::unordered_map<int, memory> args_;
 };
 
 class LinearKernel : public Kernel {
@@ -270,6 +273,9 @@ class AttentionKernel : public Kernel {
     k_ = memory(kt, ctx.engine, nullptr);
     v_ = memory(v, ctx.engine, nullptr);
     o_ = memory(o, ctx.engine, nullptr);
+    scores_args_ = {{DNNL_ARG_SRC, q_}, {DNNL_ARG_WEIGHTS, k_}, {DNNL_ARG_DST, scratch_}};
+    softmax_args_ = {{DNNL_ARG_SRC, scratch_}, {DNNL_ARG_DST, scratch_}};
+    mix_args_ = {{DNNL_ARG_SRC, scratch_}, {DNNL_ARG_WEIGHTS, v_}, {DNNL_ARG_DST, o_}};
   }
   void run(Context& ctx, const vit_node& n) override {
     auto* qkv = static_cast<float*>(n.inputs[0].data);
@@ -281,9 +287,9 @@ class AttentionKernel : public Kernel {
       k_.set_data_handle(base + D_);
       v_.set_data_handle(base + 2 * D_);
       o_.set_data_handle(out + b * T_ * D_);
-      scores_.execute(ctx.stream, {{DNNL_ARG_SRC, q_}, {DNNL_ARG_WEIGHTS, k_}, {DNNL_ARG_DST, scratch_}});
-      softmax_.execute(ctx.stream, {{DNNL_ARG_SRC, scratch_}, {DNNL_ARG_DST, scratch_}});
-      mix_.execute(ctx.stream, {{DNNL_ARG_SRC, scratch_}, {DNNL_ARG_WEIGHTS, v_}, {DNNL_ARG_DST, o_}});
+      scores_.execute(ctx.stream, scores_args_);
+      softmax_.execute(ctx.stream, softmax_args_);
+      mix_.execute(ctx.stream, mix_args_);
     }
   }
 
@@ -292,6 +298,7 @@ class AttentionKernel : public Kernel {
   dnnl::matmul scores_, mix_;
   dnnl::softmax_forward softmax_;
   memory scratch_, q_, k_, v_, o_;
+  std::unordered_map<int, memory> scores_args_, softmax_args_, mix_args_;
 };
 
 // C = A @ B (or A @ B^T) over leading batch dims, B^T as a strided view.
@@ -310,17 +317,19 @@ class BatchMatmulKernel : public Kernel {
     a_ = memory(a_md, ctx.engine, nullptr);
     b_ = memory(b_md, ctx.engine, nullptr);
     c_ = memory(c_md, ctx.engine, nullptr);
+    args_ = {{DNNL_ARG_SRC, a_}, {DNNL_ARG_WEIGHTS, b_}, {DNNL_ARG_DST, c_}};
   }
   void run(Context& ctx, const vit_node& n) override {
     a_.set_data_handle(data(n.inputs[0]));
     b_.set_data_handle(data(n.inputs[1]));
     c_.set_data_handle(data(n.outputs[0]));
-    prim_.execute(ctx.stream, {{DNNL_ARG_SRC, a_}, {DNNL_ARG_WEIGHTS, b_}, {DNNL_ARG_DST, c_}});
+    prim_.execute(ctx.stream, args_);
   }
 
  private:
   dnnl::matmul prim_;
   memory a_, b_, c_;
+  std::unordered_map<int, memory> args_;
 };
 
 class LayerNormKernel : public Kernel {
@@ -336,19 +345,20 @@ class LayerNormKernel : public Kernel {
     dst_ = memory(x, ctx.engine, nullptr);
     gamma_ = memory(param, ctx.engine, nullptr);
     beta_ = memory(param, ctx.engine, nullptr);
+    args_ = {{DNNL_ARG_SRC, src_}, {DNNL_ARG_DST, dst_}, {DNNL_ARG_SCALE, gamma_}, {DNNL_ARG_SHIFT, beta_}};
   }
   void run(Context& ctx, const vit_node& n) override {
     src_.set_data_handle(data(n.inputs[0]));
     gamma_.set_data_handle(data(n.inputs[1]));
     beta_.set_data_handle(data(n.inputs[2]));
     dst_.set_data_handle(data(n.outputs[0]));
-    prim_.execute(ctx.stream, {{DNNL_ARG_SRC, src_}, {DNNL_ARG_DST, dst_}, {DNNL_ARG_SCALE, gamma_},
-                               {DNNL_ARG_SHIFT, beta_}});
+    prim_.execute(ctx.stream, args_);
   }
 
  private:
   dnnl::layer_normalization_forward prim_;
   memory src_, dst_, gamma_, beta_;
+  std::unordered_map<int, memory> args_;
 };
 
 // One-input primitives over the whole tensor: GELU, SCALE (eltwise), SOFTMAX, PATCHIFY (a
@@ -390,18 +400,19 @@ class UnaryKernel : public Kernel {
     }
     src_ = memory(in, ctx.engine, nullptr);
     dst_ = memory(out, ctx.engine, nullptr);
+    args_ = {{reorder_ ? DNNL_ARG_FROM : DNNL_ARG_SRC, src_}, {reorder_ ? DNNL_ARG_TO : DNNL_ARG_DST, dst_}};
   }
   void run(Context& ctx, const vit_node& n) override {
     src_.set_data_handle(data(n.inputs[0]));
     dst_.set_data_handle(data(n.outputs[0]));
-    if (reorder_) prim_.execute(ctx.stream, {{DNNL_ARG_FROM, src_}, {DNNL_ARG_TO, dst_}});
-    else prim_.execute(ctx.stream, {{DNNL_ARG_SRC, src_}, {DNNL_ARG_DST, dst_}});
+    prim_.execute(ctx.stream, args_);
   }
 
  private:
   dnnl::primitive prim_;
   bool reorder_ = false;
   memory src_, dst_;
+  std::unordered_map<int, memory> args_;
 };
 
 class AddKernel : public Kernel {
@@ -413,17 +424,19 @@ class AddKernel : public Kernel {
     a_ = memory(a, ctx.engine, nullptr);
     b_ = memory(b, ctx.engine, nullptr);
     c_ = memory(a, ctx.engine, nullptr);
+    args_ = {{DNNL_ARG_SRC_0, a_}, {DNNL_ARG_SRC_1, b_}, {DNNL_ARG_DST, c_}};
   }
   void run(Context& ctx, const vit_node& n) override {
     a_.set_data_handle(data(n.inputs[0]));
     b_.set_data_handle(data(n.inputs[1]));
     c_.set_data_handle(data(n.outputs[0]));
-    prim_.execute(ctx.stream, {{DNNL_ARG_SRC_0, a_}, {DNNL_ARG_SRC_1, b_}, {DNNL_ARG_DST, c_}});
+    prim_.execute(ctx.stream, args_);
   }
 
  private:
   dnnl::binary prim_;
   memory a_, b_, c_;
+  std::unordered_map<int, memory> args_;
 };
 
 }  // namespace
