@@ -247,7 +247,9 @@ class MlpKernel : public Kernel {
 
 // Multi-head attention on packed qkv [B, T, 3D], one image at a time so that the scores
 // [heads, T, T] stay in cache: S = scale * Q K^T (strided views of qkv, no copies),
-// softmax in place, O = S V written straight into the [T, D] output layout.
+// softmax, O = P V written straight into the [T, D] output layout. In the bf16 and int8
+// precisions the two products take bf16 inputs (qkv converted once per batch, the softmax
+// writing bf16 probabilities) with f32 results; fp32 stays fp32 throughout.
 class AttentionKernel : public Kernel {
  public:
   AttentionKernel(Context& ctx, const vit_node& n) {
@@ -256,36 +258,60 @@ class AttentionKernel : public Kernel {
     D_ = n.inputs[0].shape[2] / 3;
     H_ = n.ints[0];
     int64_t hd = D_ / H_;
-    memory::desc q({H_, T_, hd}, dt::f32, memory::dims{hd, 3 * D_, 1});
-    memory::desc kt({H_, hd, T_}, dt::f32, memory::dims{hd, 1, 3 * D_});
-    memory::desc v({H_, T_, hd}, dt::f32, memory::dims{hd, 3 * D_, 1});
-    memory::desc s = plain({H_, T_, T_}, dt::f32);
+    half_ = ctx.precision != Precision::F32;
+    dt in = half_ ? dt::bf16 : dt::f32;
+    memory::desc q({H_, T_, hd}, in, memory::dims{hd, 3 * D_, 1});
+    memory::desc kt({H_, hd, T_}, in, memory::dims{hd, 1, 3 * D_});
+    memory::desc v({H_, T_, hd}, in, memory::dims{hd, 3 * D_, 1});
+    memory::desc s = plain({H_, T_, T_}, dt::f32), p = plain({H_, T_, T_}, in);
     memory::desc o({H_, T_, hd}, dt::f32, memory::dims{hd, D_, 1});
     dnnl::primitive_attr scaled;
     scaled.set_output_scales(0, {n.floats[0]});
     scores_ = dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(q, kt, s), scaled, ctx.engine));
-    softmax_ = dnnl::softmax_forward(dnnl::softmax_forward::primitive_desc(
-        dnnl::softmax_forward::desc(dnnl::prop_kind::forward_inference, s, 2), ctx.engine));
-    mix_ = dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(s, v, o), ctx.engine));
-    ctx.reserve_scratch(static_cast<size_t>(H_ * T_ * T_));
+    softmax_ = dnnl::softmax_v2_forward(dnnl::softmax_v2_forward::primitive_desc(
+        dnnl::softmax_v2_forward::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::softmax_accurate, s, p, 2),
+        ctx.engine));
+    mix_ = dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(p, v, o), ctx.engine));
+    // Scratch: f32 scores, then (bf16) probabilities, then (bf16) the whole batch's qkv.
+    size_t scores = static_cast<size_t>(H_ * T_ * T_), converted = static_cast<size_t>(B_ * T_ * 3 * D_);
+    probabilities_offset_ = half_ ? scores : 0;
+    qkv_offset_ = scores + (scores + 1) / 2;
+    ctx.reserve_scratch(half_ ? qkv_offset_ + (converted + 1) / 2 : scores);
     scratch_ = memory(s, ctx.engine, nullptr);
+    probabilities_ = memory(p, ctx.engine, nullptr);
+    if (half_) {
+      memory::desc whole = plain({B_ * T_, 3 * D_}, dt::f32), whole_bf16 = plain({B_ * T_, 3 * D_}, dt::bf16);
+      qkv_f32_ = memory(whole, ctx.engine, nullptr);
+      qkv_bf16_ = memory(whole_bf16, ctx.engine, nullptr);
+      to_bf16_ = dnnl::reorder(qkv_f32_, qkv_bf16_);
+    }
     q_ = memory(q, ctx.engine, nullptr);
     k_ = memory(kt, ctx.engine, nullptr);
     v_ = memory(v, ctx.engine, nullptr);
     o_ = memory(o, ctx.engine, nullptr);
     scores_args_ = {{DNNL_ARG_SRC, q_}, {DNNL_ARG_WEIGHTS, k_}, {DNNL_ARG_DST, scratch_}};
-    softmax_args_ = {{DNNL_ARG_SRC, scratch_}, {DNNL_ARG_DST, scratch_}};
-    mix_args_ = {{DNNL_ARG_SRC, scratch_}, {DNNL_ARG_WEIGHTS, v_}, {DNNL_ARG_DST, o_}};
+    softmax_args_ = {{DNNL_ARG_SRC, scratch_}, {DNNL_ARG_DST, probabilities_}};
+    mix_args_ = {{DNNL_ARG_SRC, probabilities_}, {DNNL_ARG_WEIGHTS, v_}, {DNNL_ARG_DST, o_}};
   }
   void run(Context& ctx, const vit_node& n) override {
-    auto* qkv = static_cast<float*>(n.inputs[0].data);
     auto* out = static_cast<float*>(n.outputs[0].data);
-    scratch_.set_data_handle(ctx.scratch.data());
+    float* scratch = ctx.scratch.data();
+    scratch_.set_data_handle(scratch);
+    probabilities_.set_data_handle(scratch + probabilities_offset_);
+    char* qkv = static_cast<char*>(n.inputs[0].data);
+    size_t element = sizeof(float);
+    if (half_) {
+      qkv_f32_.set_data_handle(qkv);
+      qkv_bf16_.set_data_handle(scratch + qkv_offset_);
+      to_bf16_.execute(ctx.stream, qkv_f32_, qkv_bf16_);
+      qkv = reinterpret_cast<char*>(scratch + qkv_offset_);
+      element = 2;
+    }
     for (int64_t b = 0; b < B_; ++b) {
-      float* base = qkv + b * T_ * 3 * D_;
+      char* base = qkv + b * T_ * 3 * D_ * element;
       q_.set_data_handle(base);
-      k_.set_data_handle(base + D_);
-      v_.set_data_handle(base + 2 * D_);
+      k_.set_data_handle(base + D_ * element);
+      v_.set_data_handle(base + 2 * D_ * element);
       o_.set_data_handle(out + b * T_ * D_);
       scores_.execute(ctx.stream, scores_args_);
       softmax_.execute(ctx.stream, softmax_args_);
@@ -295,9 +321,12 @@ class AttentionKernel : public Kernel {
 
  private:
   int64_t B_, T_, D_, H_;
+  bool half_ = false;
+  size_t probabilities_offset_ = 0, qkv_offset_ = 0;  // in floats, into the context's scratch
   dnnl::matmul scores_, mix_;
-  dnnl::softmax_forward softmax_;
-  memory scratch_, q_, k_, v_, o_;
+  dnnl::softmax_v2_forward softmax_;
+  dnnl::reorder to_bf16_;
+  memory scratch_, probabilities_, qkv_f32_, qkv_bf16_, q_, k_, v_, o_;
   std::unordered_map<int, memory> scores_args_, softmax_args_, mix_args_;
 };
 
