@@ -86,7 +86,7 @@ nlohmann::json read_json(const std::string& path) {
 
 // Reads what config.json says: timm's pretrained_cfg (preprocessing) or a Hugging Face
 // config (heads, eps, image size).
-void apply_config_json(const std::string& path, ViTConfig& arch, PreprocessConfig& pre,
+void apply_config_json(const std::string& path, PreprocessConfig& pre,
                        std::optional<int64_t>& heads, std::optional<double>& eps) {
   nlohmann::json j = read_json(path);
   try {
@@ -104,7 +104,6 @@ void apply_config_json(const std::string& path, ViTConfig& arch, PreprocessConfi
   } catch (const nlohmann::json::exception& e) {
     throw Error(path + ": unexpected value: " + e.what());
   }
-  (void)arch;
 }
 
 std::string describe_expected(const std::string& name, const Shape& expected) {
@@ -169,7 +168,7 @@ Model load_model(const std::string& path, const ModelOverrides& overrides) {
 
   std::optional<int64_t> heads;
   std::optional<double> eps;
-  if (where.config) apply_config_json(*where.config, c, model.preprocess, heads, eps);
+  if (where.config) apply_config_json(*where.config, model.preprocess, heads, eps);
   if (overrides.heads) heads = overrides.heads;
   if (overrides.layer_norm_eps) eps = overrides.layer_norm_eps;
   c.heads = heads.value_or(std::max<int64_t>(1, c.dim / 64));

@@ -220,7 +220,7 @@ Shape infer_shape(Op op, const std::vector<Shape>& in, const Params& p) {
   fail("unknown op " + std::to_string(static_cast<int>(op)));
 }
 
-int64_t op_macs(Op op, const std::vector<Shape>& in, const Shape& out, const Params& p) {
+int64_t op_macs(Op op, const std::vector<Shape>& in, const Shape& out, const Params&) {
   switch (op) {
     case Op::LINEAR: return element_count(out) * in[1][1];
     case Op::BATCH_MATMUL: {
@@ -229,8 +229,7 @@ int64_t op_macs(Op op, const std::vector<Shape>& in, const Shape& out, const Par
     }
     case Op::ATTENTION: {
       int64_t b = in[0][0], t = in[0][1], d = in[0][2] / 3;
-      (void)p;
-      return 2 * b * t * t * d;  // q @ k^T and attn @ v
+      return 2 * b * t * t * d;  // q @ k^T and attn @ v, whatever the number of heads
     }
     case Op::MLP: return element_count(in[0]) / in[0].back() * 2 * in[1][0] * in[1][1];
     default: return 0;

@@ -60,7 +60,6 @@ class VitGraphBuilder {
 
   void build(int64_t batch) {
     const ViTConfig& c = model_.config;
-    int64_t grid = c.image_size / c.patch_size;
     int pixels = g_.add_input("pixels", {batch, c.in_chans, c.image_size, c.image_size});
     int patches = g_.add_node(Op::PATCHIFY, {pixels}, with_ints({c.patch_size}), "patch_embed.patchify");
     // The conv kernel [D, C, p, p] is a linear weight [D, C*p*p] over patchify's layout.
@@ -72,7 +71,6 @@ class VitGraphBuilder {
     parts.push_back(x);
     x = g_.add_node(Op::CONCAT, parts, with_ints({1}), "tokens");
     x = g_.add_node(Op::ADD, {x, weight("pos_embed")}, {}, "pos_embed");
-    (void)grid;
     for (int64_t i = 0; i < c.depth; ++i) x = block(x, i);
     // The final norm is per token, so norming only the tokens the heads read is the same.
     int cls = layer_norm(token(x, 0, "cls"), "norm");
