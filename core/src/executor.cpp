@@ -52,13 +52,25 @@ Executor::Executor(const Model& model, std::vector<Backend*> backends)
 }
 
 Executor::~Executor() {
-  for (auto& [batch, plan] : plans_)
-    for (auto& step : plan->steps) step.backend->release(step.state);
+  for (auto& [batch, plan] : plans_) release(*plan);
+}
+
+void Executor::release(Plan& plan) {
+  for (auto& step : plan.steps) step.backend->release(step.state);
 }
 
 Executor::Plan& Executor::plan_for(int64_t batch) {
+  last_used_[batch] = ++uses_;
   auto found = plans_.find(batch);
   if (found != plans_.end()) return *found->second;
+  if (plans_.size() >= kMaxPlans) {
+    auto oldest = plans_.begin();
+    for (auto it = plans_.begin(); it != plans_.end(); ++it)
+      if (last_used_[it->first] < last_used_[oldest->first]) oldest = it;
+    release(*oldest->second);
+    last_used_.erase(oldest->first);
+    plans_.erase(oldest);
+  }
 
   auto plan = std::make_unique<Plan>();
   auto node_view = [](const Graph& g, const Node& n, const std::vector<float*>* data,

@@ -70,3 +70,24 @@ TEST_CASE("a backend failing to start or mid-run gives an error, not a crash") {
   CHECK(placement.find("failing  linear  patch_embed.proj") != std::string::npos);
   CHECK(placement.find("reference  patchify  patch_embed.patchify") != std::string::npos);
 }
+
+TEST_CASE("the executor keeps a bounded number of plans and results do not depend on them") {
+  PluginHost host({VITBATCH_PLUGIN_DIR});
+  test_support::TempDir dir;
+  dir.write("model.safetensors", test_support::safetensors_bytes(test_support::tiny_vit()));
+  Model model = load_model(dir.path());
+  Backend reference(host.find("reference"), BackendOptions{});
+  Executor executor(model, {&reference});
+  std::vector<float> pixels(6 * 3 * 8 * 8);
+  for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<float>(i % 17) / 17.0f;
+  std::vector<float> all(6 * 5), one(5);
+  executor.run(pixels.data(), 6, all.data());
+  for (int64_t n = 1; n <= 5; ++n) {  // five more batch sizes: older plans are dropped
+    std::vector<float> part(static_cast<size_t>(n * 5));
+    executor.run(pixels.data(), n, part.data());
+    CHECK(executor.cached_plans() <= Executor::kMaxPlans);
+    for (int64_t i = 0; i < n * 5; ++i) CHECK(part[i] == all[i]);
+  }
+  executor.run(pixels.data() + 5 * 3 * 8 * 8, 1, one.data());  // a size that was evicted and comes back
+  for (int i = 0; i < 5; ++i) CHECK(one[i] == all[25 + i]);
+}

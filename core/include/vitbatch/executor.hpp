@@ -30,6 +30,11 @@ class Executor {
 
   // The graph as it runs for this batch size, each node with its backend.
   std::string placement(int64_t batch);
+  size_t cached_plans() const { return plans_.size(); }
+
+  // Plans kept at once. Partial batches (the last one, a slow stdin) come in many sizes;
+  // each plan holds its own activation buffers, so the least recently used goes first.
+  static constexpr size_t kMaxPlans = 3;
 
  private:
   struct Plan;
@@ -37,7 +42,10 @@ class Executor {
 
   const Model& model_;
   std::vector<Backend*> backends_;
+  void release(Plan& plan);
   std::map<int64_t, std::unique_ptr<Plan>> plans_;
+  std::map<int64_t, uint64_t> last_used_;  // batch size -> use counter
+  uint64_t uses_ = 0;
 };
 
 }  // namespace vitbatch
