@@ -2,6 +2,8 @@
 
 #include "vit_plugin_helpers.hpp"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -41,6 +43,36 @@ memory::dims plain_strides(const memory::dims& dims) {
 memory::desc plain(const memory::dims& dims, dt type) { return memory::desc(dims, type, plain_strides(dims)); }
 
 void* data(const vit_tensor& t) { return t.data; }
+
+// This OpenMP thread's contiguous share of [0, n).
+std::pair<int64_t, int64_t> share(int64_t n) {
+  int64_t threads = omp_get_num_threads(), id = omp_get_thread_num();
+  int64_t chunk = (n + threads - 1) / threads;
+  return {std::min(n, id * chunk), std::min(n, (id + 1) * chunk)};
+}
+
+// The quantisation passes, cloned for AVX-512 and AVX2 (the build targets plain x86-64).
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void span_min_max(const float* x, int64_t n, float* lo, float* hi) {
+  float l = 0.0f, h = 0.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    l = x[i] < l ? x[i] : l;
+    h = x[i] > h ? x[i] : h;
+  }
+  *lo = l;
+  *hi = h;
+}
+
+// Round half up by truncating x / s + z + 0.5 once clamped to [0, 255]: unlike a call to
+// nearbyint, this vectorises.
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void span_quantize(const float* x, int64_t n, float inverse_scale, float offset, uint8_t* q) {
+  for (int64_t i = 0; i < n; ++i) {
+    float v = x[i] * inverse_scale + offset;
+    v = v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v);
+    q[i] = static_cast<uint8_t>(static_cast<int32_t>(v));
+  }
+}
 
 // ---------------------------------------------------------------------------------------
 // y[M, N] = x[M, K] @ w^T + b, optionally GELU'd, in the context's precision. Weights are
@@ -157,26 +189,27 @@ class Matmul {
     return packed;
   }
 
-  // Asymmetric per-tensor u8: x ~ scale * (q - zero_point), 0 always exact.
+  // Asymmetric per-tensor u8: x ~ scale * (q - zero_point), 0 always exact. The two passes
+  // run on each thread's share through kernels cloned for AVX-512 and AVX2.
   void quantize(const float* x) {
     const int64_t n = M_ * K_;
     float lo = 0.0f, hi = 0.0f;
-#pragma omp parallel for simd reduction(min : lo) reduction(max : hi)
-    for (int64_t i = 0; i < n; ++i) {
-      lo = std::min(lo, x[i]);
-      hi = std::max(hi, x[i]);
+#pragma omp parallel reduction(min : lo) reduction(max : hi)
+    {
+      auto [begin, end] = share(n);
+      float part_lo = 0.0f, part_hi = 0.0f;
+      span_min_max(x + begin, end - begin, &part_lo, &part_hi);
+      lo = std::min(lo, part_lo);
+      hi = std::max(hi, part_hi);
     }
     float scale = hi > lo ? (hi - lo) / 255.0f : 1.0f;
     int32_t zp = static_cast<int32_t>(std::nearbyint(-lo / scale));
     zp = std::max(0, std::min(255, zp));
-    // Round half up by truncating x / s + z + 0.5 once it is clamped to [0, 255]: unlike a
-    // call to nearbyint, this vectorises.
-    const float inv = 1.0f / scale, offset = static_cast<float>(zp) + 0.5f;
     auto* q = static_cast<uint8_t*>(converted_.get_data_handle());
-#pragma omp parallel for simd
-    for (int64_t i = 0; i < n; ++i) {
-      float v = std::min(std::max(x[i] * inv + offset, 0.0f), 255.0f);
-      q[i] = static_cast<uint8_t>(static_cast<int32_t>(v));
+#pragma omp parallel
+    {
+      auto [begin, end] = share(n);
+      span_quantize(x + begin, end - begin, 1.0f / scale, static_cast<float>(zp) + 0.5f, q + begin);
     }
     auto* comp = static_cast<float*>(compensation_.get_data_handle());
     for (int64_t c = 0; c < N_; ++c) comp[c] = -static_cast<float>(zp) * channel_scales_[c] * packed_->column_sums[c];
