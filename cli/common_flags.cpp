@@ -11,7 +11,8 @@ void add_common_flags(CLI::App& command, CommonFlags& flags) {
   command.add_option("-m,--model", flags.model,
                      "safetensors file, or a directory with model.safetensors (+ config.json)");
   command.add_option("-c,--config", flags.config, "YAML run configuration (flags override it)");
-  command.add_option("-b,--backend", flags.backend, "backend plugin to run on (default: reference)");
+  command.add_option("-b,--backend", flags.backend,
+                     "backend plugin to run on, or auto (default): onednn if it is installed, else reference");
   command.add_option("--threads", flags.threads, "threads for the backend (default: all cores)")
       ->check(CLI::PositiveNumber);
   command.add_option("--precision", flags.precision, "fp32 (default), bf16 or int8, if the backend has it")
@@ -27,7 +28,7 @@ vitbatch::RuntimeOptions resolve_runtime_options(const CommonFlags& flags, vitba
   else throw vitbatch::Error("no model: pass --model PATH or set 'model' in the --config file");
   o.model_options = config.model_options;
   o.preprocess = config.preprocess;
-  o.backend = flags.backend.value_or(config.backend.value_or("reference"));
+  o.backend = flags.backend.value_or(config.backend.value_or("auto"));
   int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   o.backend_options.threads = flags.threads.value_or(config.threads.value_or(cores));
   o.backend_options.precision = flags.precision.value_or(config.precision.value_or("fp32"));

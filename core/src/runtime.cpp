@@ -13,9 +13,15 @@ Runtime::Runtime(const RuntimeOptions& options)
     throw Error("preprocess input_size " + std::to_string(model_.preprocess.input_size) +
                 " differs from the model's image size " + std::to_string(model_.config.image_size));
   validate(model_.preprocess);
-  backends_.push_back(std::make_unique<Backend>(host_.find(options.backend), options.backend_options));
+  std::string chosen = options.backend;
+  if (chosen == "auto") {
+    chosen = "reference";
+    for (const PluginInfo& p : host_.plugins())
+      if (p.rejected.empty() && p.name == "onednn") chosen = "onednn";
+  }
+  backends_.push_back(std::make_unique<Backend>(host_.find(chosen), options.backend_options));
   // reference takes whatever the chosen backend declines.
-  if (options.backend != "reference") {
+  if (chosen != "reference") {
     BackendOptions fallback = options.backend_options;
     fallback.precision = "fp32";
     fallback.options_json = "{}";

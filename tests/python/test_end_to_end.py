@@ -1,4 +1,4 @@
-"""The vitbatch CLI on the real model and photos, against PyTorch + Pillow (decode,
+"""The vitbatch CLI (default backend, and reference) on the real model and photos, against PyTorch + Pillow (decode,
 torchvision's timm-eval transform, a torch.nn ViT): same top-1 on every photo, top-5
 probabilities within 1e-3, truncated.jpg reported as a bad input, and the CLI's contract
 (order, stdin, --output, YAML config, exit statuses, info, backends)."""
@@ -147,13 +147,29 @@ class EndToEnd(unittest.TestCase):
         self.assertEqual(r.returncode, 2)
 
     def test_info(self):
-        out = subprocess.run([vitref.VITBATCH, "info", "--model", MODEL], check=True, capture_output=True,
-                             text=True).stdout
+        out = subprocess.run([vitref.VITBATCH, "info", "--model", MODEL, "--backend", "reference"], check=True,
+                             capture_output=True, text=True).stdout
         self.assertIn("ViT patch 16, image 224, dim 192, depth 12, heads 3, mlp 768, tokens 197, classes 1000", out)
         self.assertIn("parameters:   5717416", out)
         self.assertIn("GMACs", out)
         self.assertIn("= attention(", out)  # the graph as built, composites and all
         self.assertIn("reference  batch_matmul  blocks.11.attn.core/q@kT", out)  # lowered placement
+        # The default backend is the fastest exact one installed: onednn claims attention whole.
+        out = subprocess.run([vitref.VITBATCH, "info", "--model", MODEL], check=True, capture_output=True,
+                             text=True).stdout
+        self.assertIn("onednn  attention  blocks.11.attn.core", out)
+        self.assertIn("reference  concat  tokens", out)
+
+    def test_reference_backend_gives_the_same_predictions(self):
+        r = classify("--model", MODEL, "--backend", "reference", vitref.IMAGES_DIR)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        default = {row[0]: row for row in self.rows[1:]}
+        for row in list(csv.reader(io.StringIO(r.stdout)))[1:]:
+            other = default[row[0]]
+            self.assertEqual(row[1::3], other[1::3])  # indices (and the error column)
+            for a, b in zip(row[3:-1:3], other[3:-1:3]):
+                if a:
+                    self.assertLessEqual(abs(float(a) - float(b)), 1e-5)
 
     def test_backends_lists_plugins_and_rejections(self):
         test_plugins = os.environ.get("VITBATCH_TEST_PLUGIN_DIR")

@@ -17,7 +17,8 @@ struct RuntimeOptions {
   std::string model;
   ModelOverrides model_options;
   PreprocessOverrides preprocess;
-  std::string backend = "reference";
+  // A plugin's name, or "auto": the fastest exact one found (onednn, else reference).
+  std::string backend = "auto";
   BackendOptions backend_options;
   std::vector<std::string> plugin_dirs_flag;
   std::vector<std::string> plugin_dirs_config;
