@@ -42,8 +42,6 @@ memory::dims plain_strides(const memory::dims& dims) {
 
 memory::desc plain(const memory::dims& dims, dt type) { return memory::desc(dims, type, plain_strides(dims)); }
 
-void* data(const vit_tensor& t) { return t.data; }
-
 // This OpenMP thread's contiguous share of [0, n).
 std::pair<int64_t, int64_t> share(int64_t n) {
   int64_t threads = omp_get_num_threads(), id = omp_get_thread_num();
@@ -363,143 +361,104 @@ class AttentionKernel : public Kernel {
   std::unordered_map<int, memory> scores_args_, softmax_args_, mix_args_;
 };
 
+// A oneDNN primitive whose arguments are the node's tensors, bound by position: the
+// memories and the argument map are made once, run() only points them at the tensors.
+class BoundPrimitive : public Kernel {
+ public:
+  static constexpr int kOutput = -1;
+
+  explicit BoundPrimitive(dnnl::primitive primitive) : primitive_(std::move(primitive)) {}
+
+  // `tensor`: the node's input index, or kOutput.
+  BoundPrimitive& bind(Context& ctx, int argument, const memory::desc& md, int tensor) {
+    memory m(md, ctx.engine, nullptr);
+    bindings_.emplace_back(tensor, m);
+    args_[argument] = m;
+    return *this;
+  }
+
+  void run(Context& ctx, const vit_node& n) override {
+    for (auto& [tensor, m] : bindings_) m.set_data_handle(tensor == kOutput ? n.outputs[0].data : n.inputs[tensor].data);
+    primitive_.execute(ctx.stream, args_);
+  }
+
+ private:
+  dnnl::primitive primitive_;
+  std::vector<std::pair<int, memory>> bindings_;
+  std::unordered_map<int, memory> args_;
+};
+
 // C = A @ B (or A @ B^T) over leading batch dims, B^T as a strided view.
-class BatchMatmulKernel : public Kernel {
- public:
-  BatchMatmulKernel(Context& ctx, const vit_node& n) {
-    const vit_tensor &a = n.inputs[0], &b = n.inputs[1];
-    memory::dims bd = dims_of(b), strides = plain_strides(bd);
-    if (n.ints[0]) {  // b is [..., N, K]: view it as [..., K, N]
-      std::swap(bd[b.rank - 1], bd[b.rank - 2]);
-      std::swap(strides[b.rank - 1], strides[b.rank - 2]);
-    }
-    memory::desc b_md(bd, dt::f32, strides);
-    memory::desc a_md = plain(dims_of(a), dt::f32), c_md = plain(dims_of(n.outputs[0]), dt::f32);
-    prim_ = dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_md, b_md, c_md), ctx.engine));
-    a_ = memory(a_md, ctx.engine, nullptr);
-    b_ = memory(b_md, ctx.engine, nullptr);
-    c_ = memory(c_md, ctx.engine, nullptr);
-    args_ = {{DNNL_ARG_SRC, a_}, {DNNL_ARG_WEIGHTS, b_}, {DNNL_ARG_DST, c_}};
+std::unique_ptr<Kernel> batch_matmul(Context& ctx, const vit_node& n) {
+  const vit_tensor &a = n.inputs[0], &b = n.inputs[1];
+  memory::dims bd = dims_of(b), strides = plain_strides(bd);
+  if (n.ints[0]) {  // b is [..., N, K]: view it as [..., K, N]
+    std::swap(bd[b.rank - 1], bd[b.rank - 2]);
+    std::swap(strides[b.rank - 1], strides[b.rank - 2]);
   }
-  void run(Context& ctx, const vit_node& n) override {
-    a_.set_data_handle(data(n.inputs[0]));
-    b_.set_data_handle(data(n.inputs[1]));
-    c_.set_data_handle(data(n.outputs[0]));
-    prim_.execute(ctx.stream, args_);
-  }
+  memory::desc b_md(bd, dt::f32, strides);
+  memory::desc a_md = plain(dims_of(a), dt::f32), c_md = plain(dims_of(n.outputs[0]), dt::f32);
+  auto k = std::make_unique<BoundPrimitive>(
+      dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_md, b_md, c_md), ctx.engine)));
+  k->bind(ctx, DNNL_ARG_SRC, a_md, 0).bind(ctx, DNNL_ARG_WEIGHTS, b_md, 1).bind(ctx, DNNL_ARG_DST, c_md, BoundPrimitive::kOutput);
+  return k;
+}
 
- private:
-  dnnl::matmul prim_;
-  memory a_, b_, c_;
-  std::unordered_map<int, memory> args_;
-};
+std::unique_ptr<Kernel> layer_norm(Context& ctx, const vit_node& n) {
+  memory::desc x = plain({rows_of(n.inputs[0]), n.inputs[0].shape[n.inputs[0].rank - 1]}, dt::f32);
+  memory::desc param = plain({n.inputs[1].shape[0]}, dt::f32);
+  auto flags = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
+  auto k = std::make_unique<BoundPrimitive>(dnnl::layer_normalization_forward(dnnl::layer_normalization_forward::primitive_desc(
+      dnnl::layer_normalization_forward::desc(dnnl::prop_kind::forward_inference, x, n.floats[0], flags), ctx.engine)));
+  k->bind(ctx, DNNL_ARG_SRC, x, 0).bind(ctx, DNNL_ARG_SCALE, param, 1).bind(ctx, DNNL_ARG_SHIFT, param, 2);
+  k->bind(ctx, DNNL_ARG_DST, x, BoundPrimitive::kOutput);
+  return k;
+}
 
-class LayerNormKernel : public Kernel {
- public:
-  LayerNormKernel(Context& ctx, const vit_node& n) {
-    memory::desc x = plain({rows_of(n.inputs[0]), n.inputs[0].shape[n.inputs[0].rank - 1]}, dt::f32);
-    auto flags = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
-    prim_ = dnnl::layer_normalization_forward(dnnl::layer_normalization_forward::primitive_desc(
-        dnnl::layer_normalization_forward::desc(dnnl::prop_kind::forward_inference, x, n.floats[0], flags),
-        ctx.engine));
-    memory::desc param = plain({n.inputs[1].shape[0]}, dt::f32);
-    src_ = memory(x, ctx.engine, nullptr);
-    dst_ = memory(x, ctx.engine, nullptr);
-    gamma_ = memory(param, ctx.engine, nullptr);
-    beta_ = memory(param, ctx.engine, nullptr);
-    args_ = {{DNNL_ARG_SRC, src_}, {DNNL_ARG_DST, dst_}, {DNNL_ARG_SCALE, gamma_}, {DNNL_ARG_SHIFT, beta_}};
-  }
-  void run(Context& ctx, const vit_node& n) override {
-    src_.set_data_handle(data(n.inputs[0]));
-    gamma_.set_data_handle(data(n.inputs[1]));
-    beta_.set_data_handle(data(n.inputs[2]));
-    dst_.set_data_handle(data(n.outputs[0]));
-    prim_.execute(ctx.stream, args_);
-  }
-
- private:
-  dnnl::layer_normalization_forward prim_;
-  memory src_, dst_, gamma_, beta_;
-  std::unordered_map<int, memory> args_;
-};
+std::unique_ptr<Kernel> add(Context& ctx, const vit_node& n) {
+  memory::desc a = plain(dims_of(n.inputs[0]), dt::f32), b = plain(dims_of(n.inputs[1]), dt::f32);
+  auto k = std::make_unique<BoundPrimitive>(dnnl::binary(
+      dnnl::binary::primitive_desc(dnnl::binary::desc(dnnl::algorithm::binary_add, a, b, a), ctx.engine)));
+  k->bind(ctx, DNNL_ARG_SRC_0, a, 0).bind(ctx, DNNL_ARG_SRC_1, b, 1).bind(ctx, DNNL_ARG_DST, a, BoundPrimitive::kOutput);
+  return k;
+}
 
 // One-input primitives over the whole tensor: GELU, SCALE (eltwise), SOFTMAX, PATCHIFY (a
 // reorder from a strided view of the image to the patch layout).
-class UnaryKernel : public Kernel {
- public:
-  UnaryKernel(Context& ctx, const vit_node& n) {
-    memory::desc in = plain(dims_of(n.inputs[0]), dt::f32), out = plain(dims_of(n.outputs[0]), dt::f32);
-    using dnnl::prop_kind;
-    switch (n.op) {
-      case VIT_OP_GELU:
-        prim_ = dnnl::eltwise_forward(dnnl::eltwise_forward::primitive_desc(
-            dnnl::eltwise_forward::desc(prop_kind::forward_inference, dnnl::algorithm::eltwise_gelu_erf, in, 0, 0),
-            ctx.engine));
-        break;
-      case VIT_OP_SCALE:
-        prim_ = dnnl::eltwise_forward(dnnl::eltwise_forward::primitive_desc(
-            dnnl::eltwise_forward::desc(prop_kind::forward_inference, dnnl::algorithm::eltwise_linear, in,
-                                        n.floats[0], 0.0f),
-            ctx.engine));
-        break;
-      case VIT_OP_SOFTMAX:
-        prim_ = dnnl::softmax_forward(dnnl::softmax_forward::primitive_desc(
-            dnnl::softmax_forward::desc(prop_kind::forward_inference, in, n.inputs[0].rank - 1), ctx.engine));
-        break;
-      case VIT_OP_PATCHIFY: {
-        // x[N, C, gh*p, gw*p] seen as [N, gh, gw, C, p, p] with the image's strides.
-        const vit_tensor& x = n.inputs[0];
-        int64_t N = x.shape[0], C = x.shape[1], Hh = x.shape[2], W = x.shape[3], p = n.ints[0];
-        memory::dims view{N, Hh / p, W / p, C, p, p};
-        in = memory::desc(view, dt::f32, memory::dims{C * Hh * W, p * W, p, Hh * W, W, 1});
-        out = plain(view, dt::f32);
-        prim_ = dnnl::reorder(dnnl::reorder::primitive_desc(ctx.engine, in, ctx.engine, out));
-        reorder_ = true;
-        break;
-      }
-      default:
-        throw std::runtime_error(std::string("onednn: no unary kernel for ") + vit_plugin::op_name(n.op));
+std::unique_ptr<Kernel> unary(Context& ctx, const vit_node& n) {
+  memory::desc in = plain(dims_of(n.inputs[0]), dt::f32), out = plain(dims_of(n.outputs[0]), dt::f32);
+  using dnnl::prop_kind;
+  auto eltwise = [&](dnnl::algorithm algorithm, float alpha) {
+    return dnnl::eltwise_forward(dnnl::eltwise_forward::primitive_desc(
+        dnnl::eltwise_forward::desc(prop_kind::forward_inference, algorithm, in, alpha, 0.0f), ctx.engine));
+  };
+  dnnl::primitive primitive;
+  int from = DNNL_ARG_SRC, to = DNNL_ARG_DST;
+  switch (n.op) {
+    case VIT_OP_GELU: primitive = eltwise(dnnl::algorithm::eltwise_gelu_erf, 0.0f); break;
+    case VIT_OP_SCALE: primitive = eltwise(dnnl::algorithm::eltwise_linear, n.floats[0]); break;
+    case VIT_OP_SOFTMAX:
+      primitive = dnnl::softmax_forward(dnnl::softmax_forward::primitive_desc(
+          dnnl::softmax_forward::desc(prop_kind::forward_inference, in, n.inputs[0].rank - 1), ctx.engine));
+      break;
+    case VIT_OP_PATCHIFY: {
+      // x[N, C, gh*p, gw*p] seen as [N, gh, gw, C, p, p] with the image's strides.
+      const vit_tensor& x = n.inputs[0];
+      int64_t N = x.shape[0], C = x.shape[1], Hh = x.shape[2], W = x.shape[3], p = n.ints[0];
+      memory::dims view{N, Hh / p, W / p, C, p, p};
+      in = memory::desc(view, dt::f32, memory::dims{C * Hh * W, p * W, p, Hh * W, W, 1});
+      out = plain(view, dt::f32);
+      primitive = dnnl::reorder(dnnl::reorder::primitive_desc(ctx.engine, in, ctx.engine, out));
+      from = DNNL_ARG_FROM, to = DNNL_ARG_TO;
+      break;
     }
-    src_ = memory(in, ctx.engine, nullptr);
-    dst_ = memory(out, ctx.engine, nullptr);
-    args_ = {{reorder_ ? DNNL_ARG_FROM : DNNL_ARG_SRC, src_}, {reorder_ ? DNNL_ARG_TO : DNNL_ARG_DST, dst_}};
+    default:
+      throw std::runtime_error(std::string("onednn: no unary kernel for ") + vit_plugin::op_name(n.op));
   }
-  void run(Context& ctx, const vit_node& n) override {
-    src_.set_data_handle(data(n.inputs[0]));
-    dst_.set_data_handle(data(n.outputs[0]));
-    prim_.execute(ctx.stream, args_);
-  }
-
- private:
-  dnnl::primitive prim_;
-  bool reorder_ = false;
-  memory src_, dst_;
-  std::unordered_map<int, memory> args_;
-};
-
-class AddKernel : public Kernel {
- public:
-  AddKernel(Context& ctx, const vit_node& n) {
-    memory::desc a = plain(dims_of(n.inputs[0]), dt::f32), b = plain(dims_of(n.inputs[1]), dt::f32);
-    prim_ = dnnl::binary(dnnl::binary::primitive_desc(dnnl::binary::desc(dnnl::algorithm::binary_add, a, b, a),
-                                                      ctx.engine));
-    a_ = memory(a, ctx.engine, nullptr);
-    b_ = memory(b, ctx.engine, nullptr);
-    c_ = memory(a, ctx.engine, nullptr);
-    args_ = {{DNNL_ARG_SRC_0, a_}, {DNNL_ARG_SRC_1, b_}, {DNNL_ARG_DST, c_}};
-  }
-  void run(Context& ctx, const vit_node& n) override {
-    a_.set_data_handle(data(n.inputs[0]));
-    b_.set_data_handle(data(n.inputs[1]));
-    c_.set_data_handle(data(n.outputs[0]));
-    prim_.execute(ctx.stream, args_);
-  }
-
- private:
-  dnnl::binary prim_;
-  memory a_, b_, c_;
-  std::unordered_map<int, memory> args_;
-};
+  auto k = std::make_unique<BoundPrimitive>(std::move(primitive));
+  k->bind(ctx, from, in, 0).bind(ctx, to, out, BoundPrimitive::kOutput);
+  return k;
+}
 
 }  // namespace
 
@@ -527,10 +486,10 @@ std::unique_ptr<Kernel> make_kernel(Context& ctx, const vit_node& n) {
     case VIT_OP_LINEAR: return std::make_unique<LinearKernel>(ctx, n);
     case VIT_OP_MLP: return std::make_unique<MlpKernel>(ctx, n);
     case VIT_OP_ATTENTION: return std::make_unique<AttentionKernel>(ctx, n);
-    case VIT_OP_BATCH_MATMUL: return std::make_unique<BatchMatmulKernel>(ctx, n);
-    case VIT_OP_LAYER_NORM: return std::make_unique<LayerNormKernel>(ctx, n);
-    case VIT_OP_ADD: return std::make_unique<AddKernel>(ctx, n);
-    default: return std::make_unique<UnaryKernel>(ctx, n);
+    case VIT_OP_BATCH_MATMUL: return batch_matmul(ctx, n);
+    case VIT_OP_LAYER_NORM: return layer_norm(ctx, n);
+    case VIT_OP_ADD: return add(ctx, n);
+    default: return unary(ctx, n);
   }
 }
 
