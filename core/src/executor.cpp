@@ -4,6 +4,7 @@
 #include "vitbatch/error.hpp"
 #include "vitbatch/vit_graph.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -44,6 +45,7 @@ struct Executor::Plan {
   };
   std::vector<Step> steps;
   int input = -1, output = -1;
+  uint64_t last_used = 0;  // for evicting the least recently used plan
 };
 
 Executor::Executor(const Model& model, std::vector<Backend*> backends)
@@ -60,15 +62,16 @@ void Executor::release(Plan& plan) {
 }
 
 Executor::Plan& Executor::plan_for(int64_t batch) {
-  last_used_[batch] = ++uses_;
   auto found = plans_.find(batch);
-  if (found != plans_.end()) return *found->second;
+  if (found != plans_.end()) {
+    found->second->last_used = ++uses_;
+    return *found->second;
+  }
   if (plans_.size() >= kMaxPlans) {
-    auto oldest = plans_.begin();
-    for (auto it = plans_.begin(); it != plans_.end(); ++it)
-      if (last_used_[it->first] < last_used_[oldest->first]) oldest = it;
+    auto oldest = std::min_element(plans_.begin(), plans_.end(), [](const auto& a, const auto& b) {
+      return a.second->last_used < b.second->last_used;
+    });
     release(*oldest->second);
-    last_used_.erase(oldest->first);
     plans_.erase(oldest);
   }
 
@@ -164,6 +167,7 @@ Executor::Plan& Executor::plan_for(int64_t batch) {
     // model is not resident twice (a reader that needs them faults them back in).
     model_.weights.drop_resident_pages();
   }
+  plan->last_used = ++uses_;
   return *(plans_[batch] = std::move(plan));
 }
 

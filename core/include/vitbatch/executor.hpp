@@ -44,8 +44,7 @@ class Executor {
   std::vector<Backend*> backends_;
   void release(Plan& plan);
   std::map<int64_t, std::unique_ptr<Plan>> plans_;
-  std::map<int64_t, uint64_t> last_used_;  // batch size -> use counter
-  uint64_t uses_ = 0;
+  uint64_t uses_ = 0;  // stamps Plan::last_used
 };
 
 }  // namespace vitbatch
