@@ -11,12 +11,27 @@
 
 namespace vitbatch {
 
+std::string image_format(const uint8_t* d, size_t n) {
+  auto starts = [&](const char* magic, size_t len, size_t at = 0) { return n >= at + len && std::memcmp(d + at, magic, len) == 0; };
+  if (starts("\xFF\xD8\xFF", 3)) return "JPEG";
+  if (starts("\x89PNG\r\n\x1A\n", 8)) return "PNG";
+  if (starts("RIFF", 4) && starts("WEBP", 4, 8)) return "WebP";
+  if (starts("II*\0", 4) || starts("MM\0*", 4) || starts("II+\0", 4) || starts("MM\0+", 4)) return "TIFF";
+  if (starts("GIF87a", 6) || starts("GIF89a", 6)) return "GIF";
+  if (starts("BM", 2)) return "BMP";
+  return "";
+}
+
 RgbImage decode_image(const uint8_t* data, size_t size, const DecodeOptions& options) {
   if (size == 0) throw Error("empty file");
-  if (size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF) return decode_jpeg(data, size, options);
-  static const uint8_t png_magic[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
-  if (size >= 8 && std::memcmp(data, png_magic, 8) == 0) return decode_png(data, size, options);
-  throw Error("not a JPEG or PNG file (unrecognised content)");
+  std::string format = image_format(data, size);
+  if (format == "JPEG") return decode_jpeg(data, size, options);
+  if (format == "PNG") return decode_png(data, size, options);
+  if (format == "WebP") return decode_webp(data, size, options);
+  if (format == "TIFF") return decode_tiff(data, size, options);
+  if (format == "GIF") return decode_gif(data, size, options);
+  if (format == "BMP") return decode_bmp(data, size, options);
+  throw Error("not an image vitbatch reads (JPEG, PNG, WebP, TIFF, GIF, BMP): unrecognised content");
 }
 
 RgbImage read_image(const std::string& path, const DecodeOptions& options) {

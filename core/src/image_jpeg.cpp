@@ -35,15 +35,14 @@ void on_message(j_common_ptr cinfo, int level) {
   if (level < 0 && cinfo->err->msg_code == JWRN_JPEG_EOF) on_error(cinfo);
 }
 
-// Pillow's CMYK -> RGB (Convert.c cmyk2rgb): r = (255 - k) - c * (255 - k) / 255, rounded.
-uint8_t cmyk_channel(int c, int k) {
+}  // namespace
+
+uint8_t pillow_cmyk_channel(int c, int k) {
   int nk = 255 - k;
   int tmp = c * nk + 128;
   int v = nk - (((tmp >> 8) + tmp) >> 8);
   return static_cast<uint8_t>(v < 0 ? 0 : v > 255 ? 255 : v);
 }
-
-}  // namespace
 
 RgbImage decode_jpeg(const uint8_t* data, size_t size, const DecodeOptions& options) {
   jpeg_decompress_struct cinfo{};
@@ -79,8 +78,9 @@ RgbImage decode_jpeg(const uint8_t* data, size_t size, const DecodeOptions& opti
   image.height = cinfo.output_height;
   image.pixels.resize(static_cast<size_t>(image.width * image.height * 3));
   row.resize(static_cast<size_t>(image.width) * cinfo.output_components);
-  // Adobe's CMYK JPEGs store inverted values (Pillow's "CMYK;I" raw mode).
-  bool inverted = cmyk && cinfo.saw_Adobe_marker;
+  // Pillow reads every CMYK JPEG with raw mode "CMYK;I" (inverted, as Adobe writes them),
+  // Adobe marker or not; so do we, to give the same pixels.
+  bool inverted = cmyk;
   while (cinfo.output_scanline < cinfo.output_height) {
     JSAMPROW rows[1] = {row.data()};
     size_t y = cinfo.output_scanline;
@@ -91,9 +91,9 @@ RgbImage decode_jpeg(const uint8_t* data, size_t size, const DecodeOptions& opti
         const uint8_t* p = row.data() + 4 * x;
         int c = p[0], m = p[1], yy = p[2], k = p[3];
         if (inverted) c = 255 - c, m = 255 - m, yy = 255 - yy, k = 255 - k;
-        out[3 * x] = cmyk_channel(c, k);
-        out[3 * x + 1] = cmyk_channel(m, k);
-        out[3 * x + 2] = cmyk_channel(yy, k);
+        out[3 * x] = pillow_cmyk_channel(c, k);
+        out[3 * x + 1] = pillow_cmyk_channel(m, k);
+        out[3 * x + 2] = pillow_cmyk_channel(yy, k);
       } else if (gray) {
         out[3 * x] = out[3 * x + 1] = out[3 * x + 2] = row[x];
       } else {

@@ -21,10 +21,13 @@ int exif_orientation(const uint8_t* tiff, size_t size) {
   for (uint32_t i = 0; i < entries; ++i) {
     size_t e = ifd + 2 + 12 * i;
     if (e + 12 > size) return 1;
-    if (u16(e) == 0x0112 && u16(e + 2) == 3) {  // Orientation, SHORT
-      uint32_t v = u16(e + 8);
-      return v >= 1 && v <= 8 ? static_cast<int>(v) : 1;
-    }
+    if (u16(e) != 0x0112) continue;  // Orientation
+    // Pillow reads the tag whatever integer type it is stored as (SHORT, LONG, BYTE, ...).
+    uint32_t type = u16(e + 2), v = 0;
+    if (type == 3 || type == 8) v = u16(e + 8);        // SHORT, SSHORT
+    else if (type == 4 || type == 9) v = u32(e + 8);   // LONG, SLONG
+    else if (type == 1 || type == 6) v = tiff[e + 8];  // BYTE, SBYTE
+    return v >= 1 && v <= 8 ? static_cast<int>(v) : 1;
   }
   return 1;
 }

@@ -4,6 +4,7 @@
 // except 16-bit gray, which Pillow opens as mode "I" and clips to 255 when converting.
 #include "vitbatch/error.hpp"
 #include "vitbatch/image.hpp"
+#include "vitbatch/image_palette.hpp"
 
 #include <png.h>
 
@@ -60,7 +61,18 @@ RgbImage decode_png(const uint8_t* data, size_t size, const DecodeOptions& optio
   png_uint_32 width = png_get_image_width(png, info), height = png_get_image_height(png, info);
   int depth = png_get_bit_depth(png, info), type = png_get_color_type(png, info);
   bool gray16 = type == PNG_COLOR_TYPE_GRAY && depth == 16;
-  if (type == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
+  check_pixel_limit(width, height, options);  // IHDR need not be where the fast check looked
+  // Palette images are looked up here, not by libpng: an index past the PLTE is grey in
+  // Pillow (its palettes start as the grey ramp) and black in libpng.
+  bool indexed = type == PNG_COLOR_TYPE_PALETTE;
+  Palette palette;
+  if (indexed) {
+    png_colorp entries = nullptr;
+    int count = 0;
+    if (png_get_PLTE(png, info, &entries, &count))
+      for (int i = 0; i < count; ++i) palette.set(i, entries[i].red, entries[i].green, entries[i].blue);
+    png_set_packing(png);  // one index per byte
+  }
   if (type == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
   if (depth == 16 && !gray16) png_set_strip_16(png);
   if (type & PNG_COLOR_MASK_ALPHA) png_set_strip_alpha(png);
@@ -88,7 +100,9 @@ RgbImage decode_png(const uint8_t* data, size_t size, const DecodeOptions& optio
     for (png_uint_32 x = 0; x < width; ++x) {
       // libpng may still hand over an alpha channel (palette + tRNS): it is skipped.
       const uint8_t* px = in + x * channels * (gray16 ? 2 : 1);
-      if (gray16) {
+      if (indexed) {
+        std::memcpy(out + 3 * x, palette[px[0]], 3);
+      } else if (gray16) {
         unsigned v = (unsigned(px[0]) << 8) | px[1];
         out[3 * x] = out[3 * x + 1] = out[3 * x + 2] = static_cast<uint8_t>(v > 255 ? 255 : v);
       } else if (channels <= 2) {

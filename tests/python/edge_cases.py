@@ -111,8 +111,8 @@ def make_tree(root, n_good=1900, seed=0):
     with open(os.path.join(vitref.IMAGES_DIR, "dog.jpg"), "rb") as f:
         photo = f.read()
     put("bad/zero_bytes.jpg", b"", "empty file")
-    put("bad/text_named.png", b"this is not an image\n" * 10, "not a JPEG or PNG file")
-    put("bad/html_named.jpg", b"<html><body>404</body></html>", "not a JPEG or PNG file")
+    put("bad/text_named.png", b"this is not an image\n" * 10, "not an image vitbatch reads")
+    put("bad/html_named.jpg", b"<html><body>404</body></html>", "not an image vitbatch reads")
     put("bad/truncated.jpg", photo[: len(photo) // 3], "Premature end of JPEG file")
     put("bad/corrupt_middle.jpg", photo[:2000] + b"\x00" * 4000 + photo[6000:], "corrupt JPEG")
     png = encode(Image.fromarray(rng.integers(0, 256, (64, 64, 3)).astype(np.uint8)), "PNG")

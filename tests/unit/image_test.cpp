@@ -67,7 +67,7 @@ TEST_CASE("files that are not images say why") {
   test_support::TempDir dir;
   CHECK_THROWS_WITH_AS(read_image(dir.write("empty.jpg", std::string())), "empty file", Error);
   CHECK_THROWS_WITH_AS(read_image(dir.write("text.png", std::string("hello, I am text"))),
-                       "not a JPEG or PNG file (unrecognised content)", Error);
+                       "not an image vitbatch reads (JPEG, PNG, WebP, TIFF, GIF, BMP): unrecognised content", Error);
   CHECK_THROWS_WITH_AS(read_image(dir.file("missing.jpg")), "No such file or directory", Error);
   CHECK_THROWS_WITH_AS(read_image(dir.path()), "is a directory", Error);
   CHECK_THROWS_WITH_AS(read_image(dir.write("cut.png", std::vector<uint8_t>(kPngHeader, kPngHeader + 8))),

@@ -1,4 +1,5 @@
-// image.hpp: decoding JPEG (libjpeg-turbo) and PNG (libpng) to 8-bit RGB exactly as Pillow's
+// image.hpp: decoding JPEG (libjpeg-turbo), PNG (libpng), WebP (libwebp), TIFF (libtiff),
+// GIF (giflib, first frame) and BMP to 8-bit RGB exactly as Pillow 9.4's
 // Image.open(...).convert("RGB") gives it. The decoder is chosen by the file's magic bytes,
 // never its extension. Decoders never print and never abort: every failure is an Error
 // whose message is the reason alone (the caller adds the path).
@@ -27,6 +28,12 @@ struct DecodeOptions {
 
 RgbImage decode_jpeg(const uint8_t* data, size_t size, const DecodeOptions& options = {});
 RgbImage decode_png(const uint8_t* data, size_t size, const DecodeOptions& options = {});
+RgbImage decode_webp(const uint8_t* data, size_t size, const DecodeOptions& options = {});
+RgbImage decode_tiff(const uint8_t* data, size_t size, const DecodeOptions& options = {});
+RgbImage decode_gif(const uint8_t* data, size_t size, const DecodeOptions& options = {});
+RgbImage decode_bmp(const uint8_t* data, size_t size, const DecodeOptions& options = {});
+// The format named by the magic bytes ("JPEG", "PNG", "WebP", "TIFF", "GIF", "BMP"), or "".
+std::string image_format(const uint8_t* data, size_t size);
 // Dispatches on magic bytes.
 RgbImage decode_image(const uint8_t* data, size_t size, const DecodeOptions& options = {});
 // Reads and decodes a file; Error messages are "<reason>" (no path).
@@ -36,6 +43,9 @@ RgbImage read_image(const std::string& path, const DecodeOptions& options = {});
 int exif_orientation(const uint8_t* tiff, size_t size);
 // Applies an EXIF orientation the way PIL.ImageOps.exif_transpose does.
 RgbImage apply_orientation(const RgbImage& image, int orientation);
+// Pillow's CMYK -> RGB for one channel (Convert.c cmyk2rgb): (255 - k) - c * (255 - k) / 255,
+// rounded as Pillow rounds.
+uint8_t pillow_cmyk_channel(int c, int k);
 // Throws Error when width * height is over the limit.
 void check_pixel_limit(int64_t width, int64_t height, const DecodeOptions& options);
 
