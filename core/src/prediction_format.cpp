@@ -84,12 +84,14 @@ std::string json_string(const std::string& s) {
 namespace {
 
 std::string label_of(const std::vector<std::string>& labels, int index) {
-  return index < static_cast<int>(labels.size()) ? first_name(labels[index]) : "";
+  return index < static_cast<int>(labels.size()) ? labels[index] : "";
 }
 
+// Six decimals; below 1e-6 that would print 0 (or 0.000001 for 5e-7), so small
+// probabilities keep their magnitude in exponent form: 3.141593e-09.
 std::string format_probability(double p) {
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.6f", p);
+  std::snprintf(buf, sizeof buf, p < 1e-6 ? "%.6e" : "%.6f", p);
   return buf;
 }
 

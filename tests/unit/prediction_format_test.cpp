@@ -5,12 +5,16 @@
 
 #include <doctest/doctest.h>
 
+#include "test_support.hpp"
+
 #include <cmath>
+#include <set>
 
 using namespace vitbatch;
 
 namespace {
-const std::vector<std::string> kLabels = {"tench, Tinca tinca", "goldfish, Carassius auratus", "great white shark"};
+// Display names, as labels.hpp gives them: a custom label keeps its comma.
+const std::vector<std::string> kLabels = {"tench", "goldfish", "great white shark, the big one"};
 }
 
 TEST_CASE("RFC 4180 quoting") {
@@ -33,7 +37,7 @@ TEST_CASE("JSON Lines rows escape bytes that are not UTF-8 as \\udcXX") {
   auto jsonl = PredictionFormat::make("jsonl", 1, kLabels);
   CHECK(jsonl->header().empty());
   CHECK(jsonl->row("caf\xc3\xa9/\"q\"\n.png", {{2, 0.5}}, "") ==
-        "{\"path\":\"caf\xc3\xa9/\\\"q\\\"\\u000a.png\",\"predictions\":[{\"index\":2,\"label\":\"great white shark\","
+        "{\"path\":\"caf\xc3\xa9/\\\"q\\\"\\u000a.png\",\"predictions\":[{\"index\":2,\"label\":\"great white shark, the big one\","
         "\"prob\":0.500000}],\"error\":null}\n");
   CHECK(json_string("bad\xff\xfe") == "\"bad\\udcff\\udcfe\"");
   CHECK(json_string("\xed\xa0\x80") == "\"\\udced\\udca0\\udc80\"");  // an encoded surrogate is not UTF-8
@@ -75,10 +79,37 @@ TEST_CASE("top_k is the softmax's k largest, ties to the lower index") {
   CHECK(top_k(logits, 4, 10).size() == 4);
 }
 
-TEST_CASE("built-in labels") {
+TEST_CASE("built-in labels: first names, each class's name unique") {
   const auto& labels = imagenet1k_labels();
   REQUIRE(labels.size() == 1000);
-  CHECK(first_name(labels[285]) == "Egyptian cat");
-  CHECK(first_name(labels[0]) == "tench");
-  CHECK(first_name(labels[999]) == "toilet tissue");
+  CHECK(labels[285] == "Egyptian cat");
+  CHECK(labels[0] == "tench");
+  CHECK(labels[999] == "toilet tissue");
+  // Regression: 134/517 were both "crane" and 638/639 both "maillot".
+  CHECK(labels[134] == "crane (bird)");
+  CHECK(labels[517] == "crane (machine)");
+  CHECK(labels[638] == "maillot");
+  CHECK(labels[639] == "tank suit");
+  std::set<std::string> unique(labels.begin(), labels.end());
+  CHECK(unique.size() == 1000);
+}
+
+TEST_CASE("a custom label keeps its commas, in CSV (quoted) and JSONL") {
+  auto csv = PredictionFormat::make("csv", 1, kLabels);
+  CHECK(csv->row("a.jpg", {{2, 0.5}}, "") == "a.jpg,2,\"great white shark, the big one\",0.500000,\n");
+}
+
+TEST_CASE("probabilities below 1e-6 keep their magnitude") {
+  auto csv = PredictionFormat::make("csv", 2, kLabels);
+  CHECK(csv->row("a.jpg", {{1, 0.999999997}, {0, 3.14159265e-9}}, "") ==
+        "a.jpg,1,goldfish,1.000000,0,tench,3.141593e-09,\n");
+  CHECK(csv->row("a.jpg", {{1, 0.5}, {0, 1e-6}}, "") == "a.jpg,1,goldfish,0.500000,0,tench,0.000001,\n");
+}
+
+TEST_CASE("labels files: whole lines; a blank line inside is an error naming the line") {
+  test_support::TempDir dir;
+  std::string ok = dir.write("ok.txt", "cat, domestic\r\ndog\n\n\n");
+  CHECK(load_labels(ok) == std::vector<std::string>{"cat, domestic", "dog"});
+  std::string blank = dir.write("blank.txt", "cat\n\ndog\n");
+  CHECK_THROWS_WITH_AS(load_labels(blank), doctest::Contains("blank.txt:2: blank line"), Error);
 }
