@@ -3,6 +3,9 @@
 #include "commands.hpp"
 #include "common_flags.hpp"
 #include "exit_codes.hpp"
+#include "usage_errors.hpp"
+
+#include "vitbatch/limits.hpp"
 
 #include "vitbatch/benchmark.hpp"
 #include "vitbatch/error.hpp"
@@ -82,8 +85,10 @@ void set_bench_command(CLI::App& app, int* exit_code) {
   auto flags = std::make_shared<BenchFlags>();
   CLI::App* cmd = app.add_subcommand("bench", "measure images/s, GFLOP/s and the backend's GEMM ceiling");
   add_common_flags(*cmd, flags->common);
-  cmd->add_option("--batch-size", flags->batch_size, "images per model call (default 16)")->check(CLI::PositiveNumber);
-  cmd->add_option("--seconds", flags->seconds, "time to spend on the model (default 5)")->check(CLI::PositiveNumber);
+  cmd->add_option("--batch-size", flags->batch_size, "images per model call (default 16)")
+      ->check(int_range(1, vitbatch::kMaxBatchSize));
+  cmd->add_option("--seconds", flags->seconds, "time to spend on the model (default 5)")
+      ->check(CLI::Range(0.01, 86400.0));
   cmd->add_option("--gemm", flags->gemm, "M K N of the ceiling matmul (default 3152 768 3072: ViT-B's MLP at batch 16)")
       ->expected(3);
   cmd->add_flag("--json", flags->json, "one JSON object on stdout");

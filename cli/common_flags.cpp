@@ -1,6 +1,9 @@
 #include "common_flags.hpp"
 
+#include "usage_errors.hpp"
+
 #include "vitbatch/error.hpp"
+#include "vitbatch/limits.hpp"
 
 #include <algorithm>
 #include <thread>
@@ -14,7 +17,7 @@ void add_common_flags(CLI::App& command, CommonFlags& flags) {
   command.add_option("-b,--backend", flags.backend,
                      "backend plugin to run on, or auto (default): onednn if it is installed, else reference");
   command.add_option("--threads", flags.threads, "threads for the backend (default: all cores)")
-      ->check(CLI::PositiveNumber);
+      ->check(int_range(1, vitbatch::kMaxThreads));
   command.add_option("--precision", flags.precision, "fp32 (default), bf16 or int8, if the backend has it")
       ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
   command.add_option("--plugin-dir", flags.plugin_dirs, "directory searched first for backend plugins");

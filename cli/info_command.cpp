@@ -6,6 +6,8 @@
 #include "vitbatch/error.hpp"
 #include "vitbatch/vit_graph.hpp"
 
+#include <nlohmann/json.hpp>
+
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -13,15 +15,42 @@
 namespace vitbatch_cli {
 namespace {
 
-int run_info(const CommonFlags& flags) {
+struct InfoFlags {
+  CommonFlags common;
+  bool json = false;
+  bool graph = false;
+};
+
+int run_info(const InfoFlags& flags) {
   try {
     vitbatch::RunConfig config;
-    vitbatch::Runtime runtime(resolve_runtime_options(flags, config));
+    vitbatch::Runtime runtime(resolve_runtime_options(flags.common, config));
     const vitbatch::Model& m = runtime.model();
     const vitbatch::ViTConfig& c = m.config;
     const vitbatch::PreprocessConfig& p = m.preprocess;
     vitbatch::Graph graph = vitbatch::build_vit_graph(m, 1);
     double gmacs = graph.total_macs() / 1e9;
+    if (flags.json) {
+      nlohmann::json j = {
+          {"model", m.path},
+          {"naming", c.naming},
+          {"architecture", {{"kind", c.distilled ? "deit_distilled" : "vit"}, {"patch_size", c.patch_size},
+                            {"image_size", c.image_size}, {"dim", c.dim}, {"depth", c.depth}, {"heads", c.heads},
+                            {"mlp_dim", c.mlp_dim}, {"tokens", c.tokens()}, {"classes", c.num_classes},
+                            {"in_chans", c.in_chans}, {"layer_norm_eps", c.layer_norm_eps}}},
+          {"parameters", m.weights.parameter_count()},
+          {"gmacs_per_image", gmacs},
+          {"preprocess", {{"input_size", p.input_size}, {"crop_pct", p.crop_pct}, {"interpolation", p.interpolation},
+                          {"mean", p.mean}, {"std", p.std}}},
+          {"defaults_used", m.defaulted},
+          {"running", runtime.running()}};
+      nlohmann::json backends = nlohmann::json::array();
+      for (const auto& b : runtime.backends()) backends.push_back({{"name", b->name()}, {"runs", b->describe()}});
+      j["backends"] = backends;
+      if (flags.graph) j["graph"] = graph.to_string();
+      std::cout << j.dump(2) << "\n";
+      return kExitOk;
+    }
     char line[256];
     std::cout << "model:        " << m.path << " (" << c.naming << " names)\n";
     std::cout << "architecture: " << (c.distilled ? "DeiT (distilled) " : "ViT ") << "patch " << c.patch_size
@@ -38,10 +67,17 @@ int run_info(const CommonFlags& flags) {
                   static_cast<int>(p.input_size / p.crop_pct), p.interpolation.c_str(), p.crop_pct,
                   static_cast<int>(p.input_size), p.mean[0], p.mean[1], p.mean[2], p.std[0], p.std[1], p.std[2]);
     std::cout << line;
+    for (const auto& [key, text] : m.defaulted) std::cout << "default:      " << text << "\n";
+    std::cout << "runs on:      " << runtime.running() << "\n";
     std::cout << "backends:    ";
     for (const auto& b : runtime.backends()) std::cout << " " << b->name() << " (" << b->describe() << ")";
-    std::cout << "\n\ngraph (batch 1, as built):\n" << graph.to_string();
-    std::cout << "\nplacement (batch 1, after lowering):\n" << runtime.executor().placement(1);
+    std::cout << "\n";
+    if (flags.graph) {
+      std::cout << "\ngraph (batch 1, as built):\n" << graph.to_string();
+      std::cout << "\nplacement (batch 1, after lowering):\n" << runtime.executor().placement(1);
+    } else {
+      std::cout << "(--graph prints the graph IR and where each node runs)\n";
+    }
     return kExitOk;
   } catch (const vitbatch::Error& e) {
     std::cerr << "vitbatch: error: " << e.what() << "\n";
@@ -52,9 +88,11 @@ int run_info(const CommonFlags& flags) {
 }  // namespace
 
 void set_info_command(CLI::App& app, int* exit_code) {
-  auto flags = std::make_shared<CommonFlags>();
+  auto flags = std::make_shared<InfoFlags>();
   CLI::App* cmd = app.add_subcommand("info", "describe a model: architecture, size, cost, graph IR");
-  add_common_flags(*cmd, *flags);
+  add_common_flags(*cmd, flags->common);
+  cmd->add_flag("--json", flags->json, "one JSON object on stdout");
+  cmd->add_flag("--graph", flags->graph, "also print the graph IR and each node's backend");
   cmd->callback([flags, exit_code] { *exit_code = run_info(*flags); });
 }
 

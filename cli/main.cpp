@@ -1,24 +1,47 @@
 #include "commands.hpp"
 #include "exit_codes.hpp"
+#include "usage_errors.hpp"
+
+#include "vit_plugin.h"
+#include "vitbatch/versions.hpp"
 
 #include <CLI/CLI.hpp>
 
 #include <iostream>
 
+namespace {
+
+std::string version_text() {
+  std::string text = "vitbatch " + vitbatch::kVersion + "\nplugin ABI " + std::to_string(VIT_PLUGIN_ABI_VERSION) + "\n";
+  for (const auto& [library, version] : vitbatch::library_versions()) text += library + " " + version + "\n";
+  text += std::string("CLI11 ") + CLI11_VERSION;
+  return text;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   CLI::App app{"vitbatch: classify folders of images with Vision Transformers, as CSV"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "vitbatch 0.1.0");
+  app.set_version_flag("--version", version_text(), "print the version, the plugin ABI and the libraries' versions");
+  app.footer(vitbatch_cli::kExitStatusHelp);
   int exit_code = vitbatch_cli::kExitOk;
   vitbatch_cli::set_classify_command(app, &exit_code);
   vitbatch_cli::set_info_command(app, &exit_code);
   vitbatch_cli::set_backends_command(app, &exit_code);
   vitbatch_cli::set_bench_command(app, &exit_code);
+  std::string unknown = vitbatch_cli::unknown_command_error(app, argc, argv);
+  if (!unknown.empty()) {
+    std::cerr << unknown << "\n";
+    return vitbatch_cli::kExitUsage;
+  }
   try {
     app.parse(argc, argv);
+  } catch (const CLI::Success& e) {
+    return app.exit(e);  // --help, --version: to stdout, status 0
   } catch (const CLI::ParseError& e) {
-    int code = app.exit(e);  // prints help/version to stdout, errors to stderr
-    return code == 0 ? 0 : vitbatch_cli::kExitUsage;
+    std::cerr << vitbatch_cli::usage_error_message(app, e, argc, argv) << "\n";
+    return vitbatch_cli::kExitUsage;
   }
   return exit_code;
 }

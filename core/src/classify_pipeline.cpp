@@ -29,8 +29,8 @@ class DecodeStage {
  public:
   DecodeStage(size_t slots, int threads, const PreprocessConfig& pre, const DecodeOptions& decode)
       : slots_(slots), pre_(pre), decode_(decode) {
-    size_t floats = static_cast<size_t>(3 * pre.input_size * pre.input_size);
-    for (Slot& s : slots_) s.pixels.resize(floats);
+    // Slots get their pixels when first used: a huge --batch-size over three images
+    // allocates for three.
     for (int i = 0; i < threads; ++i) workers_.emplace_back([this] { work(); });
   }
   ~DecodeStage() {
@@ -85,6 +85,7 @@ class DecodeStage {
       Slot& s = slots_[seq % slots_.size()];
       std::string error;
       try {
+        s.pixels.resize(static_cast<size_t>(3 * pre_.input_size * pre_.input_size));
         normalize_to_chw(eval_crop(read_image(s.path, decode_), pre_), pre_, s.pixels.data());
       } catch (const Error& e) {
         error = e.what();
@@ -122,7 +123,9 @@ PipelineSummary run_pipeline(InputPaths& inputs, const Model& model, Executor& e
   // Enough slots to keep every worker busy while a full batch waits for the model.
   DecodeStage stage(static_cast<size_t>(B + 4 * std::max(1, options.decode_threads)), std::max(1, options.decode_threads),
                     pre, options.decode);
-  std::vector<float> pixels(image_floats * B), logits(static_cast<size_t>(classes) * B);
+  // Grown as images arrive (doubling), never past one batch: memory follows the images
+  // there are, not the batch size asked for.
+  std::vector<float> pixels, logits;
 
   struct Row {
     std::string path, error;
@@ -134,7 +137,10 @@ PipelineSummary run_pipeline(InputPaths& inputs, const Model& model, Executor& e
   PipelineSummary summary;
 
   auto write_rows = [&] {
-    if (filled > 0) executor.run(pixels.data(), filled, logits.data());
+    if (filled > 0) {
+      logits.resize(static_cast<size_t>(classes) * filled);
+      executor.run(pixels.data(), filled, logits.data());
+    }
     for (const Row& r : rows) {
       if (r.slot >= 0) {
         output.write(format.row(r.path, top_k(logits.data() + r.slot * classes, classes, options.top_k), ""));
@@ -144,11 +150,14 @@ PipelineSummary run_pipeline(InputPaths& inputs, const Model& model, Executor& e
         ++summary.failed;
       }
     }
+    if (options.progress && options.output_is_terminal) options.progress->pause();
     if (!output.flush()) summary.output_closed = true;
+    if (options.progress && options.output_is_terminal) options.progress->resume();
     rows.clear();
     filled = 0;
   };
 
+  const std::string cwd = options.absolute_paths ? current_directory() : std::string();
   int64_t next_seq = 0, next_out = 0;
   bool feeding = true;
   InputItem item;
@@ -166,10 +175,11 @@ PipelineSummary run_pipeline(InputPaths& inputs, const Model& model, Executor& e
         feeding = false;
         break;
       }
-      if (item.error.empty() && options.accept && !options.accept(item.path)) {
+      if (item.error.empty() && options.accept && !options.accept(item)) {
         ++summary.skipped;
         continue;
       }
+      if (options.absolute_paths) item.path = lexically_absolute(item.path, cwd);
       stage.submit(next_seq++, std::move(item.path), std::move(item.error));
     }
     // Take finished inputs in order.
@@ -180,12 +190,15 @@ PipelineSummary run_pipeline(InputPaths& inputs, const Model& model, Executor& e
       progressed = true;
       Row row{std::move(slot->path), std::move(slot->error), -1};
       if (row.error.empty()) {
+        size_t need = (filled + 1) * image_floats;
+        if (pixels.size() < need) pixels.resize(std::min(image_floats * B, std::max(need, 2 * pixels.size())));
         std::memcpy(pixels.data() + filled * image_floats, slot->pixels.data(), image_floats * sizeof(float));
         if (filled == 0) batch_opened = Clock::now();
         row.slot = filled++;
       } else {
-        if (options.progress) options.progress->finish();
-        diagnostics << "vitbatch: " << row.path << ": " << row.error << "\n" << std::flush;
+        std::string line = "vitbatch: " + row.path + ": " + row.error + "\n";
+        if (options.progress) options.progress->print(line);
+        else diagnostics << line << std::flush;
       }
       stage.release(*slot);
       ++next_out;
@@ -194,6 +207,7 @@ PipelineSummary run_pipeline(InputPaths& inputs, const Model& model, Executor& e
       // run of bad files shows up without waiting for the next full batch.
       if (filled == B || (filled == 0 && rows.back().slot < 0)) write_rows();
     }
+    if (options.in_flight) options.in_flight->store(next_seq - next_out + filled);
     if (!feeding && next_out == next_seq) break;
     // Inputs trickling in (a slow `find | vitbatch`): do not hold a partial batch forever.
     if (!progressed && filled > 0 && Clock::now() - batch_opened > std::chrono::milliseconds(500)) write_rows();

@@ -26,11 +26,61 @@ struct AlignedBuffer {
   AlignedBuffer& operator=(const AlignedBuffer&) = delete;
 };
 
+struct BufferAssignment {
+  std::vector<size_t> capacity;  // floats, per buffer
+  std::vector<int> buffer_of;    // per value id; -1 for constants
+};
+
 vit_tensor describe(const Value& v, void* data) {
   return vit_plugin::dense_tensor(v.shape, data, static_cast<int32_t>(v.dtype));
 }
 
+// Liveness: a value's buffer returns to the pool after its last reader has run.
+BufferAssignment assign_buffers(const Graph& g) {
+  std::vector<int> last_use(g.values().size(), -1);
+  for (size_t i = 0; i < g.nodes().size(); ++i)
+    for (int id : g.nodes()[i].inputs) last_use[id] = static_cast<int>(i);
+  for (int id : g.outputs()) last_use[id] = static_cast<int>(g.nodes().size());
+
+  BufferAssignment a;
+  std::vector<size_t>& capacity = a.capacity;
+  std::vector<int>& buffer_of = a.buffer_of;
+  buffer_of.assign(g.values().size(), -1);
+  std::vector<int> free_buffers;
+  auto take = [&](size_t floats) {
+    int best = -1;
+    for (int b : free_buffers)
+      if (capacity[b] >= floats && (best < 0 || capacity[b] < capacity[best])) best = b;
+    if (best < 0) {
+      capacity.push_back(floats);
+      return static_cast<int>(capacity.size() - 1);
+    }
+    free_buffers.erase(std::find(free_buffers.begin(), free_buffers.end(), best));
+    return best;
+  };
+  int input = g.inputs().at(0);
+  buffer_of[input] = take(static_cast<size_t>(element_count(g.value(input).shape)));
+  for (size_t i = 0; i < g.nodes().size(); ++i) {
+    const Node& n = g.nodes()[i];
+    buffer_of[n.output] = take(static_cast<size_t>(element_count(g.value(n.output).shape)));
+    for (int id : n.inputs)
+      if (last_use[id] == static_cast<int>(i) && buffer_of[id] >= 0 &&
+          std::find(free_buffers.begin(), free_buffers.end(), buffer_of[id]) == free_buffers.end())
+        free_buffers.push_back(buffer_of[id]);
+  }
+  return a;
+}
+
 }  // namespace
+
+size_t Executor::estimate_activation_bytes(const Model& model, int64_t batch) {
+  // Activations grow linearly with the batch: plan one image with every composite lowered
+  // (the largest form: attention's full score matrix), then scale.
+  Graph g = lower_composites(build_vit_graph(model, 1), [](const Graph&, const Node&) { return false; });
+  size_t floats = 0;
+  for (size_t c : assign_buffers(g).capacity) floats += c;
+  return floats * sizeof(float) * static_cast<size_t>(batch);
+}
 
 struct Executor::Plan {
   Graph graph;
@@ -109,36 +159,11 @@ Executor::Plan& Executor::plan_for(int64_t batch) {
   plan->graph = lower_composites(full, claimed);
   const Graph& g = plan->graph;
 
-  // Liveness: a value's buffer returns to the pool after its last reader has run.
-  std::vector<int> last_use(g.values().size(), -1);
-  for (size_t i = 0; i < g.nodes().size(); ++i)
-    for (int id : g.nodes()[i].inputs) last_use[id] = static_cast<int>(i);
-  for (int id : g.outputs()) last_use[id] = static_cast<int>(g.nodes().size());
-
-  std::vector<size_t> capacity;  // per buffer
-  std::vector<int> buffer_of(g.values().size(), -1), free_buffers;
-  auto take = [&](size_t floats) {
-    int best = -1;
-    for (int b : free_buffers)
-      if (capacity[b] >= floats && (best < 0 || capacity[b] < capacity[best])) best = b;
-    if (best < 0) {
-      capacity.push_back(floats);
-      return static_cast<int>(capacity.size() - 1);
-    }
-    free_buffers.erase(std::find(free_buffers.begin(), free_buffers.end(), best));
-    return best;
-  };
   plan->input = g.inputs().at(0);
   plan->output = g.outputs().at(0);
-  buffer_of[plan->input] = take(static_cast<size_t>(element_count(g.value(plan->input).shape)));
-  for (size_t i = 0; i < g.nodes().size(); ++i) {
-    const Node& n = g.nodes()[i];
-    buffer_of[n.output] = take(static_cast<size_t>(element_count(g.value(n.output).shape)));
-    for (int id : n.inputs)
-      if (last_use[id] == static_cast<int>(i) && buffer_of[id] >= 0 &&
-          std::find(free_buffers.begin(), free_buffers.end(), buffer_of[id]) == free_buffers.end())
-        free_buffers.push_back(buffer_of[id]);
-  }
+  BufferAssignment assigned = assign_buffers(g);
+  const std::vector<size_t>& capacity = assigned.capacity;
+  const std::vector<int>& buffer_of = assigned.buffer_of;
   for (size_t c : capacity) plan->buffers.push_back(std::make_unique<AlignedBuffer>(c));
   plan->value_data.assign(g.values().size(), nullptr);
   for (const Value& v : g.values())

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <sstream>
 #include <sys/mman.h>
 
 namespace fs = std::filesystem;
@@ -70,6 +71,10 @@ Located locate(const std::string& path) {
     return {file.string(), fs::exists(config) ? std::optional<std::string>(config.string()) : std::nullopt};
   }
   if (!fs::exists(path, ec)) throw Error(path + ": no such model file or directory");
+  fs::path dir = fs::path(path).parent_path();
+  if (fs::path(path).extension() == ".json" && fs::exists((dir.empty() ? fs::path(".") : dir) / "model.safetensors", ec))
+    throw Error(path + ": is a JSON config, not weights: pass the directory '" + (dir.empty() ? "." : dir.string()) +
+                "' (it holds model.safetensors and this config)");
   fs::path config = fs::path(path).parent_path() / "config.json";
   return {path, fs::exists(config) ? std::optional<std::string>(config.string()) : std::nullopt};
 }
@@ -86,16 +91,38 @@ nlohmann::json read_json(const std::string& path) {
 
 // Reads what config.json says: timm's pretrained_cfg (preprocessing) or a Hugging Face
 // config (heads, eps, image size).
-void apply_config_json(const std::string& path, PreprocessConfig& pre,
-                       std::optional<int64_t>& heads, std::optional<double>& eps) {
+// Returns the names of the settings it found (for the note on defaults).
+std::set<std::string> apply_config_json(const std::string& path, PreprocessConfig& pre,
+                                        std::optional<int64_t>& heads, std::optional<double>& eps) {
   nlohmann::json j = read_json(path);
+  std::set<std::string> found;
   try {
     const nlohmann::json& cfg = j.contains("pretrained_cfg") ? j["pretrained_cfg"] : j;
     if (cfg.contains("input_size")) pre.input_size = cfg["input_size"].at(2).get<int64_t>();
-    if (cfg.contains("crop_pct") && !cfg["crop_pct"].is_null()) pre.crop_pct = cfg["crop_pct"].get<double>();
-    if (cfg.contains("interpolation")) pre.interpolation = cfg["interpolation"].get<std::string>();
-    if (cfg.contains("mean")) pre.mean = cfg["mean"].get<std::array<float, 3>>();
-    if (cfg.contains("std")) pre.std = cfg["std"].get<std::array<float, 3>>();
+    if (cfg.contains("crop_pct") && !cfg["crop_pct"].is_null()) {
+      pre.crop_pct = cfg["crop_pct"].get<double>();
+      found.insert("crop_pct");
+    }
+    if (cfg.contains("interpolation")) {
+      pre.interpolation = cfg["interpolation"].get<std::string>();
+      found.insert("interpolation");
+    }
+    if (cfg.contains("mean")) {
+      pre.mean = cfg["mean"].get<std::array<float, 3>>();
+      found.insert("mean");
+    }
+    if (cfg.contains("std")) {
+      pre.std = cfg["std"].get<std::array<float, 3>>();
+      found.insert("std");
+    }
+    // timm's ViT/DeiT of these sizes have 64-wide heads and LayerNorm eps 1e-6 by
+    // construction: naming the architecture settles both (other sizes do not: vit_huge).
+    if (j.contains("architecture") && j["architecture"].is_string()) {
+      std::string arch = j["architecture"].get<std::string>();
+      for (const char* family : {"vit_tiny_", "vit_small_", "vit_base_", "vit_large_", "deit_tiny_", "deit_small_",
+                                 "deit_base_"})
+        if (arch.rfind(family, 0) == 0) found.insert({"heads64", "eps"});
+    }
     if (j.contains("num_attention_heads")) heads = j["num_attention_heads"].get<int64_t>();
     if (j.contains("num_heads")) heads = j["num_heads"].get<int64_t>();
     if (j.contains("layer_norm_eps")) eps = j["layer_norm_eps"].get<double>();
@@ -104,6 +131,13 @@ void apply_config_json(const std::string& path, PreprocessConfig& pre,
   } catch (const nlohmann::json::exception& e) {
     throw Error(path + ": unexpected value: " + e.what());
   }
+  return found;
+}
+
+std::string triple_string(const std::array<float, 3>& v) {
+  std::ostringstream out;
+  out << v[0] << ", " << v[1] << ", " << v[2];
+  return out.str();
 }
 
 std::string describe_expected(const std::string& name, const Shape& expected) {
@@ -168,9 +202,20 @@ Model load_model(const std::string& path, const ModelOverrides& overrides) {
 
   std::optional<int64_t> heads;
   std::optional<double> eps;
-  if (where.config) apply_config_json(*where.config, model.preprocess, heads, eps);
+  std::set<std::string> found;
+  if (where.config) found = apply_config_json(*where.config, model.preprocess, heads, eps);
+  model.has_config_json = where.config.has_value();
   if (overrides.heads) heads = overrides.heads;
   if (overrides.layer_norm_eps) eps = overrides.layer_norm_eps;
+  // Every setting that nothing gave is said once (Runtime drops those the YAML sets).
+  const PreprocessConfig& p = model.preprocess;
+  std::map<std::string, std::string>& d = model.defaulted;
+  if (!found.count("mean")) d["mean"] = "mean " + triple_string(p.mean) + " (ImageNet)";
+  if (!found.count("std")) d["std"] = "std " + triple_string(p.std) + " (ImageNet)";
+  if (!found.count("crop_pct")) d["crop_pct"] = "crop_pct " + std::to_string(p.crop_pct).substr(0, 5);
+  if (!found.count("interpolation")) d["interpolation"] = "interpolation " + p.interpolation;
+  if (!heads && !found.count("heads64")) d["heads"] = "heads " + std::to_string(std::max<int64_t>(1, c.dim / 64)) + " (width/64)";
+  if (!eps && !found.count("eps")) d["layer_norm_eps"] = std::string("layer_norm_eps ") + (hf ? "1e-12 (Hugging Face)" : "1e-06 (timm)");
   c.heads = heads.value_or(std::max<int64_t>(1, c.dim / 64));
   if (eps) c.layer_norm_eps = *eps;
   if (c.heads <= 0 || c.dim % c.heads)

@@ -5,6 +5,18 @@
 #include <cstdio>
 
 namespace vitbatch {
+namespace {
+
+void write_all(int fd, const std::string& text) {
+  size_t done = 0;
+  while (done < text.size()) {
+    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n <= 0) return;  // a terminal that went away: nothing to do about it here
+    done += static_cast<size_t>(n);
+  }
+}
+
+}  // namespace
 
 std::string progress_line(int64_t done, int64_t failed, int64_t total, double seconds, int width) {
   double rate = seconds > 0 ? done / seconds : 0.0;
@@ -28,28 +40,73 @@ std::string progress_line(int64_t done, int64_t failed, int64_t total, double se
   return bar;
 }
 
-std::string summary_line(int64_t classified, int64_t failed, int64_t skipped, double seconds, bool interrupted) {
-  char buf[200];
-  std::snprintf(buf, sizeof buf, "vitbatch: %s%lld classified, %lld failed, %lld skipped in %.1f s (%.1f images/s)",
-                interrupted ? "interrupted: " : "", static_cast<long long>(classified), static_cast<long long>(failed),
-                static_cast<long long>(skipped), seconds, seconds > 0 ? (classified + failed) / seconds : 0.0);
+std::string summary_line(const RunSummary& s) {
+  char buf[320];
+  std::snprintf(buf, sizeof buf, "vitbatch: %s%lld classified, %lld failed, %lld skipped in %.1f s (%.1f images/s%s%s)",
+                s.interrupted ? "interrupted: " : "", static_cast<long long>(s.classified),
+                static_cast<long long>(s.failed), static_cast<long long>(s.skipped), s.seconds,
+                s.seconds > 0 ? s.classified / s.seconds : 0.0, s.running.empty() ? "" : ", ", s.running.c_str());
   return buf;
 }
 
+ProgressBar::ProgressBar(int fd) : fd_(fd) {
+  thread_ = std::thread([this] {
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (!stopped_) {
+      if (!paused_) draw_locked();
+      wake_.wait_for(lock, std::chrono::milliseconds(250));
+    }
+  });
+}
+
+ProgressBar::~ProgressBar() {
+  finish();
+}
+
 void ProgressBar::update(int64_t done, int64_t failed) {
-  auto now = std::chrono::steady_clock::now();
-  if (drawn_ && now - last_ < std::chrono::milliseconds(200)) return;
-  last_ = now;
+  done_.store(done);
+  failed_.store(failed);
+}
+
+void ProgressBar::draw_locked() {
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  write_all(fd_, "\r\033[K" + progress_line(done_.load(), failed_.load(), total.load(), seconds));
   drawn_ = true;
-  double seconds = std::chrono::duration<double>(now - start_).count();
-  std::string line = "\r\033[K" + progress_line(done, failed, total.load(), seconds);
-  (void)!::write(STDERR_FILENO, line.data(), line.size());
+}
+
+void ProgressBar::clear_locked() {
+  if (drawn_) write_all(fd_, "\r\033[K");
+  drawn_ = false;
+}
+
+void ProgressBar::print(const std::string& text) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  clear_locked();
+  write_all(fd_, text);
+  if (!paused_ && !stopped_) draw_locked();
+}
+
+void ProgressBar::pause() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  paused_ = true;
+  clear_locked();
+}
+
+void ProgressBar::resume() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  paused_ = false;
+  if (!stopped_) draw_locked();
 }
 
 void ProgressBar::finish() {
-  if (!drawn_) return;
-  const char clear[] = "\r\033[K";
-  (void)!::write(STDERR_FILENO, clear, sizeof clear - 1);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (stopped_) return;
+    stopped_ = true;
+    clear_locked();
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
 }
 
 }  // namespace vitbatch

@@ -1,6 +1,7 @@
 #include "vitbatch/run_config.hpp"
 
 #include "vitbatch/error.hpp"
+#include "vitbatch/limits.hpp"
 
 #include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
@@ -55,10 +56,12 @@ class ConfigReader {
     }
   }
 
-  int positive_int(const YAML::Node& node, const std::string& key) const {
-    int v = scalar<int>(node, key, "a positive integer");
-    if (v <= 0) fail(node, key, "expected a positive integer, got " + node.Scalar());
-    return v;
+  // An integer in [lo, hi]; read as 64-bit so that 2147483648 is out of range, not garbage.
+  int bounded_int(const YAML::Node& node, const std::string& key, int lo, int hi) const {
+    std::string range = "an integer from " + std::to_string(lo) + " to " + std::to_string(hi);
+    long long v = scalar<long long>(node, key, range.c_str());
+    if (v < lo || v > hi) fail(node, key, "expected " + range + ", got " + node.Scalar());
+    return static_cast<int>(v);
   }
 
   std::string path(const YAML::Node& node, const std::string& key) const {
@@ -118,7 +121,7 @@ class ConfigReader {
     if (auto n = root["model"]) c.model = path(n, "model");
     if (auto m = root["model_options"]) {
       expect_map(m, "model_options", {"heads", "layer_norm_eps"});
-      if (auto n = m["heads"]) c.model_options.heads = positive_int(n, "model_options.heads");
+      if (auto n = m["heads"]) c.model_options.heads = bounded_int(n, "model_options.heads", 1, kMaxHeads);
       if (auto n = m["layer_norm_eps"]) {
         double eps = scalar<double>(n, "model_options.layer_norm_eps", "a number");
         if (!(eps > 0)) fail(n, "model_options.layer_norm_eps", "must be > 0");
@@ -127,7 +130,7 @@ class ConfigReader {
     }
     if (auto p = root["preprocess"]) {
       expect_map(p, "preprocess", {"input_size", "crop_pct", "interpolation", "mean", "std"});
-      if (auto n = p["input_size"]) c.preprocess.input_size = positive_int(n, "preprocess.input_size");
+      if (auto n = p["input_size"]) c.preprocess.input_size = bounded_int(n, "preprocess.input_size", 1, kMaxInputSize);
       if (auto n = p["crop_pct"]) {
         double v = scalar<double>(n, "preprocess.crop_pct", "a number");
         if (!(v > 0 && v <= 4)) fail(n, "preprocess.crop_pct", "must be in (0, 4]");
@@ -148,7 +151,7 @@ class ConfigReader {
       } else {
         expect_map(b, "backend", {"name", "threads", "precision", "options"});
         if (auto n = b["name"]) c.backend = scalar<std::string>(n, "backend.name", "a backend name");
-        if (auto n = b["threads"]) c.threads = positive_int(n, "backend.threads");
+        if (auto n = b["threads"]) c.threads = bounded_int(n, "backend.threads", 1, kMaxThreads);
         if (auto n = b["precision"]) c.precision = one_of(n, "backend.precision", {"fp32", "bf16", "int8"});
         if (auto n = b["options"]) {
           if (!n.IsMap()) fail(n, "backend.options", "expected a mapping");
@@ -156,8 +159,8 @@ class ConfigReader {
         }
       }
     }
-    if (auto n = root["batch_size"]) c.batch_size = positive_int(n, "batch_size");
-    if (auto n = root["top_k"]) c.top_k = positive_int(n, "top_k");
+    if (auto n = root["batch_size"]) c.batch_size = bounded_int(n, "batch_size", 1, kMaxBatchSize);
+    if (auto n = root["top_k"]) c.top_k = bounded_int(n, "top_k", 1, kMaxTopK);
     if (auto n = root["labels"]) c.labels = path(n, "labels");
     if (auto n = root["output"]) {
       std::string o = scalar<std::string>(n, "output", "a path or -");
@@ -187,6 +190,10 @@ RunConfig parse_run_config(const std::string& yaml, const std::string& label, co
 }
 
 RunConfig load_run_config(const std::string& path) {
+  std::error_code ec;
+  // An ifstream opens a directory and reads nothing: that must not pass as an empty config.
+  if (fs::is_directory(path, ec)) throw Error(path + ": is a directory, not a YAML config file");
+  if (!fs::exists(path, ec)) throw Error(path + ": no such config file");
   std::ifstream in(path);
   if (!in) throw Error(path + ": cannot read config file");
   std::stringstream text;

@@ -3,6 +3,8 @@
 #include "vitbatch/error.hpp"
 #include "vitbatch/preprocess.hpp"
 
+#include <map>
+
 namespace vitbatch {
 
 Runtime::Runtime(const RuntimeOptions& options)
@@ -13,12 +15,28 @@ Runtime::Runtime(const RuntimeOptions& options)
     throw Error("preprocess input_size " + std::to_string(model_.preprocess.input_size) +
                 " differs from the model's image size " + std::to_string(model_.config.image_size));
   validate(model_.preprocess);
+  std::map<std::string, std::string> defaulted = model_.defaulted;
+  const PreprocessOverrides& o = options.preprocess;
+  if (o.mean) defaulted.erase("mean");
+  if (o.std) defaulted.erase("std");
+  if (o.crop_pct) defaulted.erase("crop_pct");
+  if (o.interpolation) defaulted.erase("interpolation");
+  if (!defaulted.empty()) {
+    std::string list;
+    for (const auto& [key, text] : defaulted) list += (list.empty() ? "" : "; ") + text;
+    notices_.push_back("note: " + model_.path + ": " +
+                       (model_.has_config_json ? "config.json does not set these, so" : "no config.json beside the weights, so") +
+                       " defaults are used: " + list +
+                       " (set them in config.json or the YAML config's preprocess/model_options)");
+  }
   std::string chosen = options.backend;
   if (chosen == "auto") {
-    chosen = "reference";
-    for (const PluginInfo& p : host_.plugins())
-      if (p.rejected.empty() && p.name == "onednn") chosen = "onednn";
+    AutoChoice pick = choose_auto_backend(host_);
+    chosen = pick.backend;
+    if (!pick.why.empty()) notices_.push_back("note: backend auto: " + pick.why);
   }
+  precision_ = options.backend_options.precision;
+  threads_ = options.backend_options.threads;
   backends_.push_back(std::make_unique<Backend>(host_.find(chosen), options.backend_options));
   // reference takes whatever the chosen backend declines.
   if (chosen != "reference") {
@@ -33,5 +51,22 @@ Runtime::Runtime(const RuntimeOptions& options)
 }
 
 Runtime::~Runtime() = default;
+
+std::string Runtime::running() const {
+  return backends_.front()->name() + " " + precision_ + ", " + std::to_string(threads_) + " thread" +
+         (threads_ == 1 ? "" : "s");
+}
+
+AutoChoice choose_auto_backend(const PluginHost& host) {
+  std::string onednn_rejected;
+  for (const PluginInfo& p : host.plugins()) {
+    if (p.rejected.empty() && p.name == "onednn") return {"onednn", ""};
+    if (p.path.find("libvitbatch_backend_onednn.so") != std::string::npos) onednn_rejected = p.rejected;
+  }
+  return {"reference", "running on reference (exact, but about 20x slower) because the onednn plugin " +
+                           (onednn_rejected.empty() ? std::string("is not installed (libvitbatch_backend_onednn.so "
+                                                                  "is on no plugin search path)")
+                                                    : "was rejected: " + onednn_rejected)};
+}
 
 }  // namespace vitbatch

@@ -53,6 +53,24 @@ float half_to_float(uint16_t h) {
 
 }  // namespace
 
+namespace {
+
+// What a file that is not safetensors seems to be, for the error message.
+std::string describe_content(const uint8_t* b, size_t n) {
+  auto starts = [&](const char* magic, size_t len) { return n >= len && std::memcmp(b, magic, len) == 0; };
+  if (n == 0) return "the file is empty";
+  if (n < 9) return "only " + std::to_string(n) + " bytes";
+  if (starts("PK\x03\x04", 4)) return "a zip archive: a PyTorch .pt/.pth checkpoint? convert it to safetensors";
+  if (b[0] == 0x80 && b[1] <= 5) return "a Python pickle: a PyTorch checkpoint? convert it to safetensors";
+  if (b[0] == '{' || b[0] == '[') return "it is JSON text, not weights";
+  if (starts("\x89PNG", 4) || starts("\xff\xd8\xff", 3)) return "it is an image";
+  if (starts("\x89HDF", 4)) return "an HDF5 file (Keras?)";
+  if (starts("GGUF", 4)) return "a GGUF file";
+  return "no safetensors header at its start";
+}
+
+}  // namespace
+
 SafetensorsFile SafetensorsFile::open(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw Error(path + ": cannot open: " + std::strerror(errno));
@@ -76,7 +94,9 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
 SafetensorsFile SafetensorsFile::parse(std::shared_ptr<const void> owner, const uint8_t* bytes,
                                        size_t size, const std::string& label) {
   auto fail = [&](const std::string& why) -> Error { return Error(label + ": " + why); };
-  if (size < 8) throw fail("too short for a safetensors header (" + std::to_string(size) + " bytes)");
+  // A safetensors file is an 8-byte little-endian header length, then a JSON object: its
+  // first byte is '{'. Anything else gets named instead of a meaningless header length.
+  if (size < 9 || bytes[8] != '{') throw fail("not a safetensors file (" + describe_content(bytes, size) + ")");
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | bytes[i];
   if (header_len > size - 8)

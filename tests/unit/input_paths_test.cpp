@@ -4,6 +4,7 @@
 
 #include <doctest/doctest.h>
 
+#include <map>
 #include <sstream>
 
 #include <unistd.h>
@@ -18,14 +19,39 @@ std::vector<std::string> all(InputPaths& in) {
 }
 }  // namespace
 
-TEST_CASE("directories are walked recursively, filtered by extension and sorted") {
+TEST_CASE("directories are walked recursively, filtered by extension and sorted; the rest is counted") {
   test_support::TempDir dir;
-  for (const char* f : {"b.JPG", "a.png", "sub/c.jpeg", "sub/z.txt", "d.gif", "A.PNG", "sub/deeper/e.jpg"})
+  // Regression: .webp .bmp .tif .tiff .gif .jfif .jpe and extensionless JPEGs were skipped
+  // without a word.
+  for (const char* f : {"b.JPG", "a.png", "sub/c.jpeg", "sub/z.txt", "d.gif", "A.PNG", "sub/deeper/e.jpg", "f.webp",
+                        "g.BMP", "h.tif", "i.tiff", "j.jfif", "k.jpe", "notes.txt", "README", ".hidden"})
     dir.write(f, std::string("x"));
+  dir.write("camera0001", std::string("\xFF\xD8\xFF\xE0 a JPEG without an extension"));
   std::istringstream stdin_text;
   InputPaths in({dir.path()}, stdin_text);
   std::string d = dir.path() + "/";
-  CHECK(all(in) == std::vector<std::string>{d + "A.PNG", d + "a.png", d + "b.JPG", d + "sub/c.jpeg", d + "sub/deeper/e.jpg"});
+  CHECK(all(in) == std::vector<std::string>{d + "A.PNG", d + "a.png", d + "b.JPG", d + "camera0001", d + "d.gif",
+                                            d + "f.webp", d + "g.BMP", d + "h.tif", d + "i.tiff", d + "j.jfif",
+                                            d + "k.jpe", d + "sub/c.jpeg", d + "sub/deeper/e.jpg"});
+  CHECK(in.ignored() == std::map<std::string, int64_t>{{".txt", 2}, {"no extension", 2}});
+}
+
+TEST_CASE("keys: relative to the directory argument, whatever its spelling; absolute for files") {
+  test_support::TempDir dir;
+  dir.write("photos/sub/a.jpg", std::string("x"));
+  std::istringstream none;
+  std::string cwd = current_directory();
+  for (const std::string& arg : {dir.file("photos"), dir.file("photos") + "/", dir.file("photos") + "/./sub/.."}) {
+    InputPaths in({arg}, none);
+    auto item = in.next();
+    REQUIRE(item);
+    CHECK(item->key == "sub/a.jpg");
+  }
+  InputPaths files({"x/../y.jpg", "/abs//z.png"}, none);
+  CHECK(files.next()->key == cwd + "/y.jpg");
+  CHECK(files.next()->key == "/abs/z.png");
+  CHECK(lexically_absolute("../a/./b", "/w/c") == "/w/a/b");
+  CHECK(lexically_absolute("/../..", "/w") == "/");
 }
 
 TEST_CASE("arguments keep their order; files are taken as given; - reads stdin") {
@@ -35,7 +61,9 @@ TEST_CASE("arguments keep their order; files are taken as given; - reads stdin")
   InputPaths in({"given.txt", "-", dir.file("x"), "missing.jpg"}, stdin_text);
   CHECK(all(in) == std::vector<std::string>{"given.txt", "from/stdin one.jpg", "second.png", dir.file("x") + "/1.png", "missing.jpg"});
   CHECK(has_image_extension("a/b.JpEg"));
-  CHECK_FALSE(has_image_extension("a/b.webp"));
+  CHECK(has_image_extension("a/b.webp"));
+  CHECK_FALSE(has_image_extension("a/b.txt"));
+  CHECK_FALSE(has_image_extension("a.jpg/b"));
 }
 
 TEST_CASE("a directory is walked in full-path byte order, symlink loops are walked once") {

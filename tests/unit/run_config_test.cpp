@@ -52,9 +52,14 @@ TEST_CASE("errors name file, line and key") {
   CHECK_THROWS_WITH_AS(parse_run_config("model: m\nbakend: x\n", "run.yaml", ""),
                        doctest::Contains("run.yaml:2: 'bakend': unknown key (expected one of: backend,"), Error);
   CHECK_THROWS_WITH_AS(parse_run_config("backend:\n  name: reference\n  threads: many\n", "run.yaml", ""),
-                       "run.yaml:3: 'backend.threads': expected a positive integer, got 'many'", Error);
+                       "run.yaml:3: 'backend.threads': expected an integer from 1 to 1024, got 'many'", Error);
   CHECK_THROWS_WITH_AS(parse_run_config("batch_size: -4\n", "run.yaml", ""),
-                       "run.yaml:1: 'batch_size': expected a positive integer, got -4", Error);
+                       "run.yaml:1: 'batch_size': expected an integer from 1 to 4096, got -4", Error);
+  // Regression: these passed and then aborted the run (bad_alloc, overflow).
+  CHECK_THROWS_WITH_AS(parse_run_config("batch_size: 2147483647\n", "run.yaml", ""),
+                       "run.yaml:1: 'batch_size': expected an integer from 1 to 4096, got 2147483647", Error);
+  CHECK_THROWS_WITH_AS(parse_run_config("top_k: 99999999999\n", "run.yaml", ""),
+                       "run.yaml:1: 'top_k': expected an integer from 1 to 100000, got 99999999999", Error);
   CHECK_THROWS_WITH_AS(parse_run_config("backend: {precision: fp64}\n", "run.yaml", ""),
                        "run.yaml:1: 'backend.precision': 'fp64' is not one of: bf16, fp32, int8", Error);
   CHECK_THROWS_WITH_AS(parse_run_config("preprocess:\n  mean: [1, 2]\n", "run.yaml", ""),
@@ -63,7 +68,9 @@ TEST_CASE("errors name file, line and key") {
                        doctest::Contains("run.yaml:2: 'preprocess.interpolation': 'cubic' is not one of"), Error);
   CHECK_THROWS_WITH_AS(parse_run_config("model: [a, b\n", "run.yaml", ""), doctest::Contains("run.yaml:2: invalid YAML"), Error);
   CHECK_THROWS_WITH_AS(parse_run_config("- a\n- b\n", "run.yaml", ""), "run.yaml:1: '': expected a mapping", Error);
-  CHECK_THROWS_WITH_AS(load_run_config("/nonexistent.yaml"), "/nonexistent.yaml: cannot read config file", Error);
+  CHECK_THROWS_WITH_AS(load_run_config("/nonexistent.yaml"), "/nonexistent.yaml: no such config file", Error);
+  // Regression: a directory opened as an empty stream and passed as an empty config.
+  CHECK_THROWS_WITH_AS(load_run_config("/tmp"), "/tmp: is a directory, not a YAML config file", Error);
 }
 
 TEST_CASE("the configs shipped in configs/ parse") {

@@ -56,7 +56,17 @@ TEST_CASE("F16 and BF16 convert to float32") {
 TEST_CASE("malformed files are errors that say why") {
   auto valid = safetensors_bytes({{"w", f32_tensor({2, 2})}});
   SUBCASE("too short") {
-    CHECK_THROWS_WITH_AS(parse({1, 2, 3}), "test.safetensors: too short for a safetensors header (3 bytes)", Error);
+    CHECK_THROWS_WITH_AS(parse({1, 2, 3}), "test.safetensors: not a safetensors file (only 3 bytes)", Error);
+  }
+  SUBCASE("another kind of file is named, not read as a huge header length") {
+    // Regression: a PNG given as --model said "header length 727905341920923785 runs past the end".
+    std::vector<uint8_t> png = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R'};
+    CHECK_THROWS_WITH_AS(parse(png), "test.safetensors: not a safetensors file (it is an image)", Error);
+    std::string json = "{\"architecture\": \"vit_tiny_patch16_224\"}";
+    CHECK_THROWS_WITH_AS(parse(std::vector<uint8_t>(json.begin(), json.end())),
+                         "test.safetensors: not a safetensors file (it is JSON text, not weights)", Error);
+    std::vector<uint8_t> zip = {'P', 'K', 3, 4, 20, 0, 0, 0, 8, 0};
+    CHECK_THROWS_WITH_AS(parse(zip), doctest::Contains("PyTorch .pt/.pth checkpoint"), Error);
   }
   SUBCASE("truncated header") {
     std::vector<uint8_t> cut(valid.begin(), valid.begin() + 20);

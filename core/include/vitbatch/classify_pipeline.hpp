@@ -25,10 +25,16 @@ struct PipelineOptions {
   DecodeOptions decode;
   // Inputs for which this returns false are skipped (--shard, --resume). Called on the
   // calling thread only.
-  std::function<bool(const std::string&)> accept;
+  std::function<bool(const InputItem&)> accept;
   // Non-zero (a signal arrived): take no more inputs, finish what is in flight, return.
   const std::atomic<int>* stop = nullptr;
   ProgressBar* progress = nullptr;
+  // Write each path made absolute (against the working directory) instead of as given.
+  bool absolute_paths = false;
+  // The output is the terminal the bar is drawn on: the bar is cleared around each write.
+  bool output_is_terminal = false;
+  // Set to the number of inputs taken but not yet written (for the Ctrl-C message).
+  std::atomic<int64_t>* in_flight = nullptr;
 };
 
 struct PipelineSummary {

@@ -28,6 +28,10 @@ class Executor {
   // pixels: [n, C, S, S] float32, contiguous; logits: room for [n, num_classes].
   void run(const float* pixels, int64_t n, float* logits);
 
+  // Bytes of activation buffers a plan for `batch` images needs at most (all composites
+  // lowered; backends' own scratch not counted). Builds no plan.
+  static size_t estimate_activation_bytes(const Model& model, int64_t batch);
+
   // The graph as it runs for this batch size, each node with its backend.
   std::string placement(int64_t batch);
   size_t cached_plans() const { return plans_.size(); }

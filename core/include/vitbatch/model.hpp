@@ -85,6 +85,10 @@ struct Model {
   ViTConfig config;
   PreprocessConfig preprocess;
   WeightStore weights;
+  // Settings that neither config.json nor the overrides gave, so a default was used:
+  // key ("mean", "crop_pct", "heads", ...) -> "mean 0.485, 0.456, 0.406 (ImageNet)".
+  std::map<std::string, std::string> defaulted;
+  bool has_config_json = false;
 };
 
 // Loads a safetensors file, or a directory holding model.safetensors (+ config.json).

@@ -24,6 +24,14 @@ struct RuntimeOptions {
   std::vector<std::string> plugin_dirs_config;
 };
 
+// What "auto" picks among the usable plugins: onednn when it loads, else reference. `why`
+// says so in words when it falls back.
+struct AutoChoice {
+  std::string backend;
+  std::string why;  // empty when the fast backend was found
+};
+AutoChoice choose_auto_backend(const PluginHost& host);
+
 class Runtime {
  public:
   // Throws Error (model, plugin, backend or preprocessing problems).
@@ -35,12 +43,20 @@ class Runtime {
   const PluginHost& plugins() const { return host_; }
   // The backends in the order nodes are offered to them (reference last).
   const std::vector<std::unique_ptr<Backend>>& backends() const { return backends_; }
+  // "onednn fp32, 2 threads": what runs the model, for the start line and the summary.
+  std::string running() const;
+  // Things a user should know because they change answers or speed, one line each: the
+  // defaults used for settings nothing gave, and why "auto" fell back to a slow backend.
+  const std::vector<std::string>& notices() const { return notices_; }
 
  private:
   Model model_;
   PluginHost host_;
   std::vector<std::unique_ptr<Backend>> backends_;
   std::unique_ptr<Executor> executor_;
+  std::string precision_;
+  int threads_ = 1;
+  std::vector<std::string> notices_;
 };
 
 }  // namespace vitbatch

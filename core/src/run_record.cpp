@@ -1,0 +1,67 @@
+#include "vitbatch/run_record.hpp"
+
+#include "vitbatch/error.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+
+namespace vitbatch {
+
+std::string run_record_path(const std::string& output) { return output + ".meta.json"; }
+
+std::optional<RunRecord> read_run_record(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return std::nullopt;
+  try {
+    nlohmann::json j = nlohmann::json::parse(in);
+    RunRecord r;
+    r.vitbatch_version = j.value("vitbatch", "");
+    r.model = j.at("model").get<std::string>();
+    r.model_bytes = j.value("model_bytes", int64_t{0});
+    r.backend = j.at("backend").get<std::string>();
+    r.precision = j.at("precision").get<std::string>();
+    r.format = j.value("format", "");
+    r.top_k = j.value("top_k", 0);
+    r.cwd = j.value("cwd", "");
+    r.absolute_paths = j.value("absolute_paths", false);
+    return r;
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(path + ": not a vitbatch run record: " + e.what());
+  }
+}
+
+void write_run_record(const std::string& path, const RunRecord& r) {
+  nlohmann::json j = {{"vitbatch", r.vitbatch_version}, {"model", r.model},     {"model_bytes", r.model_bytes},
+                      {"backend", r.backend},           {"precision", r.precision}, {"format", r.format},
+                      {"top_k", r.top_k},               {"cwd", r.cwd},         {"absolute_paths", r.absolute_paths}};
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << j.dump(2) << "\n";
+    out.flush();
+    if (!out) throw Error(tmp + ": cannot write: " + std::strerror(errno));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw Error(path + ": cannot write: " + std::strerror(errno));
+}
+
+std::string run_record_mismatch(const RunRecord& before, const RunRecord& now) {
+  std::string diff;
+  auto add = [&](const std::string& what, const std::string& a, const std::string& b) {
+    if (a != b) diff += (diff.empty() ? "" : "; ") + what + " " + a + " then, " + b + " now";
+  };
+  add("model", before.model, now.model);
+  if (before.model == now.model && before.model_bytes != now.model_bytes)
+    diff += (diff.empty() ? "" : "; ") + std::string("the model file changed size");
+  add("backend", before.backend, now.backend);
+  add("precision", before.precision, now.precision);
+  add("format", before.format, now.format);
+  add("top-k", std::to_string(before.top_k), std::to_string(now.top_k));
+  add("--absolute-paths", before.absolute_paths ? "on" : "off", now.absolute_paths ? "on" : "off");
+  return diff;
+}
+
+}  // namespace vitbatch
