@@ -24,7 +24,10 @@ int main(int argc, char** argv) {
   CLI::App app{"vitbatch: classify folders of images with Vision Transformers, as CSV"};
   app.require_subcommand(1);
   app.set_version_flag("--version", version_text(), "print the version, the plugin ABI and the libraries' versions");
-  app.footer(vitbatch_cli::kExitStatusHelp);
+  app.footer(std::string("Examples:\n"
+                         "  vitbatch classify --model vit_tiny_patch16_224/ photos/ > preds.csv\n"
+                         "  find photos -name '*.jpg' | vitbatch classify --model M - | sort -t, -k3\n\n") +
+             vitbatch_cli::kExitStatusHelp);
   int exit_code = vitbatch_cli::kExitOk;
   vitbatch_cli::set_classify_command(app, &exit_code);
   vitbatch_cli::set_info_command(app, &exit_code);

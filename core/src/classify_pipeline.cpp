@@ -153,6 +153,7 @@ PipelineSummary run_pipeline(InputPaths& inputs, const Model& model, Executor& e
     if (options.progress && options.output_is_terminal) options.progress->pause();
     if (!output.flush()) summary.output_closed = true;
     if (options.progress && options.output_is_terminal) options.progress->resume();
+    if (options.progress) options.progress->update(summary.classified + summary.failed, summary.failed);
     rows.clear();
     filled = 0;
   };
@@ -162,10 +163,7 @@ PipelineSummary run_pipeline(InputPaths& inputs, const Model& model, Executor& e
   bool feeding = true;
   InputItem item;
   while (!summary.output_closed) {
-    if (feeding && options.stop && options.stop->load()) {
-      feeding = false;
-      summary.interrupted = true;
-    }
+    if (options.stop && options.stop->load()) feeding = false, summary.interrupted = true;
     // Feed the workers, never more than the ring holds. Wait for stdin only when idle.
     while (feeding && next_seq - next_out < static_cast<int64_t>(stage.size())) {
       bool idle = next_seq == next_out && filled == 0;
@@ -208,10 +206,11 @@ PipelineSummary run_pipeline(InputPaths& inputs, const Model& model, Executor& e
       if (filled == B || (filled == 0 && rows.back().slot < 0)) write_rows();
     }
     if (options.in_flight) options.in_flight->store(next_seq - next_out + filled);
+    // Checked again here: with every input already taken the loop may end before the top.
+    if (options.stop && options.stop->load()) feeding = false, summary.interrupted = true;
     if (!feeding && next_out == next_seq) break;
     // Inputs trickling in (a slow `find | vitbatch`): do not hold a partial batch forever.
     if (!progressed && filled > 0 && Clock::now() - batch_opened > std::chrono::milliseconds(500)) write_rows();
-    if (options.progress) options.progress->update(summary.classified + summary.failed, summary.failed);
   }
   if (!summary.output_closed) write_rows();
   if (options.progress) options.progress->finish();

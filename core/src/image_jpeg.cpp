@@ -31,8 +31,12 @@ void on_error(j_common_ptr cinfo) {
 // truncated"): libjpeg would otherwise fill the missing rows with grey and we would silently
 // classify a damaged picture. Other warnings (extraneous bytes, ...) are dropped, as Pillow
 // drops them, and nothing is printed.
+// Entropy-coded data that does not decode (a bad arithmetic or Huffman code) is fatal too:
+// libjpeg, and so Pillow, would go on and return noise, and classifying noise is silent
+// substitution. Here vitbatch is deliberately stricter than Pillow.
 void on_message(j_common_ptr cinfo, int level) {
-  if (level < 0 && cinfo->err->msg_code == JWRN_JPEG_EOF) on_error(cinfo);
+  int code = cinfo->err->msg_code;
+  if (level < 0 && (code == JWRN_JPEG_EOF || code == JWRN_ARITH_BAD_CODE || code == JWRN_HUFF_BAD_CODE)) on_error(cinfo);
 }
 
 }  // namespace

@@ -198,6 +198,23 @@ class FormatParity(unittest.TestCase):
             subprocess.run(["cjpeg", "-arithmetic", "-outfile", arith, ppm], check=True)
             with self.subTest("arithmetic-coded JPEG (SOF9)"):
                 self.assert_like_pillow(arith)
+            progressive = os.path.join(self.tmp, "arith_progressive.jpg")
+            subprocess.run(["cjpeg", "-arithmetic", "-progressive", "-outfile", progressive, ppm], check=True)
+            with self.subTest("arithmetic-coded progressive JPEG (SOF10)"):
+                self.assert_like_pillow(progressive)
+        # Entropy-coded data that does not decode: Pillow returns noise; vitbatch refuses it.
+        buf = io.BytesIO()
+        with Image.open(os.path.join(vitref.IMAGES_DIR, "chelsea.png")) as photo:
+            photo.convert("RGB").save(buf, "JPEG", quality=75)
+        data = bytearray(buf.getvalue())
+        sos = data.find(b"\xff\xda")
+        for at in range(sos + 300, len(data) - 100, 500):
+            data[at:at + 16] = b"\xff\x00" * 8  # sixteen 1-bits: no Huffman code is that long
+        damaged = self.write("bad_huffman.jpg", bytes(data))
+        r = subprocess.run([vitref.DUMP, "decode", damaged, os.path.join(self.tmp, "x.rgb")], capture_output=True,
+                           text=True)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("corrupt JPEG: Corrupt JPEG data: bad Huffman code", r.stderr)
 
     def test_exif_orientation_stored_as_long(self):
         pil = rgb_image(21, 34)

@@ -7,7 +7,8 @@
 namespace vitbatch {
 
 // MemAvailable from /proc/meminfo, lowered to the cgroup's remaining limit (memory.max -
-// memory.current) when one applies; 0 when neither can be read.
+// memory.current) and to what RLIMIT_AS (ulimit -v) leaves of the address space, where
+// those apply; 0 when none can be read.
 uint64_t available_memory_bytes();
 
 }  // namespace vitbatch
