@@ -127,14 +127,17 @@ class InputCounter {
   InputCounter(const std::vector<std::string>& args, const std::function<bool(const vitbatch::InputItem&)>& accept,
                std::atomic<int64_t>& total)
       : thread_([this, args, accept, &total] {
-          std::istringstream none;
-          vitbatch::InputPaths walk(args, none);
-          int64_t n = 0;
-          while (auto item = walk.next()) {
-            if (cancel_.load()) return;
-            if (!item->error.empty() || !accept || accept(*item)) ++n;
+          try {
+            std::istringstream none;
+            vitbatch::InputPaths walk(args, none);
+            int64_t n = 0;
+            while (auto item = walk.next()) {
+              if (cancel_.load()) return;
+              if (!item->error.empty() || !accept || accept(*item)) ++n;
+            }
+            total.store(n);
+          } catch (...) {  // only the bar's total is lost: it stays unknown
           }
-          total.store(n);
         }) {}
   ~InputCounter() {
     cancel_.store(true);
@@ -156,6 +159,7 @@ int run_classify(const ClassifyFlags& flags) {
   vitbatch::ResumeState resumed;
   std::unordered_set<std::string> done_keys;  // absolute paths already predicted (--resume)
   std::optional<vitbatch::Shard> shard;
+  std::optional<vitbatch::OutputLock> lock;
   const std::string cwd = vitbatch::current_directory();
   try {
     vitbatch::RuntimeOptions runtime_options = resolve_runtime_options(flags.common, config);
@@ -197,6 +201,7 @@ int run_classify(const ClassifyFlags& flags) {
     record.cwd = cwd;
     record.absolute_paths = flags.absolute_paths;
     if (output_path != "-") {
+      lock.emplace(output_path);  // before reading or writing anything of it
       std::string meta = vitbatch::run_record_path(output_path);
       std::optional<vitbatch::RunRecord> before = flags.resume ? vitbatch::read_run_record(meta) : std::nullopt;
       if (flags.resume) {
@@ -230,7 +235,11 @@ int run_classify(const ClassifyFlags& flags) {
   std::cerr << "vitbatch: running on " << runtime->running() << "\n";
 
   if (!resumed.has_header) output->write(format->header());
-  if (!output->flush()) return kExitOutputClosed;
+  if (!output->flush()) {
+    if (output->pipe_closed()) return kExitOutputClosed;
+    std::cerr << "vitbatch: error: " << output->name() << ": " << output->error() << "\n";
+    return kExitOutputFailed;
+  }
   if (shard || !done_keys.empty())
     options.accept = [&](const vitbatch::InputItem& item) {
       return (!shard || shard->contains(item.key)) && !done_keys.count(vitbatch::lexically_absolute(item.path, cwd));
@@ -256,7 +265,14 @@ int run_classify(const ClassifyFlags& flags) {
         vitbatch::run_pipeline(inputs, runtime->model(), runtime->executor(), *format, *output, options, std::cerr);
     counter.reset();
     bar.reset();
-    if (s.output_closed) return kExitOutputClosed;  // the reader left: say nothing
+    if (s.output_closed && output->pipe_closed()) return kExitOutputClosed;  // the reader left: say nothing
+    if (s.output_closed) {
+      std::cerr << "vitbatch: error: " << output->name() << ": " << output->error()
+                << " (every complete row before it is kept; --resume finishes the file)\n";
+      std::cerr << vitbatch::summary_line({s.classified, s.failed, s.skipped, s.seconds, s.interrupted, runtime->running()})
+                << "\n";
+      return kExitOutputFailed;
+    }
     std::string ignored = ignored_line(inputs.ignored());
     if (!ignored.empty()) std::cerr << ignored << "\n";
     std::cerr << vitbatch::summary_line({s.classified, s.failed, s.skipped, s.seconds, s.interrupted, runtime->running()})

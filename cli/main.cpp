@@ -45,6 +45,17 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     std::cerr << vitbatch_cli::usage_error_message(app, e, argc, argv) << "\n";
     return vitbatch_cli::kExitUsage;
+  } catch (const std::bad_alloc&) {
+    // The last line of defence: whatever a command did not turn into its own message is
+    // still one line and a status, never an abort with a core dump.
+    std::cerr << "vitbatch: error: out of memory\n";
+    return vitbatch_cli::kExitRuntime;
+  } catch (const std::exception& e) {
+    std::cerr << "vitbatch: error: " << e.what() << "\n";
+    return vitbatch_cli::kExitRuntime;
+  } catch (...) {
+    std::cerr << "vitbatch: error: unexpected failure\n";
+    return vitbatch_cli::kExitRuntime;
   }
   return exit_code;
 }

@@ -3,7 +3,9 @@
 #include "vitbatch/error.hpp"
 #include "vitbatch/preprocess.hpp"
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -91,6 +93,10 @@ class DecodeStage {
         error = e.what();
       } catch (const std::bad_alloc&) {
         error = "out of memory decoding the image";
+      } catch (const std::exception& e) {  // nothing may escape a worker thread
+        error = std::string("internal error decoding the image: ") + e.what();
+      } catch (...) {
+        error = "internal error decoding the image";
       }
       {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -121,8 +127,10 @@ PipelineSummary run_pipeline(InputPaths& inputs, const Model& model, Executor& e
   const size_t image_floats = static_cast<size_t>(3 * pre.input_size * pre.input_size);
   const int64_t classes = model.config.num_classes;
   // Enough slots to keep every worker busy while a full batch waits for the model.
+  DecodeOptions decode = options.decode;
+  decode.cancel = options.stop;  // a stop signal aborts a decode in progress (a scan bomb)
   DecodeStage stage(static_cast<size_t>(B + 4 * std::max(1, options.decode_threads)), std::max(1, options.decode_threads),
-                    pre, options.decode);
+                    pre, decode);
   // Grown as images arrive (doubling), never past one batch: memory follows the images
   // there are, not the batch size asked for.
   std::vector<float> pixels, logits;
@@ -142,8 +150,17 @@ PipelineSummary run_pipeline(InputPaths& inputs, const Model& model, Executor& e
       executor.run(pixels.data(), filled, logits.data());
     }
     for (const Row& r : rows) {
-      if (r.slot >= 0) {
-        output.write(format.row(r.path, top_k(logits.data() + r.slot * classes, classes, options.top_k), ""));
+      const float* l = r.slot >= 0 ? logits.data() + r.slot * classes : nullptr;
+      if (l && !std::all_of(l, l + classes, [](float v) { return std::isfinite(v); })) {
+        // NaN weights or overflowing activations: a row of "nan" would pass for an answer
+        // (and --resume would keep it). It is an error row, and the run's status says so.
+        std::string line = "vitbatch: " + r.path + ": non-finite logits (NaN or Inf): the model or its preprocessing overflows\n";
+        if (options.progress) options.progress->print(line);
+        else diagnostics << line << std::flush;
+        output.write(format.row(r.path, {}, "non-finite logits (NaN or Inf)"));
+        ++summary.failed;
+      } else if (l) {
+        output.write(format.row(r.path, top_k(l, classes, options.top_k), ""));
         ++summary.classified;
       } else {
         output.write(format.row(r.path, {}, r.error));

@@ -21,6 +21,24 @@ struct ErrorManager {
   char message[JMSG_LENGTH_MAX];
 };
 
+struct ProgressMonitor {
+  jpeg_progress_mgr base;
+  ErrorManager* err;
+  const DecodeOptions* options;
+};
+
+// Called by libjpeg as it consumes input (every scan of a progressive file) and writes rows.
+void on_progress(j_common_ptr cinfo) {
+  auto* p = reinterpret_cast<ProgressMonitor*>(cinfo->progress);
+  auto* d = reinterpret_cast<j_decompress_ptr>(cinfo);
+  const char* why = nullptr;
+  if (d->input_scan_number > p->options->max_jpeg_scans) why = "more than the allowed number of progressive scans";
+  if (p->options->cancel && p->options->cancel->load()) why = "interrupted (stop signal)";
+  if (!why) return;
+  std::snprintf(p->err->message, sizeof p->err->message, "%s", why);
+  std::longjmp(p->err->jump, 2);
+}
+
 void on_error(j_common_ptr cinfo) {
   auto* err = reinterpret_cast<ErrorManager*>(cinfo->err);
   (*cinfo->err->format_message)(cinfo, err->message);
@@ -56,11 +74,19 @@ RgbImage decode_jpeg(const uint8_t* data, size_t size, const DecodeOptions& opti
   err.base.emit_message = on_message;
   RgbImage image;
   std::vector<uint8_t> row;
-  if (setjmp(err.jump)) {
+  ProgressMonitor progress{};
+  progress.base.progress_monitor = on_progress;
+  progress.err = &err;
+  progress.options = &options;
+  if (int why = setjmp(err.jump)) {
     jpeg_destroy_decompress(&cinfo);
+    if (why == 2 && options.cancel && options.cancel->load()) throw Error(err.message);
+    if (why == 2)
+      throw Error("refused JPEG: " + std::string(err.message) + " (" + std::to_string(options.max_jpeg_scans) + ")");
     throw Error(std::string("corrupt JPEG: ") + err.message);
   }
   jpeg_create_decompress(&cinfo);
+  cinfo.progress = &progress.base;
   jpeg_mem_src(&cinfo, data, static_cast<unsigned long>(size));
   if (options.exif_transpose) jpeg_save_markers(&cinfo, JPEG_APP0 + 1, 0xFFFF);
   jpeg_read_header(&cinfo, TRUE);

@@ -219,6 +219,15 @@ InputStatus InputPaths::next(InputItem& item, int timeout_ms) {
       if (s == InputStatus::Item) {
         if (record.empty()) continue;
         item.key = lexically_absolute(record, cwd_);
+        if (record.find('\0') != std::string::npos) {
+          // No file name holds a NUL: the record is not a path (binary junk, or NUL-separated
+          // input read as lines). Shown with the NULs spelled out, and never opened.
+          std::string shown;
+          for (char c : record) shown += c == '\0' ? std::string("\\0") : std::string(1, c);
+          item.path = shown;
+          item.error = "not a path: it holds a NUL byte (use -0 for NUL-separated input)";
+          return s;
+        }
         item.path = std::move(record);
         return s;
       }

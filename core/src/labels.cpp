@@ -1,6 +1,7 @@
 #include "vitbatch/labels.hpp"
 
 #include "vitbatch/error.hpp"
+#include "vitbatch/file_io.hpp"
 
 #include <fstream>
 #include <map>
@@ -74,8 +75,7 @@ const std::vector<std::string>& imagenet1k_labels() {
 }
 
 std::vector<std::string> load_labels(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw Error(path + ": cannot read labels file");
+  std::istringstream in(read_regular_file(path, uint64_t{64} << 20));
   return split_lines(in, path);
 }
 

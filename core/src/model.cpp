@@ -1,6 +1,7 @@
 #include "vitbatch/model.hpp"
 
 #include "vitbatch/error.hpp"
+#include "vitbatch/file_io.hpp"
 #include "vitbatch/safetensors.hpp"
 #include "vitbatch/weight_names.hpp"
 
@@ -64,26 +65,31 @@ struct Located {
 
 Located locate(const std::string& path) {
   std::error_code ec;
+  // Every check takes an error_code: a symlink loop must be a message, not an exception
+  // from std::filesystem.
+  auto present = [](const fs::path& p) {
+    std::error_code e;
+    return fs::symlink_status(p, e).type() != fs::file_type::not_found && !e;
+  };
   if (fs::is_directory(path, ec)) {
     fs::path file = fs::path(path) / "model.safetensors";
-    if (!fs::exists(file)) throw Error(path + ": directory has no model.safetensors");
+    if (!present(file)) throw Error(path + ": directory has no model.safetensors");
     fs::path config = fs::path(path) / "config.json";
-    return {file.string(), fs::exists(config) ? std::optional<std::string>(config.string()) : std::nullopt};
+    return {file.string(), present(config) ? std::optional<std::string>(config.string()) : std::nullopt};
   }
-  if (!fs::exists(path, ec)) throw Error(path + ": no such model file or directory");
+  if (!present(path)) throw Error(path + ": no such model file or directory");
   fs::path dir = fs::path(path).parent_path();
-  if (fs::path(path).extension() == ".json" && fs::exists((dir.empty() ? fs::path(".") : dir) / "model.safetensors", ec))
+  if (fs::path(path).extension() == ".json" && present((dir.empty() ? fs::path(".") : dir) / "model.safetensors"))
     throw Error(path + ": is a JSON config, not weights: pass the directory '" + (dir.empty() ? "." : dir.string()) +
                 "' (it holds model.safetensors and this config)");
   fs::path config = fs::path(path).parent_path() / "config.json";
-  return {path, fs::exists(config) ? std::optional<std::string>(config.string()) : std::nullopt};
+  return {path, present(config) ? std::optional<std::string>(config.string()) : std::nullopt};
 }
 
 nlohmann::json read_json(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw Error(path + ": cannot read");
+  std::string text = read_regular_file(path, uint64_t{16} << 20);
   try {
-    return nlohmann::json::parse(in);
+    return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     throw Error(path + ": not valid JSON: " + e.what());
   }
@@ -187,15 +193,32 @@ Model load_model(const std::string& path, const ModelOverrides& overrides) {
   c.dim = patch[0];
   c.in_chans = patch[1];
   c.patch_size = patch[2];
+  auto tensor_name = [&](const char* canonical) { return "tensor '" + original_name[canonical] + "'"; };
+  // Preprocessing makes RGB: a patch embedding for another channel count would read past
+  // each image (4 channels) or mix images of a batch (1 channel).
+  if (c.in_chans != 3)
+    throw Error(label + ": " + tensor_name("patch_embed.proj.weight") + " takes " + std::to_string(c.in_chans) +
+                " input channels; vitbatch feeds RGB images (3 channels)");
+  if (c.dim <= 0 || c.patch_size <= 0)
+    throw Error(label + ": " + tensor_name("patch_embed.proj.weight") + " has shape " + shape_string(patch) +
+                ": width and patch size must be positive");
   c.distilled = by_canonical.count("dist_token") != 0;
   while (by_canonical.count("blocks." + std::to_string(c.depth) + ".norm1.weight")) ++c.depth;
   if (c.depth == 0) throw Error(label + ": missing tensor 'blocks.0.norm1.weight' (no transformer blocks)");
-  c.mlp_dim = shape_of("blocks.0.mlp.fc1.weight").at(0);
-  c.num_classes = shape_of("head.weight").at(0);
+  const Shape& fc1 = shape_of("blocks.0.mlp.fc1.weight");
+  c.mlp_dim = fc1.empty() ? 0 : fc1[0];
+  if (c.mlp_dim <= 0)
+    throw Error(label + ": " + tensor_name("blocks.0.mlp.fc1.weight") + " has shape " + shape_string(fc1) +
+                ": the MLP width must be positive");
+  const Shape& head = shape_of("head.weight");
+  c.num_classes = head.empty() ? 0 : head[0];
+  if (c.num_classes <= 0)
+    throw Error(label + ": " + tensor_name("head.weight") + " has shape " + shape_string(head) +
+                ": a classifier needs at least one class");
   const Shape& pos = shape_of("pos_embed");
   int64_t prefix = c.distilled ? 2 : 1;
-  int64_t grid = pos.size() == 3 ? static_cast<int64_t>(std::lround(std::sqrt(double(pos[1] - prefix)))) : 0;
-  if (pos.size() != 3 || grid * grid != pos[1] - prefix)
+  int64_t grid = pos.size() == 3 && pos[1] > prefix ? static_cast<int64_t>(std::lround(std::sqrt(double(pos[1] - prefix)))) : 0;
+  if (pos.size() != 3 || grid <= 0 || grid * grid != pos[1] - prefix)
     throw Error(label + ": tensor '" + original_name["pos_embed"] + "' has shape " + shape_string(pos) +
                 ", expected [1, " + std::to_string(prefix) + " + grid*grid, dim]");
   c.image_size = grid * c.patch_size;

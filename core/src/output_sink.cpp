@@ -9,16 +9,17 @@
 
 namespace vitbatch {
 
-OutputSink OutputSink::to_stdout() { return OutputSink(STDOUT_FILENO, false); }
+OutputSink OutputSink::to_stdout() { return OutputSink(STDOUT_FILENO, false, "stdout"); }
 
 OutputSink OutputSink::to_file(const std::string& path, bool append) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | (append ? O_APPEND : O_TRUNC), 0644);
   if (fd < 0) throw Error(path + ": cannot open for writing: " + std::strerror(errno));
-  return OutputSink(fd, true);
+  return OutputSink(fd, true, path);
 }
 
 OutputSink::OutputSink(OutputSink&& o) noexcept
-    : fd_(o.fd_), owned_(o.owned_), broken_(o.broken_), buffer_(std::move(o.buffer_)), error_(std::move(o.error_)) {
+    : fd_(o.fd_), owned_(o.owned_), name_(std::move(o.name_)), broken_(o.broken_), pipe_closed_(o.pipe_closed_),
+      buffer_(std::move(o.buffer_)), error_(std::move(o.error_)) {
   o.owned_ = false;
 }
 
@@ -33,8 +34,10 @@ bool OutputSink::flush() {
     ssize_t n = ::write(fd_, buffer_.data() + done, buffer_.size() - done);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
+      int err = n < 0 ? errno : ENOSPC;  // a write of 0 bytes to a regular file: no room
       broken_ = true;
-      error_ = std::strerror(errno);
+      pipe_closed_ = err == EPIPE;
+      error_ = std::strerror(err);
       break;
     }
     done += static_cast<size_t>(n);

@@ -3,9 +3,18 @@
 #include "vitbatch/error.hpp"
 
 #include <dlfcn.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <csignal>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -106,7 +115,82 @@ std::vector<std::string> plugin_search_path(const std::vector<std::string>& flag
   return path;
 }
 
-PluginHost::PluginHost(const std::vector<std::string>& search_path) : search_path_(search_path) {
+namespace {
+
+// The backend name a file is named for: libvitbatch_backend_<name>.so.
+std::string name_in_file(const fs::path& p) {
+  std::string file = p.filename().string();
+  return file.substr(20, file.size() - 20 - 3);
+}
+
+// Why a file may not be loaded, or "": it must be a regular file owned by root or by this
+// user and not writable by group or others (anyone who can write it can run code as us).
+std::string vet_file(const std::string& path) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) return std::string("cannot stat: ") + std::strerror(errno);
+  if (!S_ISREG(st.st_mode)) return "not a regular file";
+  if (st.st_uid != 0 && st.st_uid != geteuid()) return "owned by another user (uid " + std::to_string(st.st_uid) + ")";
+  if (st.st_mode & (S_IWGRP | S_IWOTH)) return "writable by group or others";
+  return "";
+}
+
+// Loads the plugin in a child process first. "" when the child loaded it cleanly (then the
+// caller loads it here), else why not: its own rejection, or how the child died.
+std::string probe_in_child(const std::string& path, int timeout_ms) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) return std::string("cannot probe: ") + std::strerror(errno);
+  std::fflush(nullptr);
+  pid_t pid = fork();
+  if (pid < 0) {
+    ::close(fds[0]), ::close(fds[1]);
+    return std::string("cannot probe: ") + std::strerror(errno);
+  }
+  if (pid == 0) {  // the child: load, report, leave without running any exit handler
+    ::close(fds[0]);
+    // A crash must end the child with its signal, not run handlers inherited from the parent.
+    for (int sig : {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGINT, SIGTERM}) std::signal(sig, SIG_DFL);
+    std::string verdict = load_plugin(path).rejected;
+    verdict = "done:" + verdict;
+    (void)!::write(fds[1], verdict.data(), verdict.size());
+    _exit(0);
+  }
+  ::close(fds[1]);
+  std::string report;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  bool timed_out = false;
+  while (true) {
+    int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    deadline - std::chrono::steady_clock::now()).count());
+    if (left <= 0) {
+      timed_out = true;
+      break;
+    }
+    pollfd p{fds[0], POLLIN, 0};
+    int ready = poll(&p, 1, left);
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready <= 0) continue;
+    char buf[1024];
+    ssize_t n = ::read(fds[0], buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;  // the child is gone (or done)
+    report.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fds[0]);
+  if (timed_out) kill(pid, SIGKILL);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (timed_out) return "did not finish loading within " + std::to_string(timeout_ms / 1000.0).substr(0, 4) + " s (killed)";
+  if (WIFSIGNALED(status))
+    return "crashed while loading (signal " + std::to_string(WTERMSIG(status)) + ", " + strsignal(WTERMSIG(status)) + ")";
+  if (report.rfind("done:", 0) != 0) return "exited while loading (status " + std::to_string(WEXITSTATUS(status)) + ")";
+  return report.substr(5);
+}
+
+}  // namespace
+
+PluginHost::PluginHost(const std::vector<std::string>& search_path, int probe_timeout_ms)
+    : search_path_(search_path), probe_timeout_ms_(probe_timeout_ms) {
   std::vector<std::string> seen_dirs;
   for (const std::string& dir : search_path) {
     std::error_code ec;
@@ -115,32 +199,74 @@ PluginHost::PluginHost(const std::vector<std::string>& search_path) : search_pat
     if (std::find(seen_dirs.begin(), seen_dirs.end(), canonical.string()) != seen_dirs.end()) continue;
     seen_dirs.push_back(canonical.string());
     std::vector<fs::path> files;
-    for (const auto& entry : fs::directory_iterator(canonical, ec))
-      if (is_plugin_file(entry.path())) files.push_back(entry.path());
+    for (auto it = fs::directory_iterator(canonical, ec); !ec && it != fs::directory_iterator(); it.increment(ec))
+      if (is_plugin_file(it->path())) files.push_back(it->path());
     std::sort(files.begin(), files.end());
     for (const fs::path& file : files) {
-      PluginInfo info = load_plugin(file.string());
-      for (const PluginInfo& earlier : plugins_)
-        if (info.rejected.empty() && earlier.rejected.empty() && earlier.name == info.name) {
-          info.rejected = "shadowed by " + earlier.path + " (same backend name, earlier in the search path)";
-          info.api = nullptr;
-        }
+      PluginInfo info;
+      info.path = file.string();
+      info.name = name_in_file(file);
       plugins_.push_back(std::move(info));
+      loaded_.push_back(false);
     }
   }
 }
 
-const PluginInfo& PluginHost::find(const std::string& name) const {
-  std::string available;
-  for (const PluginInfo& p : plugins_) {
-    if (p.rejected.empty() && p.name == name) return p;
-    if (p.rejected.empty()) available += (available.empty() ? "" : ", ") + p.name;
+void PluginHost::load(PluginInfo& p) {
+  size_t index = static_cast<size_t>(&p - plugins_.data());
+  if (loaded_[index]) return;
+  loaded_[index] = true;
+  std::string file_name = p.name;
+  std::string why = vet_file(p.path);
+  if (why.empty()) why = probe_in_child(p.path, probe_timeout_ms_);
+  if (!why.empty()) {
+    p.rejected = why;
+    return;
   }
-  for (const PluginInfo& p : plugins_)
-    if (!p.rejected.empty() && p.path.find("backend_" + name + ".so") != std::string::npos)
-      throw Error("backend '" + name + "' was rejected: " + p.path + ": " + p.rejected);
-  throw Error("no backend named '" + name + "' (available: " + (available.empty() ? "none" : available) +
-              "; see `vitbatch backends`)");
+  p = load_plugin(p.path);
+  if (p.rejected.empty() && p.name != file_name) {
+    p.rejected = "names itself '" + p.name + "' but its file is named for '" + file_name + "'";
+    p.api = nullptr;
+  }
+  if (!p.rejected.empty()) return;
+  for (size_t i = 0; i < index; ++i)
+    if (loaded_[i] && plugins_[i].rejected.empty() && plugins_[i].name == p.name) {
+      p.rejected = "shadowed by " + plugins_[i].path + " (same backend name, earlier in the search path)";
+      p.api = nullptr;
+    }
+}
+
+const std::vector<PluginInfo>& PluginHost::plugins() {
+  for (PluginInfo& p : plugins_) load(p);
+  return plugins_;
+}
+
+const PluginInfo* PluginHost::try_find(const std::string& name, std::string* why) {
+  std::string reasons;
+  for (PluginInfo& p : plugins_) {
+    if (name_in_file(p.path) != name) continue;
+    load(p);
+    if (p.rejected.empty() && p.name == name) return &p;
+    if (!p.rejected.empty()) reasons += (reasons.empty() ? "" : "; ") + p.path + ": " + p.rejected;
+  }
+  if (why) {
+    if (!reasons.empty()) {
+      *why = "backend '" + name + "' was rejected: " + reasons;
+    } else {
+      std::string available;
+      for (const PluginInfo& p : plugins_) available += (available.empty() ? "" : ", ") + name_in_file(p.path);
+      *why = "no backend named '" + name + "' (plugin files found for: " + (available.empty() ? "none" : available) +
+             "; see `vitbatch backends`)";
+    }
+  }
+  return nullptr;
+}
+
+const PluginInfo& PluginHost::find(const std::string& name) {
+  std::string why;
+  const PluginInfo* p = try_find(name, &why);
+  if (!p) throw Error(why);
+  return *p;
 }
 
 Backend::Backend(const PluginInfo& plugin, const BackendOptions& options)

@@ -204,10 +204,16 @@ RgbImage center_crop(const RgbImage& image, int64_t size) {
 
 void validate(const PreprocessConfig& config) {
   filter_named(config.interpolation);
-  if (config.input_size <= 0) throw Error("input size must be > 0");
-  if (!(config.crop_pct > 0.0 && config.crop_pct <= 4.0)) throw Error("crop_pct must be in (0, 4]");
+  if (config.input_size <= 0 || config.input_size > 8192) throw Error("input size must be in 1..8192");
+  // Below 0.1 the resized image would be over 10x the crop a side (and overflow soon after).
+  if (!(config.crop_pct >= 0.1 && config.crop_pct <= 4.0))
+    throw Error("crop_pct must be in [0.1, 4], got " + std::to_string(config.crop_pct));
+  // Values that would turn every input into inf or NaN, so that every answer is garbage.
+  for (float m : config.mean)
+    if (!std::isfinite(m) || std::fabs(m) > 1e6f) throw Error("mean must be finite numbers within +-1e6");
   for (float s : config.std)
-    if (!(s != 0.0f)) throw Error("std must not be 0");
+    if (!std::isfinite(s) || std::fabs(s) < 1e-6f || std::fabs(s) > 1e6f)
+      throw Error("std must be finite numbers with 1e-6 <= |std| <= 1e6");
 }
 
 RgbImage eval_crop(const RgbImage& image, const PreprocessConfig& config) {

@@ -1,11 +1,13 @@
 #include "vitbatch/run_config.hpp"
 
 #include "vitbatch/error.hpp"
+#include "vitbatch/file_io.hpp"
 #include "vitbatch/limits.hpp"
 
 #include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -36,8 +38,11 @@ class ConfigReader {
 
   void expect_map(const YAML::Node& node, const std::string& key, const std::set<std::string>& allowed) const {
     if (!node.IsMap()) fail(node, key, "expected a mapping");
+    std::set<std::string> seen;
     for (const auto& kv : node) {
       std::string k = kv.first.Scalar();
+      // YAML parsers disagree on a repeated key (yaml-cpp keeps the first): refuse it.
+      if (!seen.insert(k).second) fail(kv.first, key.empty() ? k : key + "." + k, "key given twice");
       if (!allowed.count(k)) {
         std::string list;
         for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
@@ -72,7 +77,11 @@ class ConfigReader {
   std::array<float, 3> triple(const YAML::Node& node, const std::string& key) const {
     if (!node.IsSequence() || node.size() != 3) fail(node, key, "expected a list of 3 numbers");
     std::array<float, 3> out{};
-    for (size_t i = 0; i < 3; ++i) out[i] = scalar<float>(node[i], key, "a number");
+    for (size_t i = 0; i < 3; ++i) {
+      double v = scalar<double>(node[i], key, "a number");
+      if (!std::isfinite(v) || std::fabs(v) > 1e6) fail(node[i], key, "expected a finite number within +-1e6, got " + node[i].Scalar());
+      out[i] = static_cast<float>(v);
+    }
     return out;
   }
 
@@ -86,15 +95,25 @@ class ConfigReader {
     return v;
   }
 
-  nlohmann::json to_json(const YAML::Node& node) const {
+  // Aliases make a YAML graph, not a tree: a few hundred bytes of "&a [*b, *b, ...]" expand
+  // to billions of nodes. Expansion is bounded in nodes and depth.
+  static constexpr int kMaxNodes = 10000, kMaxDepth = 32;
+
+  nlohmann::json to_json(const YAML::Node& node, const std::string& key, int depth, int& nodes) const {
+    if (++nodes > kMaxNodes) fail(node, key, "more than " + std::to_string(kMaxNodes) + " values (an alias bomb?)");
+    if (depth > kMaxDepth) fail(node, key, "nested deeper than " + std::to_string(kMaxDepth) + " levels");
     if (node.IsMap()) {
       nlohmann::json j = nlohmann::json::object();
-      for (const auto& kv : node) j[kv.first.Scalar()] = to_json(kv.second);
+      for (const auto& kv : node) {
+        std::string k = kv.first.Scalar();
+        if (j.contains(k)) fail(kv.first, key + "." + k, "key given twice");
+        j[k] = to_json(kv.second, key + "." + k, depth + 1, nodes);
+      }
       return j;
     }
     if (node.IsSequence()) {
       nlohmann::json j = nlohmann::json::array();
-      for (const auto& v : node) j.push_back(to_json(v));
+      for (const auto& v : node) j.push_back(to_json(v, key, depth + 1, nodes));
       return j;
     }
     if (node.IsNull()) return nullptr;
@@ -124,7 +143,7 @@ class ConfigReader {
       if (auto n = m["heads"]) c.model_options.heads = bounded_int(n, "model_options.heads", 1, kMaxHeads);
       if (auto n = m["layer_norm_eps"]) {
         double eps = scalar<double>(n, "model_options.layer_norm_eps", "a number");
-        if (!(eps > 0)) fail(n, "model_options.layer_norm_eps", "must be > 0");
+        if (!(eps > 0 && eps < 1)) fail(n, "model_options.layer_norm_eps", "must be in (0, 1)");
         c.model_options.layer_norm_eps = eps;
       }
     }
@@ -133,7 +152,7 @@ class ConfigReader {
       if (auto n = p["input_size"]) c.preprocess.input_size = bounded_int(n, "preprocess.input_size", 1, kMaxInputSize);
       if (auto n = p["crop_pct"]) {
         double v = scalar<double>(n, "preprocess.crop_pct", "a number");
-        if (!(v > 0 && v <= 4)) fail(n, "preprocess.crop_pct", "must be in (0, 4]");
+        if (!(v >= 0.1 && v <= 4)) fail(n, "preprocess.crop_pct", "must be in [0.1, 4]");
         c.preprocess.crop_pct = v;
       }
       if (auto n = p["interpolation"])
@@ -142,7 +161,7 @@ class ConfigReader {
       if (auto n = p["std"]) {
         c.preprocess.std = triple(n, "preprocess.std");
         for (float s : *c.preprocess.std)
-          if (s == 0.0f) fail(n, "preprocess.std", "must not contain 0");
+          if (std::fabs(s) < 1e-6f) fail(n, "preprocess.std", "values must be at least 1e-6 in magnitude");
       }
     }
     if (auto b = root["backend"]) {
@@ -155,7 +174,8 @@ class ConfigReader {
         if (auto n = b["precision"]) c.precision = one_of(n, "backend.precision", {"fp32", "bf16", "int8"});
         if (auto n = b["options"]) {
           if (!n.IsMap()) fail(n, "backend.options", "expected a mapping");
-          c.backend_options_json = to_json(n).dump();
+          int nodes = 0;
+          c.backend_options_json = to_json(n, "backend.options", 0, nodes).dump();
         }
       }
     }
@@ -193,12 +213,8 @@ RunConfig load_run_config(const std::string& path) {
   std::error_code ec;
   // An ifstream opens a directory and reads nothing: that must not pass as an empty config.
   if (fs::is_directory(path, ec)) throw Error(path + ": is a directory, not a YAML config file");
-  if (!fs::exists(path, ec)) throw Error(path + ": no such config file");
-  std::ifstream in(path);
-  if (!in) throw Error(path + ": cannot read config file");
-  std::stringstream text;
-  text << in.rdbuf();
-  return parse_run_config(text.str(), path, fs::path(path).parent_path().string());
+  if (fs::symlink_status(path, ec).type() == fs::file_type::not_found) throw Error(path + ": no such config file");
+  return parse_run_config(read_regular_file(path, uint64_t{1} << 20), path, fs::path(path).parent_path().string());
 }
 
 }  // namespace vitbatch

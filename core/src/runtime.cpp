@@ -57,16 +57,14 @@ std::string Runtime::running() const {
          (threads_ == 1 ? "" : "s");
 }
 
-AutoChoice choose_auto_backend(const PluginHost& host) {
-  std::string onednn_rejected;
-  for (const PluginInfo& p : host.plugins()) {
-    if (p.rejected.empty() && p.name == "onednn") return {"onednn", ""};
-    if (p.path.find("libvitbatch_backend_onednn.so") != std::string::npos) onednn_rejected = p.rejected;
-  }
-  return {"reference", "running on reference (exact, but about 20x slower) because the onednn plugin " +
-                           (onednn_rejected.empty() ? std::string("is not installed (libvitbatch_backend_onednn.so "
-                                                                  "is on no plugin search path)")
-                                                    : "was rejected: " + onednn_rejected)};
+AutoChoice choose_auto_backend(PluginHost& host) {
+  std::string why;
+  if (host.try_find("onednn", &why)) return {"onednn", ""};
+  return {"reference", "running on reference (exact, but about 20x slower) because " +
+                           (why.find("was rejected") != std::string::npos
+                                ? why
+                                : std::string("the onednn plugin is not installed (libvitbatch_backend_onednn.so is on "
+                                              "no plugin search path)"))};
 }
 
 }  // namespace vitbatch

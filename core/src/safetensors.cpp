@@ -4,7 +4,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cerrno>
+#include <set>
+#include <vector>
 #include <cstring>
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -72,12 +75,12 @@ std::string describe_content(const uint8_t* b, size_t n) {
 }  // namespace
 
 SafetensorsFile SafetensorsFile::open(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);  // a FIFO must not block
   if (fd < 0) throw Error(path + ": cannot open: " + std::strerror(errno));
   struct stat st {};
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
-    throw Error(path + ": not a regular file");
+    throw Error(path + ": not a regular file (a directory, FIFO, device or socket)");
   }
   auto mapping = std::make_shared<Mapping>();
   mapping->size = static_cast<size_t>(st.st_size);
@@ -103,11 +106,25 @@ SafetensorsFile SafetensorsFile::parse(std::shared_ptr<const void> owner, const 
     throw fail("header length " + std::to_string(header_len) + " runs past the end of the file (" +
                std::to_string(size) + " bytes): truncated or not safetensors");
   nlohmann::json header;
+  // JSON lets a key repeat (the last wins): in a tensor table that hides a second tensor of
+  // the same name, so the parser's callback refuses it.
+  std::vector<std::set<std::string>> keys_at_depth;
+  std::string duplicate;
+  auto refuse_duplicates = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+    using E = nlohmann::json::parse_event_t;
+    if (event == E::object_start) keys_at_depth.emplace_back();
+    if (event == E::object_end && !keys_at_depth.empty()) keys_at_depth.pop_back();
+    if (event == E::key && !keys_at_depth.empty() && !keys_at_depth.back().insert(parsed.get<std::string>()).second &&
+        duplicate.empty())
+      duplicate = (depth == 1 ? "tensor '" : "key '") + parsed.get<std::string>() + "'";
+    return true;
+  };
   try {
-    header = nlohmann::json::parse(bytes + 8, bytes + 8 + header_len);
+    header = nlohmann::json::parse(bytes + 8, bytes + 8 + header_len, refuse_duplicates);
   } catch (const nlohmann::json::exception& e) {
     throw fail(std::string("header is not valid JSON: ") + e.what());
   }
+  if (!duplicate.empty()) throw fail("header names " + duplicate + " twice");
   if (!header.is_object()) throw fail("header is not a JSON object");
 
   SafetensorsFile file;
@@ -161,6 +178,14 @@ SafetensorsFile SafetensorsFile::parse(std::shared_ptr<const void> owner, const 
     t.nbytes = end - begin;
     file.tensors_.emplace(name, std::move(t));
   }
+  // Two tensors sharing bytes would alias each other's weights.
+  std::vector<const TensorView*> by_offset;
+  for (const auto& [name, t] : file.tensors_)
+    if (t.nbytes > 0) by_offset.push_back(&t);  // an empty tensor owns no bytes
+  std::sort(by_offset.begin(), by_offset.end(), [](const TensorView* a, const TensorView* b) { return a->data < b->data; });
+  for (size_t i = 1; i < by_offset.size(); ++i)
+    if (by_offset[i]->data < by_offset[i - 1]->data + by_offset[i - 1]->nbytes)
+      throw fail("tensors '" + by_offset[i - 1]->name + "' and '" + by_offset[i]->name + "' overlap in the data section");
   return file;
 }
 

@@ -145,7 +145,7 @@ class EndToEnd(unittest.TestCase):
         self.assertIn("/nonexistent/model: no such model", r.stderr)
         r = classify("--model", MODEL, "--backend", "nosuch", photo)
         self.assertEqual(r.returncode, 2)
-        self.assertRegex(r.stderr, r"no backend named 'nosuch' \(available: blas, onednn, reference; see ")
+        self.assertRegex(r.stderr, r"no backend named 'nosuch' \(plugin files found for: blas, onednn, reference; see ")
         r = classify("--model", MODEL)
         self.assertEqual(r.returncode, 2)
         r = subprocess.run([vitref.VITBATCH, "classify", "--model", MODEL, "--top-k", "0", photo],

@@ -21,6 +21,7 @@ BIN = os.environ.get("VITBATCH_BIN", os.path.join(os.path.dirname(__file__), "..
 MODEL_DIR = os.path.join(SHARED, "models", "vit_tiny_patch16_224.augreg_in21k_ft_in1k")
 IMAGES_DIR = os.path.join(SHARED, "images")
 VITBATCH = os.path.join(BIN, "vitbatch")
+TEST_PLUGIN_DIR = os.environ.get("VITBATCH_TEST_PLUGIN_DIR", os.path.join(BIN, "..", "test_plugins"))
 DUMP = os.path.join(BIN, "vitbatch_dump")
 
 _DTYPES = {"F32": np.float32, "F16": np.float16}

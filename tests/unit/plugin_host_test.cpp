@@ -8,11 +8,15 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <fstream>
+#include <iterator>
+
+#include <sys/stat.h>
 
 using namespace vitbatch;
 
 namespace {
-const PluginInfo* by_file(const PluginHost& host, const std::string& fragment) {
+const PluginInfo* by_file(PluginHost& host, const std::string& fragment) {
   for (const auto& p : host.plugins())
     if (p.path.find(fragment) != std::string::npos) return &p;
   return nullptr;
@@ -39,7 +43,7 @@ TEST_CASE("a plugin of another ABI version is rejected naming both numbers") {
   REQUIRE(bad != nullptr);
   CHECK(bad->rejected == "plugin ABI version 999, this vitbatch needs ABI version 1");
   CHECK_THROWS_WITH_AS(host.find("bad_abi"), doctest::Contains("backend 'bad_abi' was rejected"), Error);
-  CHECK_THROWS_WITH_AS(host.find("nosuch"), "no backend named 'nosuch' (available: failing; see `vitbatch backends`)", Error);
+  CHECK_THROWS_WITH_AS(host.find("nosuch"), "no backend named 'nosuch' (plugin files found for: bad_abi, crash, failing, spin; see `vitbatch backends`)", Error);
 }
 
 TEST_CASE("files that are not plugins are rejected with the loader's reason") {
@@ -90,4 +94,36 @@ TEST_CASE("the executor keeps a bounded number of plans and results do not depen
   }
   executor.run(pixels.data() + 5 * 3 * 8 * 8, 1, one.data());  // a size that was evicted and comes back
   for (int i = 0; i < 5; ++i) CHECK(one[i] == all[25 + i]);
+}
+
+TEST_CASE("misbehaving plugin files are rejected with a reason, never loaded into vitbatch") {
+  // Regressions: a plugin whose init crashed took down every command (even `backends`), one
+  // that spun hung them, a FIFO named like a plugin blocked, a truncated .so raised SIGBUS.
+  PluginHost host({VITBATCH_TEST_PLUGIN_DIR}, 1000);
+  std::string why;
+  CHECK(host.try_find("crash", &why) == nullptr);
+  CHECK(why.find("crashed while loading (signal 11") != std::string::npos);
+  CHECK(host.try_find("spin", &why) == nullptr);
+  CHECK(why.find("did not finish loading within 1.00 s (killed)") != std::string::npos);
+  // Asking for one backend loads that one only.
+  PluginHost lazy({VITBATCH_TEST_PLUGIN_DIR}, 1000);
+  CHECK_NOTHROW(lazy.find("failing"));
+
+  test_support::TempDir dir;
+  REQUIRE(mkfifo(dir.file("libvitbatch_backend_fifo.so").c_str(), 0600) == 0);
+  std::string real = std::string(VITBATCH_TEST_PLUGIN_DIR) + "/libvitbatch_backend_failing.so";
+  std::ifstream in(real, std::ios::binary);
+  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<uint8_t> half(bytes.begin(), bytes.begin() + bytes.size() / 2);
+  dir.write("libvitbatch_backend_truncated.so", half);
+  std::vector<uint8_t> whole(bytes.begin(), bytes.end());
+  std::string open_to_all = dir.write("libvitbatch_backend_failing.so", whole);
+  REQUIRE(chmod(open_to_all.c_str(), 0666) == 0);
+  PluginHost odd({dir.path()}, 2000);
+  CHECK(odd.try_find("fifo", &why) == nullptr);
+  CHECK(why.find("not a regular file") != std::string::npos);
+  CHECK(odd.try_find("truncated", &why) == nullptr);
+  CHECK(why.find("was rejected") != std::string::npos);
+  CHECK(odd.try_find("failing", &why) == nullptr);
+  CHECK(why.find("writable by group or others") != std::string::npos);
 }

@@ -109,3 +109,22 @@ TEST_CASE("malformed files are errors that say why") {
                          "/nonexistent.safetensors: cannot open: No such file or directory", Error);
   }
 }
+
+TEST_CASE("a tensor named twice, or two tensors sharing bytes, is refused") {
+  // Regressions: JSON's last-wins hid the first of two same-named tensors, and overlapping
+  // data_offsets made two weights alias each other; both loaded without a word.
+  auto raw = [](const std::string& header, size_t data_bytes) {
+    std::string h = header + std::string((8 - header.size() % 8) % 8, ' ');
+    std::vector<uint8_t> bytes(8 + h.size() + data_bytes, 0);
+    uint64_t n = h.size();
+    for (int i = 0; i < 8; ++i) bytes[i] = static_cast<uint8_t>(n >> (8 * i));
+    std::copy(h.begin(), h.end(), bytes.begin() + 8);
+    return bytes;
+  };
+  std::string twice = R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})";
+  CHECK_THROWS_WITH_AS(parse(raw(twice, 8)), "test.safetensors: header names tensor 'w' twice", Error);
+  std::string shared = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})";
+  CHECK_THROWS_WITH_AS(parse(raw(shared, 12)), "test.safetensors: tensors 'a' and 'b' overlap in the data section", Error);
+  std::string empty_ok = R"({"a":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},"b":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})";
+  CHECK_NOTHROW(parse(raw(empty_ok, 4)));
+}

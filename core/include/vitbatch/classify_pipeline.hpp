@@ -42,7 +42,7 @@ struct PipelineSummary {
   int64_t failed = 0;
   int64_t skipped = 0;
   bool interrupted = false;    // stopped by options.stop
-  bool output_closed = false;  // the reader went away (EPIPE): stopped quietly
+  bool output_closed = false;  // the output failed: stopped (quietly when output.pipe_closed())
   double seconds = 0.0;
 };
 

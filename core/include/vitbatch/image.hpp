@@ -5,6 +5,7 @@
 // whose message is the reason alone (the caller adds the path).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -24,6 +25,11 @@ struct DecodeOptions {
   // Apply the EXIF Orientation tag as PIL.ImageOps.exif_transpose does. Off by default:
   // timm does not, and matching timm is the point.
   bool exif_transpose = false;
+  // Progressive JPEGs can hold any number of scans, each re-read over the whole image: a
+  // 100,000-scan file takes minutes. More scans than this is an error (djpeg's -maxscans).
+  int max_jpeg_scans = 1000;
+  // When non-zero (a stop signal), decodes in progress give up with an error ("interrupted").
+  const std::atomic<int>* cancel = nullptr;
 };
 
 RgbImage decode_jpeg(const uint8_t* data, size_t size, const DecodeOptions& options = {});

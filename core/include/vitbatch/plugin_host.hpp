@@ -13,7 +13,7 @@ namespace vitbatch {
 
 struct PluginInfo {
   std::string path;
-  std::string name;           // empty when rejected before init
+  std::string name;           // from the file name until loaded, then the plugin's own
   std::string version;
   uint32_t abi_version = 0;
   std::vector<Op> ops;
@@ -26,20 +26,30 @@ struct PluginInfo {
 std::vector<std::string> plugin_search_path(const std::vector<std::string>& flag_dirs,
                                             const std::vector<std::string>& config_dirs);
 
+// Plugins are loaded only when asked for, and each is first tried in a child process (fork,
+// dlopen, init, report; killed after probe_timeout): a plugin whose init crashes, spins or is
+// a truncated file is then rejected with that reason instead of taking vitbatch down. Only
+// regular files owned by root or by this user, and not writable by others, are candidates.
 class PluginHost {
  public:
-  // Scans every directory for libvitbatch_backend_*.so. Never throws for a bad plugin: it is
-  // recorded with the reason.
-  explicit PluginHost(const std::vector<std::string>& search_path);
+  // Lists the candidate files of every directory (nothing is loaded). Never throws.
+  explicit PluginHost(const std::vector<std::string>& search_path, int probe_timeout_ms = 10000);
 
-  const std::vector<PluginInfo>& plugins() const { return plugins_; }
+  // Every candidate, loaded (or rejected with its reason): for `vitbatch backends`.
+  const std::vector<PluginInfo>& plugins();
   const std::vector<std::string>& search_path() const { return search_path_; }
-  // The first usable plugin of that name; throws Error listing what there is otherwise.
-  const PluginInfo& find(const std::string& name) const;
+  // The first usable plugin of that name, loading only that one; throws Error saying why
+  // there is none (rejected with its reason, or the names of the files there are).
+  const PluginInfo& find(const std::string& name);
+  // Like find, without throwing: null, with the reason in *why, when there is none.
+  const PluginInfo* try_find(const std::string& name, std::string* why);
 
  private:
+  void load(PluginInfo& candidate);
   std::vector<std::string> search_path_;
-  std::vector<PluginInfo> plugins_;
+  int probe_timeout_ms_;
+  std::vector<PluginInfo> plugins_;  // candidates in search order; loaded on demand
+  std::vector<bool> loaded_;
 };
 
 struct BackendOptions {

@@ -30,7 +30,7 @@ struct AutoChoice {
   std::string backend;
   std::string why;  // empty when the fast backend was found
 };
-AutoChoice choose_auto_backend(const PluginHost& host);
+AutoChoice choose_auto_backend(PluginHost& host);
 
 class Runtime {
  public:
@@ -40,7 +40,7 @@ class Runtime {
 
   const Model& model() const { return model_; }
   Executor& executor() { return *executor_; }
-  const PluginHost& plugins() const { return host_; }
+  PluginHost& plugins() { return host_; }
   // The backends in the order nodes are offered to them (reference last).
   const std::vector<std::unique_ptr<Backend>>& backends() const { return backends_; }
   // "onednn fp32, 2 threads": what runs the model, for the start line and the summary.
