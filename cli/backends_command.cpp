@@ -55,7 +55,7 @@ int run_backends(const std::vector<std::string>& plugin_dirs, bool json) {
     list.push_back(j);
   }
   if (json) {
-    std::cout << nlohmann::json{{"search_path", host.search_path()}, {"auto", pick.backend}, {"backends", list}}.dump(2)
+    std::cout << nlohmann::json{{"search_path", host.search_path()}, {"auto", pick.backend}, {"backends", list}}.dump(2, ' ', false, nlohmann::json::error_handler_t::replace)
               << "\n";
     return kExitOk;
   }

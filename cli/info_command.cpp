@@ -48,7 +48,8 @@ int run_info(const InfoFlags& flags) {
       for (const auto& b : runtime.backends()) backends.push_back({{"name", b->name()}, {"runs", b->describe()}});
       j["backends"] = backends;
       if (flags.graph) j["graph"] = graph.to_string();
-      std::cout << j.dump(2) << "\n";
+      // A path that is not UTF-8 shows U+FFFD there instead of failing the command.
+      std::cout << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
       return kExitOk;
     }
     char line[256];

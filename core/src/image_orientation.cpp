@@ -61,9 +61,10 @@ RgbImage apply_orientation(const RgbImage& in, int orientation) {
 
 void check_pixel_limit(int64_t width, int64_t height, const DecodeOptions& options) {
   if (width <= 0 || height <= 0) throw Error("image has no pixels (" + std::to_string(width) + "x" + std::to_string(height) + ")");
-  if (width * height > options.max_pixels)
+  // Compared by division: width * height can overflow for a forged header.
+  if (width > options.max_pixels / height)
     throw Error("image is " + std::to_string(width) + "x" + std::to_string(height) + " = " +
-                std::to_string(width * height) + " pixels, over the limit of " + std::to_string(options.max_pixels) +
+                std::to_string(static_cast<unsigned long long>(width) * static_cast<unsigned long long>(height)) + " pixels, over the limit of " + std::to_string(options.max_pixels) +
                 " (--max-pixels)");
 }
 

@@ -175,7 +175,11 @@ class ConfigReader {
         if (auto n = b["options"]) {
           if (!n.IsMap()) fail(n, "backend.options", "expected a mapping");
           int nodes = 0;
-          c.backend_options_json = to_json(n, "backend.options", 0, nodes).dump();
+          try {
+            c.backend_options_json = to_json(n, "backend.options", 0, nodes).dump();
+          } catch (const nlohmann::json::exception&) {  // JSON text must be UTF-8
+            fail(n, "backend.options", "holds text that is not valid UTF-8");
+          }
         }
       }
     }

@@ -41,14 +41,24 @@ void write_run_record(const std::string& path, const RunRecord& r) {
   std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
-    out << j.dump(2) << "\n";
+    out << j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     out.flush();
     if (!out) throw Error(tmp + ": cannot write: " + std::strerror(errno));
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) throw Error(path + ": cannot write: " + std::strerror(errno));
 }
 
-std::string run_record_mismatch(const RunRecord& before, const RunRecord& now) {
+namespace {
+// What a string reads back as from the record (bytes that are not UTF-8 become U+FFFD).
+std::string as_recorded(const std::string& s) {
+  return nlohmann::json::parse(nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace))
+      .get<std::string>();
+}
+}  // namespace
+
+std::string run_record_mismatch(const RunRecord& before, const RunRecord& given) {
+  RunRecord now = given;
+  now.model = as_recorded(now.model);
   std::string diff;
   auto add = [&](const std::string& what, const std::string& a, const std::string& b) {
     if (a != b) diff += (diff.empty() ? "" : "; ") + what + " " + a + " then, " + b + " now";

@@ -6,6 +6,9 @@
 
 #include <doctest/doctest.h>
 
+#include <atomic>
+#include <csignal>
+
 #include <linux/capability.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -123,4 +126,22 @@ TEST_CASE("EXIF orientation: the tag is found and the eight transposes are right
   CHECK(reds(apply_orientation(img, 7)) == std::vector<int>{5, 2, 4, 1, 3, 0});
   CHECK(reds(apply_orientation(img, 8)) == std::vector<int>{2, 5, 1, 4, 0, 3});
   CHECK(apply_orientation(img, 6).width == 2);
+}
+
+TEST_CASE("a forged header's huge size is refused without overflowing") {
+  // Found by fuzz_decode_bmp/png: width * height overflowed int64 (undefined behaviour).
+  DecodeOptions options;
+  CHECK_THROWS_WITH_AS(check_pixel_limit(4244635661LL, 4110417910LL, options),
+                       "image is 4244635661x4110417910 = 17447226442399088510 pixels, over the limit of 178956970 (--max-pixels)",
+                       Error);
+}
+
+TEST_CASE("a stop signal aborts a decode in progress") {
+  std::atomic<int> stop{SIGTERM};
+  DecodeOptions options;
+  options.cancel = &stop;
+  std::string photo = std::string(VITBATCH_SHARED_DIR) + "/images/dog.jpg";
+  CHECK_THROWS_WITH_AS(read_image(photo, options), "interrupted (stop signal)", Error);
+  stop = 0;
+  CHECK(read_image(photo, options).width > 0);
 }

@@ -86,3 +86,9 @@ TEST_CASE("the configs shipped in configs/ parse") {
     CHECK(*c.backend == backend);
   }
 }
+
+TEST_CASE("backend options that are not UTF-8 are an error, not an abort") {
+  // Found by fuzz_yaml_config: nlohmann::json threw type_error 316 out of the config reader.
+  CHECK_THROWS_WITH_AS(parse_run_config("backend:\n  name: onednn\n  options: {a: [1, \xff\xff]}\n", "run.yaml", ""),
+                       "run.yaml:3: 'backend.options': holds text that is not valid UTF-8", Error);
+}

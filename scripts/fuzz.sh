@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer harnesses (clang, ASan+UBSan) in build-fuzz/ and fuzzes each for
+# SECONDS (default 30), JOBS harnesses at a time (default 1), from the seed corpora
+# (tests/fuzz/make_seeds.py + tests/fuzz/seeds). Prints, per harness, executions, coverage
+# and corpus size; fails on any crash, sanitizer report, timeout (10 s an input) or input
+# that needs more than 2 GB. Crashing inputs are kept in build-fuzz/artifacts/.
+#   bash scripts/fuzz.sh [SECONDS] [JOBS]
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+seconds="${1:-30}"
+jobs="${2:-1}"
+build="$root/build-fuzz"
+harnesses=(safetensors yaml_config config_json resume_reader stdin_paths
+           decode_jpeg decode_png decode_webp decode_tiff decode_gif decode_bmp)
+command -v clang++ >/dev/null || { echo "fuzz: clang++ is not installed" >&2; exit 2; }
+CC=clang CXX=clang++ cmake -S "$root" -B "$build" -DVITBATCH_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build "$build" -j2 --target "${harnesses[@]/#/fuzz_}" >/dev/null
+rm -rf "$build/seeds" && /usr/bin/python3 "$root/tests/fuzz/make_seeds.py" "$build/seeds"
+mkdir -p "$build/artifacts" "$build/logs"
+
+run_one() {
+  local h="$1" corpus="$build/corpus/$1"
+  mkdir -p "$corpus"
+  ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1 \
+    "$build/bin/fuzz_$h" "$corpus" "$build/seeds/$h" -max_total_time="$seconds" -timeout=10 \
+    -rss_limit_mb=2048 -malloc_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$build/artifacts/$h-" \
+    >"$build/logs/$h.log" 2>&1
+}
+
+failed=0
+pids=()
+names=()
+for h in "${harnesses[@]}"; do
+  run_one "$h" &
+  pids+=($!)
+  names+=("$h")
+  if [ "${#pids[@]}" -ge "$jobs" ]; then
+    if ! wait "${pids[0]}"; then echo "fuzz: ${names[0]} FAILED: see $build/logs/${names[0]}.log" >&2; failed=1; fi
+    pids=("${pids[@]:1}")
+    names=("${names[@]:1}")
+  fi
+done
+for i in "${!pids[@]}"; do
+  if ! wait "${pids[$i]}"; then echo "fuzz: ${names[$i]} FAILED: see $build/logs/${names[$i]}.log" >&2; failed=1; fi
+done
+printf '%-16s %12s %8s %8s %10s\n' harness executions cov ft corpus
+for h in "${harnesses[@]}"; do
+  log="$build/logs/$h.log"
+  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
+  last=$(grep -E '^#[0-9]+' "$log" | tail -n1)
+  cov=$(sed -n 's/.*cov: \([0-9]*\).*/\1/p' <<<"$last")
+  ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
+  corp=$(sed -n 's/.* corp: \([0-9]*\/[0-9a-zA-Z]*\).*/\1/p' <<<"$last")
+  printf '%-16s %12s %8s %8s %10s\n' "$h" "$execs" "${cov:-?}" "${ft:-?}" "${corp:-?}"
+done
+if [ "$failed" -ne 0 ]; then
+  for f in "$build"/artifacts/*; do [ -e "$f" ] && echo "fuzz: crashing input kept: $f" >&2; done
+  exit 1
+fi
+echo "fuzz: ${#harnesses[@]} harnesses, ${seconds} s each: no crash, leak, hang or sanitizer report"
