@@ -12,11 +12,11 @@ jobs="${2:-1}"
 build="$root/build-fuzz"
 harnesses=(safetensors yaml_config config_json resume_reader stdin_paths
            decode_jpeg decode_png decode_webp decode_tiff decode_gif decode_bmp)
-command -v clang++ >/dev/null || { echo "fuzz: clang++ is not installed" >&2; exit 2; }
+bash "$root/scripts/install_packages.sh" clang libclang-rt-14-dev
 CC=clang CXX=clang++ cmake -S "$root" -B "$build" -DVITBATCH_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$build" -j2 --target "${harnesses[@]/#/fuzz_}" >/dev/null
 rm -rf "$build/seeds" && /usr/bin/python3 "$root/tests/fuzz/make_seeds.py" "$build/seeds"
-mkdir -p "$build/artifacts" "$build/logs"
+rm -rf "$build/artifacts" && mkdir -p "$build/artifacts" "$build/logs"
 
 run_one() {
   local h="$1" corpus="$build/corpus/$1"

@@ -14,17 +14,7 @@ packages=(
   libtiff-tools libjpeg-turbo-progs
 )
 
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  echo "setup: installing ${missing[*]}" >&2
-  $sudo apt-get update -q >&2
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
-fi
+bash "$root/scripts/install_packages.sh" "${packages[@]}"
 
 cmake -S "$root" -B "$root/build" -DCMAKE_BUILD_TYPE=Release >&2
 cmake --build "$root/build" -j2 >&2
