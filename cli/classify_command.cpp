@@ -149,6 +149,44 @@ class InputCounter {
   std::thread thread_;
 };
 
+// An output file made ready: locked against a second writer, its run record checked (on
+// --resume) and written, and what it already holds.
+struct PreparedOutput {
+  std::unique_ptr<vitbatch::OutputLock> lock;
+  vitbatch::ResumeState resumed;
+  std::unordered_set<std::string> done_keys;  // absolute paths already predicted (--resume)
+};
+
+PreparedOutput prepare_output_file(const std::string& output_path, bool resume, vitbatch::RunRecord record,
+                                   const vitbatch::PredictionFormat& format, const std::string& cwd) {
+  PreparedOutput out;
+  out.lock = std::make_unique<vitbatch::OutputLock>(output_path);  // before reading or writing anything of it
+  std::string meta = vitbatch::run_record_path(output_path);
+  if (resume) {
+    std::optional<vitbatch::RunRecord> before = vitbatch::read_run_record(meta);
+    if (before) {
+      std::string diff = vitbatch::run_record_mismatch(*before, record);
+      if (!diff.empty())
+        throw vitbatch::Error("cannot resume " + output_path + ": it was written with other settings (" + diff +
+                              "); resume with the same ones, or write to another file");
+    }
+    out.resumed = vitbatch::prepare_resume(output_path, format);
+    // Rows are matched by absolute path, resolved against the directory they were written from.
+    std::string old_cwd = before && !before->cwd.empty() ? before->cwd : cwd;
+    bool relative_rows = false;
+    for (const std::string& p : out.resumed.done) {
+      relative_rows |= p.empty() || p[0] != '/';
+      out.done_keys.insert(vitbatch::lexically_absolute(p, old_cwd));
+    }
+    if (relative_rows && old_cwd != cwd && !record.absolute_paths)
+      throw vitbatch::Error("cannot resume " + output_path + " from here: its paths are relative to " + old_cwd +
+                            "; run from there (or start the file with --absolute-paths)");
+    record.cwd = old_cwd;
+  }
+  vitbatch::write_run_record(meta, record);
+  return out;
+}
+
 int run_classify(const ClassifyFlags& flags) {
   vitbatch::RunConfig config;
   std::unique_ptr<vitbatch::Runtime> runtime;
@@ -156,10 +194,10 @@ int run_classify(const ClassifyFlags& flags) {
   std::unique_ptr<vitbatch::PredictionFormat> format;
   std::optional<vitbatch::OutputSink> output;
   vitbatch::PipelineOptions options;
-  vitbatch::ResumeState resumed;
-  std::unordered_set<std::string> done_keys;  // absolute paths already predicted (--resume)
+  PreparedOutput prepared;
+  const vitbatch::ResumeState& resumed = prepared.resumed;
+  const std::unordered_set<std::string>& done_keys = prepared.done_keys;
   std::optional<vitbatch::Shard> shard;
-  std::optional<vitbatch::OutputLock> lock;
   const std::string cwd = vitbatch::current_directory();
   try {
     vitbatch::RuntimeOptions runtime_options = resolve_runtime_options(flags.common, config);
@@ -200,31 +238,7 @@ int run_classify(const ClassifyFlags& flags) {
     record.top_k = options.top_k;
     record.cwd = cwd;
     record.absolute_paths = flags.absolute_paths;
-    if (output_path != "-") {
-      lock.emplace(output_path);  // before reading or writing anything of it
-      std::string meta = vitbatch::run_record_path(output_path);
-      std::optional<vitbatch::RunRecord> before = flags.resume ? vitbatch::read_run_record(meta) : std::nullopt;
-      if (flags.resume) {
-        if (before) {
-          std::string diff = vitbatch::run_record_mismatch(*before, record);
-          if (!diff.empty())
-            throw vitbatch::Error("cannot resume " + output_path + ": it was written with other settings (" + diff +
-                                  "); resume with the same ones, or write to another file");
-        }
-        resumed = vitbatch::prepare_resume(output_path, *format);
-        std::string old_cwd = before && !before->cwd.empty() ? before->cwd : cwd;
-        bool relative_rows = false;
-        for (const std::string& p : resumed.done) {
-          relative_rows |= p.empty() || p[0] != '/';
-          done_keys.insert(vitbatch::lexically_absolute(p, old_cwd));
-        }
-        if (relative_rows && old_cwd != cwd && !flags.absolute_paths)
-          throw vitbatch::Error("cannot resume " + output_path + " from here: its paths are relative to " + old_cwd +
-                                "; run from there (or start the file with --absolute-paths)");
-        record.cwd = old_cwd;
-      }
-      vitbatch::write_run_record(meta, record);
-    }
+    if (output_path != "-") prepared = prepare_output_file(output_path, flags.resume, record, *format, cwd);
     if (output_path == "-") output.emplace(vitbatch::OutputSink::to_stdout());
     else output.emplace(vitbatch::OutputSink::to_file(output_path, flags.resume));
   } catch (const vitbatch::Error& e) {

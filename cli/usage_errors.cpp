@@ -80,7 +80,7 @@ CLI::Validator int_range(int64_t lo, int64_t hi) {
           return "expected " + range + ", got '" + text + "'";
         return "";
       },
-      "INT " + std::to_string(lo) + ".." + std::to_string(hi));
+      std::to_string(lo) + ".." + std::to_string(hi));
 }
 
 std::string unknown_command_error(const CLI::App& app, int argc, char** argv) {
