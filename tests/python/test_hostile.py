@@ -235,25 +235,35 @@ class Hostile(unittest.TestCase):
             subprocess.run(["umount", "-l", mount])
 
     def test_a_second_writer_is_refused(self):
-        tree = os.path.join(self.tmp, "tree")
-        os.mkdir(tree)
-        for i in range(300):
-            os.link(PHOTO, os.path.join(tree, f"{i:04d}.png"))
+        # The first run reads its paths from a pipe held open, so it is certainly still
+        # writing when the second one starts (was: 111 of 300 rows survived two writers).
+        paths = [os.path.join(self.tmp, f"{i:04d}.png") for i in range(40)]
+        for p in paths:
+            os.link(PHOTO, p)
         out = os.path.join(self.tmp, "preds.csv")
         first = subprocess.Popen([vitref.VITBATCH, "classify", "--model", self.model, "--labels", self.labels,
-                                  "--backend", "reference", "--batch-size", "1", "-o", out, "--resume", tree],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+                                  "--progress", "never", "-o", out, "--resume", "-"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        first.stdin.write("".join(p + "\n" for p in paths[:20]).encode())
+        first.stdin.flush()
         deadline = time.time() + 30
-        while time.time() < deadline and not (os.path.exists(out) and os.path.getsize(out) > 200):
+        def rows_written():
+            if not os.path.exists(out):
+                return 0
+            with open(out) as f:
+                return len(f.read().splitlines()) - 1
+        while time.time() < deadline and rows_written() < 20:
             time.sleep(0.02)
-        second = run("classify", "--model", self.model, "--labels", self.labels, "-o", out, "--resume", tree)
+        second = subprocess.run([vitref.VITBATCH, "classify", "--model", self.model, "--labels", self.labels,
+                                 "-o", out, "--resume", "-"], input="".join(p + "\n" for p in paths),
+                                capture_output=True, text=True, timeout=60)
         self.assertEqual(second.returncode, 2, second.stderr)
-        self.assertIn("another vitbatch run is writing this file (pid", second.stderr)
-        first.communicate(timeout=120)
+        self.assertIn(f"another vitbatch run is writing this file (pid {first.pid})", second.stderr)
+        first.communicate(input="".join(p + "\n" for p in paths[20:]).encode(), timeout=120)
         self.assertEqual(first.returncode, 0)
         with open(out) as f:
             rows = f.read().splitlines()[1:]
-        self.assertEqual(len(rows), 300)
+        self.assertEqual(sorted(row.split(",")[0] for row in rows), sorted(paths))
 
     def test_resume_keeps_the_file_it_updates(self):
         out = os.path.join(self.tmp, "preds.csv")
