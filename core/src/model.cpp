@@ -241,6 +241,8 @@ Model load_model(const std::string& path, const ModelOverrides& overrides) {
   if (!eps && !found.count("eps")) d["layer_norm_eps"] = std::string("layer_norm_eps ") + (hf ? "1e-12 (Hugging Face)" : "1e-06 (timm)");
   c.heads = heads.value_or(std::max<int64_t>(1, c.dim / 64));
   if (eps) c.layer_norm_eps = *eps;
+  if (!(c.layer_norm_eps > 0 && c.layer_norm_eps < 1))
+    throw Error(label + ": layer_norm_eps " + std::to_string(c.layer_norm_eps) + " (config.json) must be in (0, 1)");
   if (c.heads <= 0 || c.dim % c.heads)
     throw Error(label + ": " + std::to_string(c.heads) + " heads do not divide dim " + std::to_string(c.dim));
   if (model.preprocess.input_size != c.image_size) model.preprocess.input_size = c.image_size;

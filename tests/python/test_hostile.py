@@ -91,6 +91,10 @@ class Hostile(unittest.TestCase):
         os.remove(os.path.join(confdir, "config.json"))
         os.mkdir(os.path.join(confdir, "config.json"))
         self.assert_refused(run("info", "--model", confdir), "config.json: is a directory")
+        bad_eps = self.checkpoint("bad_eps", config={"num_heads": 3, "layer_norm_eps": -1})
+        self.assert_refused(run("info", "--model", bad_eps), "layer_norm_eps -1.000000 (config.json) must be in (0, 1)")
+        zero_heads = self.checkpoint("zero_heads", config={"num_heads": 0})
+        self.assert_refused(run("info", "--model", zero_heads), "0 heads do not divide dim 48")
         tiny_crop = self.checkpoint("tiny_crop", config={"pretrained_cfg": {"crop_pct": 1e-9}})
         self.assert_refused(run("info", "--model", tiny_crop), "crop_pct must be in [0.1, 4]")
         self.assert_refused(run("classify", "--model", self.checkpoint("c0", {"head.weight": np.zeros((0, 48), np.float32),
