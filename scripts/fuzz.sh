@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer harnesses (clang, ASan+UBSan) in build-fuzz/ and fuzzes each for
-# SECONDS (default 30), JOBS harnesses at a time (default 1), from the seed corpora
+# SECONDS (default 30), JOBS harnesses at a time (default 1), all of them or the HARNESS
+# names given (fuzz_HARNESS in build-fuzz/bin), from the seed corpora
 # (tests/fuzz/make_seeds.py + tests/fuzz/seeds). Prints, per harness, executions, coverage
 # and corpus size; fails on any crash, sanitizer report, timeout (10 s an input) or input
 # that needs more than 2 GB. Crashing inputs are kept in build-fuzz/artifacts/.
-#   bash scripts/fuzz.sh [SECONDS] [JOBS]
+#   bash scripts/fuzz.sh [SECONDS] [JOBS] [HARNESS...]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 seconds="${1:-30}"
@@ -12,6 +13,7 @@ jobs="${2:-1}"
 build="$root/build-fuzz"
 harnesses=(safetensors yaml_config config_json resume_reader stdin_paths
            decode_jpeg decode_png decode_webp decode_tiff decode_gif decode_bmp)
+[ "$#" -gt 2 ] && harnesses=("${@:3}")
 bash "$root/scripts/install_packages.sh" clang libclang-rt-14-dev
 CC=clang CXX=clang++ cmake -S "$root" -B "$build" -DVITBATCH_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$build" -j2 --target "${harnesses[@]/#/fuzz_}" >/dev/null

@@ -198,7 +198,8 @@ class JsonlFormat : public PredictionFormat {
       if (nl == std::string::npos) break;
       std::string raw = text.substr(pos, nl + 1 - pos);
       nlohmann::json j = nlohmann::json::parse(protect_byte_escapes(raw), nullptr, false);
-      if (j.is_discarded() || !j.is_object() || !j.contains("path") || !j.contains("error")) {
+      // Found by fuzz_resume_reader: a "path" that is not a string threw out of get<>().
+      if (j.is_discarded() || !j.is_object() || !j.contains("path") || !j["path"].is_string() || !j.contains("error")) {
         if (rows.empty() && pos == 0) throw Error("it is not a vitbatch JSON Lines file");
         break;
       }

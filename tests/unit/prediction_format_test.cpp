@@ -113,3 +113,14 @@ TEST_CASE("labels files: whole lines; a blank line inside is an error naming the
   std::string blank = dir.write("blank.txt", "cat\n\ndog\n");
   CHECK_THROWS_WITH_AS(load_labels(blank), doctest::Contains("blank.txt:2: blank line"), Error);
 }
+
+TEST_CASE("a JSON Lines record whose path is not a string ends the records, it does not throw") {
+  // Found by fuzz_resume_reader: nlohmann's get<std::string>() threw type_error 302.
+  auto jsonl = PredictionFormat::make("jsonl", 1, kLabels);
+  std::string text = "{\"path\":\"a.png\",\"predictions\":[],\"error\":null}\n{\"path\":[],\"error\":\"x\"}\n";
+  size_t complete = 0;
+  auto rows = jsonl->parse(text, &complete);
+  CHECK(rows.size() == 1);
+  CHECK(complete == text.find('\n') + 1);
+  CHECK_THROWS_AS(jsonl->parse("{\"path\":7,\"error\":null}\n", &complete), Error);
+}
