@@ -101,6 +101,7 @@ RgbImage decode_tiff(const uint8_t* data, size_t size, const DecodeOptions& opti
       (photometric == PHOTOMETRIC_PALETTE && bits <= 8 && format == SAMPLEFORMAT_UINT) ||
       (photometric == PHOTOMETRIC_SEPARATED && spp >= 4 && bits == 8);
   if (photometric == PHOTOMETRIC_MINISWHITE && bits == 16) supported = false;
+  if (spp > 8) supported = false;  // no photometric here has more; a forged count multiplies every buffer
   if (!supported)
     throw Error("unsupported TIFF: photometric " + std::to_string(photometric) + ", " + std::to_string(spp) + " x " +
                 std::to_string(bits) + "-bit samples (format " + std::to_string(format) + ")");
@@ -115,6 +116,12 @@ RgbImage decode_tiff(const uint8_t* data, size_t size, const DecodeOptions& opti
     TIFFGetField(tif.get(), TIFFTAG_TILELENGTH, &th);
     tmsize_t tile_row = TIFFTileRowSize(tif.get());
     if (tw == 0 || th == 0 || tile_row <= 0) throw fail("bad tile size");
+    // Found by fuzz_decode_tiff: a forged 4 GB tile. A tile never needs to be much larger than
+    // the image it tiles: real tiles are 16 to 1024 pixels a side, whatever the image.
+    if (static_cast<uint64_t>(tw) > uint64_t{width} + 4096 || static_cast<uint64_t>(th) > uint64_t{height} + 4096 ||
+        TIFFTileSize(tif.get()) > static_cast<tmsize_t>(std::max<uint64_t>(uint64_t{64} << 20, row_bytes * height)))
+      throw Error("corrupt TIFF: tile of " + std::to_string(tw) + "x" + std::to_string(th) + " for a " +
+                  std::to_string(width) + "x" + std::to_string(height) + " image");
     std::vector<uint8_t> tile(static_cast<size_t>(TIFFTileSize(tif.get())));
     for (int p = 0; p < planes; ++p)
       for (uint32_t ty = 0; ty < height; ty += th)
