@@ -36,6 +36,9 @@ class Hostile(unittest.TestCase):
         self.tmp = tempfile.mkdtemp()
         self.model, self.labels = edge_cases.small_model(self.tmp)
         self.state = vitref.random_timm_state(1, image=32, patch=8, dim=48, depth=2, mlp=96, classes=10)
+        # Hard links need one filesystem: ../shared may be another (a read-only bind mount).
+        self.photo = os.path.join(self.tmp, "photo.png")
+        shutil.copy(PHOTO, self.photo)
 
     def tearDown(self):
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -217,7 +220,7 @@ class Hostile(unittest.TestCase):
             tree = os.path.join(self.tmp, "tree")
             os.mkdir(tree)
             for i in range(400):
-                os.link(PHOTO, os.path.join(tree, f"long_name_to_fill_the_disk_{i:04d}.png"))
+                os.link(self.photo, os.path.join(tree, f"long_name_to_fill_the_disk_{i:04d}.png"))
             out = os.path.join(mount, "preds.csv")
             r = run("classify", "--model", self.model, "--labels", self.labels, "-o", out, "--batch-size", "8", tree)
             self.assertEqual(r.returncode, 4, r.stderr)
@@ -243,7 +246,7 @@ class Hostile(unittest.TestCase):
         # writing when the second one starts (was: 111 of 300 rows survived two writers).
         paths = [os.path.join(self.tmp, f"{i:04d}.png") for i in range(40)]
         for p in paths:
-            os.link(PHOTO, p)
+            os.link(self.photo, p)
         out = os.path.join(self.tmp, "preds.csv")
         first = subprocess.Popen([vitref.VITBATCH, "classify", "--model", self.model, "--labels", self.labels,
                                   "--progress", "never", "-o", out, "--resume", "-"],
