@@ -42,7 +42,9 @@ class KillResume(unittest.TestCase):
         sources = []
         for i in range(30):
             path = os.path.join(cls.tmp, f"src{i}.png")
-            Image.fromarray(rng.integers(0, 256, (40 + i, 50, 3)).astype(np.uint8)).save(path)
+            # Large enough that decoding paces the run (about a second), so that the kills
+            # land among the rows and not only during startup.
+            Image.fromarray(rng.integers(0, 256, (300 + i, 400, 3)).astype(np.uint8)).save(path)
             sources.append(path)
         for i in range(300):
             os.link(sources[i % 30], os.path.join(cls.tree, f"d{i % 3}", f"img{i:03d}.png"))
@@ -54,7 +56,7 @@ class KillResume(unittest.TestCase):
     def command(self, out, fmt, precision, resume=False):
         batch = "1" if precision == "int8" else "4"
         return [vitref.VITBATCH, "classify", "--model", self.model, "--labels", self.labels, "--progress", "never",
-                "--precision", precision, "--batch-size", batch, "--format", fmt, "-k", "3", "-o", out,
+                "--precision", precision, "--batch-size", batch, "--decode-threads", "1", "--format", fmt, "-k", "3", "-o", out,
                 *(["--resume"] if resume else []), self.tree]
 
     def campaign(self, fmt, precision):
@@ -67,6 +69,7 @@ class KillResume(unittest.TestCase):
             expected = sorted(f.read().splitlines())
         self.assertEqual(len(expected), 300 + (fmt == "csv"))
         rng = random.Random(f"{fmt}-{precision}")
+        mid_stream = 0  # kills that left some rows but not all: the case that matters most
         for kill in range(KILLS):
             out = os.path.join(self.tmp, f"killed.{fmt}.{precision}")
             for leftover in (out, out + ".meta.json"):
@@ -78,6 +81,10 @@ class KillResume(unittest.TestCase):
             time.sleep(moment)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
+            if os.path.exists(out):
+                with open(out, "rb") as f:
+                    rows = len(f.read().splitlines()) - (fmt == "csv")
+                mid_stream += 0 < rows < 300
             # A second kill, during the resume, every fourth time.
             if kill % 4 == 3:
                 proc = subprocess.Popen(self.command(out, fmt, precision, resume=True), stdout=subprocess.DEVNULL,
@@ -91,6 +98,7 @@ class KillResume(unittest.TestCase):
             with open(out, "rb") as f:
                 got = sorted(f.read().splitlines())
             self.assertEqual(got, expected, f"kill {kill} at {moment:.3f} s of {duration:.2f} s ({fmt}, {precision})")
+        self.assertGreaterEqual(mid_stream, KILLS // 2, f"only {mid_stream} kills landed among the rows")
 
     def test_csv_fp32(self):
         self.campaign("csv", "fp32")
