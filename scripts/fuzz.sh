@@ -16,7 +16,8 @@ harnesses=(safetensors yaml_config config_json resume_reader stdin_paths
 [ "$#" -gt 2 ] && harnesses=("${@:3}")
 bash "$root/scripts/install_packages.sh" clang libclang-rt-14-dev
 CC=clang CXX=clang++ cmake -S "$root" -B "$build" -DVITBATCH_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$build" -j2 --target "${harnesses[@]/#/fuzz_}" >/dev/null
+cmake --build "$build" -j2 --target "${harnesses[@]/#/fuzz_}" >"$build/build.log" 2>&1 ||
+  { tail -n 60 "$build/build.log" >&2; exit 1; }
 rm -rf "$build/seeds" && /usr/bin/python3 "$root/tests/fuzz/make_seeds.py" "$build/seeds"
 rm -rf "$build/artifacts" && mkdir -p "$build/artifacts" "$build/logs"
 

@@ -9,7 +9,7 @@ shared="${VITBATCH_SHARED:-$root/../shared}"
 build="$root/build-asan"
 cmake -S "$root" -B "$build" -DVITBATCH_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DVITBATCH_SHARED_DIR="$shared" >/dev/null
-cmake --build "$build" -j2 >/dev/null
+cmake --build "$build" -j2 >"$build/build.log" 2>&1 || { tail -n 60 "$build/build.log" >&2; exit 1; }
 cd "$build"
 # Leak checking is off: LeakSanitizer's tracer itself crashes at exit here while the OpenMP and
 # OpenBLAS worker threads of the backends are alive ("Tracer caught signal 11").

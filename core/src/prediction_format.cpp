@@ -174,7 +174,8 @@ class CsvFormat : public PredictionFormat {
 
 class JsonlFormat : public PredictionFormat {
  public:
-  JsonlFormat(int top_k, const std::vector<std::string>& labels) : top_k_(top_k), labels_(labels) {}
+  // JSON Lines rows carry as many predictions as they have: the top-k needs no header.
+  explicit JsonlFormat(const std::vector<std::string>& labels) : labels_(labels) {}
 
   std::string header() const override { return ""; }
 
@@ -249,7 +250,6 @@ class JsonlFormat : public PredictionFormat {
     return out;
   }
 
-  int top_k_;
   const std::vector<std::string>& labels_;
 };
 
@@ -258,7 +258,7 @@ class JsonlFormat : public PredictionFormat {
 std::unique_ptr<PredictionFormat> PredictionFormat::make(const std::string& name, int top_k,
                                                          const std::vector<std::string>& labels) {
   if (name == "csv") return std::make_unique<CsvFormat>(top_k, labels);
-  if (name == "jsonl") return std::make_unique<JsonlFormat>(top_k, labels);
+  if (name == "jsonl") return std::make_unique<JsonlFormat>(labels);
   throw Error("unknown output format '" + name + "' (csv, jsonl)");
 }
 
