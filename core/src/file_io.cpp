@@ -38,4 +38,15 @@ std::string read_regular_file(const std::string& path, uint64_t max_bytes) {
   return text;
 }
 
+int write_fully(int fd, const char* data, size_t size) {
+  size_t done = 0;
+  while (done < size) {
+    ssize_t n = ::write(fd, data + done, size - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return n < 0 ? errno : ENOSPC;
+    done += static_cast<size_t>(n);
+  }
+  return 0;
+}
+
 }  // namespace vitbatch

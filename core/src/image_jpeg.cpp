@@ -108,9 +108,6 @@ RgbImage decode_jpeg(const uint8_t* data, size_t size, const DecodeOptions& opti
   image.height = cinfo.output_height;
   image.pixels.resize(static_cast<size_t>(image.width * image.height * 3));
   row.resize(static_cast<size_t>(image.width) * cinfo.output_components);
-  // Pillow reads every CMYK JPEG with raw mode "CMYK;I" (inverted, as Adobe writes them),
-  // Adobe marker or not; so do we, to give the same pixels.
-  bool inverted = cmyk;
   while (cinfo.output_scanline < cinfo.output_height) {
     JSAMPROW rows[1] = {row.data()};
     size_t y = cinfo.output_scanline;
@@ -119,8 +116,9 @@ RgbImage decode_jpeg(const uint8_t* data, size_t size, const DecodeOptions& opti
     for (int64_t x = 0; x < image.width; ++x) {
       if (cmyk) {
         const uint8_t* p = row.data() + 4 * x;
-        int c = p[0], m = p[1], yy = p[2], k = p[3];
-        if (inverted) c = 255 - c, m = 255 - m, yy = 255 - yy, k = 255 - k;
+        // Pillow reads every CMYK JPEG with raw mode "CMYK;I" (inverted, as Adobe writes
+        // them), Adobe marker or not; so do we, to give the same pixels.
+        int c = 255 - p[0], m = 255 - p[1], yy = 255 - p[2], k = 255 - p[3];
         out[3 * x] = pillow_cmyk_channel(c, k);
         out[3 * x + 1] = pillow_cmyk_channel(m, k);
         out[3 * x + 2] = pillow_cmyk_channel(yy, k);

@@ -1,6 +1,7 @@
 #include "vitbatch/output_sink.hpp"
 
 #include "vitbatch/error.hpp"
+#include "vitbatch/file_io.hpp"
 
 #include <cerrno>
 #include <cstring>
@@ -29,18 +30,12 @@ OutputSink::~OutputSink() {
 }
 
 bool OutputSink::flush() {
-  size_t done = 0;
-  while (!broken_ && done < buffer_.size()) {
-    ssize_t n = ::write(fd_, buffer_.data() + done, buffer_.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      int err = n < 0 ? errno : ENOSPC;  // a write of 0 bytes to a regular file: no room
+  if (!broken_) {
+    if (int err = write_fully(fd_, buffer_.data(), buffer_.size())) {
       broken_ = true;
       pipe_closed_ = err == EPIPE;
       error_ = std::strerror(err);
-      break;
     }
-    done += static_cast<size_t>(n);
   }
   buffer_.clear();
   return !broken_;

@@ -1,5 +1,7 @@
 #include "vitbatch/progress.hpp"
 
+#include "vitbatch/file_io.hpp"
+
 #include <unistd.h>
 
 #include <cstdio>
@@ -8,12 +10,7 @@ namespace vitbatch {
 namespace {
 
 void write_all(int fd, const std::string& text) {
-  size_t done = 0;
-  while (done < text.size()) {
-    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n <= 0) return;  // a terminal that went away: nothing to do about it here
-    done += static_cast<size_t>(n);
-  }
+  (void)write_fully(fd, text.data(), text.size());  // a terminal that went away: nothing to do here
 }
 
 }  // namespace

@@ -24,13 +24,7 @@ std::string resolved(const std::string& path) {
 }
 
 void write_all(int fd, const std::string& text, const std::string& label) {
-  size_t done = 0;
-  while (done < text.size()) {
-    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) throw Error(label + ": cannot write: " + std::strerror(n < 0 ? errno : ENOSPC));
-    done += static_cast<size_t>(n);
-  }
+  if (int err = write_fully(fd, text.data(), text.size())) throw Error(label + ": cannot write: " + std::strerror(err));
 }
 
 }  // namespace

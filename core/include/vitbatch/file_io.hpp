@@ -13,4 +13,8 @@ namespace vitbatch {
 // a FIFO/device/socket ("not a regular file"), or one larger than max_bytes.
 std::string read_regular_file(const std::string& path, uint64_t max_bytes = uint64_t{64} << 20);
 
+// Writes all `size` bytes (retrying after EINTR and short writes). 0 on success, else the
+// errno of the failure (ENOSPC when a write makes no progress).
+int write_fully(int fd, const char* data, size_t size);
+
 }  // namespace vitbatch
