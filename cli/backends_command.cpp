@@ -18,7 +18,7 @@ namespace {
 // The precisions a backend accepts, found by asking it for a context in each.
 std::vector<std::string> precisions(const vitbatch::PluginInfo& p) {
   std::vector<std::string> out;
-  for (const char* precision : {"fp32", "bf16", "int8"}) {
+  for (const char* precision : {"fp32", "bf16", "fp16", "int8"}) {
     vitbatch::BackendOptions o;
     o.precision = precision;
     try {
@@ -41,10 +41,12 @@ int run_backends(const std::vector<std::string>& plugin_dirs, bool json) {
       list.push_back(j);
       continue;
     }
+    j["score"] = p.score;
+    if (!p.unavailable.empty()) j["unavailable"] = p.unavailable;
     nlohmann::json ops = nlohmann::json::array();
     for (vitbatch::Op op : p.ops) ops.push_back(vitbatch::op_name(op));
     j["ops"] = ops;
-    j["precisions"] = precisions(p);
+    j["precisions"] = p.unavailable.empty() ? precisions(p) : std::vector<std::string>{};
     j["auto"] = p.name == pick.backend;
     try {
       vitbatch::Backend backend(p, vitbatch::BackendOptions{});
@@ -71,10 +73,12 @@ int run_backends(const std::vector<std::string>& plugin_dirs, bool json) {
     std::string precision_list;
     for (const auto& p : j["precisions"]) precision_list += (precision_list.empty() ? "" : ", ") + p.get<std::string>();
     std::cout << (j["auto"].get<bool>() ? "* " : "  ") << j["name"].get<std::string>() << "  "
-              << j["version"].get<std::string>() << "  ABI " << j["abi"].get<uint32_t>() << "  precisions: "
-              << precision_list << "  " << j["path"].get<std::string>() << "\n    ops:";
+              << j["version"].get<std::string>() << "  ABI " << j["abi"].get<uint32_t>()
+              << (precision_list.empty() ? "" : "  precisions: " + precision_list) << "  " << j["path"].get<std::string>()
+              << "\n    ops:";
     for (const auto& op : j["ops"]) std::cout << " " << op.get<std::string>();
-    if (j.contains("runs")) std::cout << "\n    runs: " << j["runs"].get<std::string>() << "\n";
+    if (j.contains("unavailable")) std::cout << "\n    not available here: " << j["unavailable"].get<std::string>() << "\n";
+    else if (j.contains("runs")) std::cout << "\n    runs: " << j["runs"].get<std::string>() << "\n";
     else std::cout << "\n    cannot start: " << j["cannot_start"].get<std::string>() << "\n";
   }
   std::cout << "* = what --backend auto runs on" << (pick.why.empty() ? "" : " (" + pick.why + ")") << "\n";

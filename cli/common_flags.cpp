@@ -6,6 +6,8 @@
 #include "vitbatch/limits.hpp"
 
 #include <algorithm>
+#include <nlohmann/json.hpp>
+
 #include <thread>
 
 namespace vitbatch_cli {
@@ -15,11 +17,18 @@ void add_common_flags(CLI::App& command, CommonFlags& flags) {
                      "safetensors file, or a directory with model.safetensors (+ config.json)");
   command.add_option("-c,--config", flags.config, "YAML run configuration (flags override it)");
   command.add_option("-b,--backend", flags.backend,
-                     "backend plugin to run on, or auto (default): onednn if it is installed, else reference");
+                     "backend plugin to run on, a list tried in order (cuda,onednn), or auto (default): the "
+                     "best usable one (see `vitbatch backends`)");
   command.add_option("--threads", flags.threads, "threads for the backend (default: all cores)")
       ->check(int_range(1, vitbatch::kMaxThreads));
-  command.add_option("--precision", flags.precision, "fp32 (default), bf16 or int8, if the backend has it")
-      ->check(CLI::IsMember({"fp32", "bf16", "int8"}));
+  command.add_option("--precision", flags.precision, "fp32 (default), bf16, fp16 or int8, if the backend has it")
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16", "int8"}));
+  command.add_option("--backend-option", flags.backend_option_pairs,
+                     "KEY=VALUE passed to the backend (as the YAML's backend.options), e.g. tf32=true")
+      ->check([](const std::string& pair) {
+        return pair.find('=') == std::string::npos || pair[0] == '=' ? std::string("expected KEY=VALUE, got '") + pair + "'"
+                                                                      : std::string();
+      });
   command.add_option("--plugin-dir", flags.plugin_dirs, "directory searched first for backend plugins");
 }
 
@@ -36,6 +45,15 @@ vitbatch::RuntimeOptions resolve_runtime_options(const CommonFlags& flags, vitba
   o.backend_options.threads = flags.threads.value_or(config.threads.value_or(cores));
   o.backend_options.precision = flags.precision.value_or(config.precision.value_or("fp32"));
   o.backend_options.options_json = config.backend_options_json;
+  if (!flags.backend_option_pairs.empty()) {
+    nlohmann::json j = nlohmann::json::parse(o.backend_options.options_json, nullptr, false);
+    if (!j.is_object()) j = nlohmann::json::object();
+    for (const std::string& pair : flags.backend_option_pairs) {
+      size_t eq = pair.find('=');  // checked by the flag's validator
+      j[pair.substr(0, eq)] = pair.substr(eq + 1);
+    }
+    o.backend_options.options_json = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  }
   o.plugin_dirs_flag = flags.plugin_dirs;
   o.plugin_dirs_config = config.plugin_dirs;
   return o;

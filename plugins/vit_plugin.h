@@ -4,10 +4,19 @@
  * Rules of the boundary:
  *  - Pure C. No C++ types and no exceptions cross it: every entry returns a vit_status and,
  *    on failure, writes a NUL-terminated one-line message into the host's buffer.
- *  - Structs start with their version or size; fields are only ever appended.
- *  - The host owns every tensor it passes. A data pointer is valid only during the call that
- *    receives it (do not cache), except constant inputs, which stay valid until the host
- *    destroys the plugin context. What a plugin allocates it frees in destroy/release.
+ *  - Structs start with their version or size; fields are only ever appended. The host reads
+ *    only the slots a table's struct_size covers, so a plugin built against an older layout
+ *    (ABI VIT_PLUGIN_ABI_OLDEST or later) keeps loading: what it lacks takes the defaults.
+ *  - Constant inputs (weights) are the host's, valid until the host destroys the context; a
+ *    device backend uploads them once, in prepare().
+ *  - Activation buffers: a host-memory backend (memory == VIT_MEMORY_HOST, and every ABI 1
+ *    plugin) computes in buffers the host owns. A device backend allocates the buffers of
+ *    the nodes it runs with alloc(); the host passes them back in the nodes' tensors, never
+ *    reads them, and moves data between placements only with copy(). Buffers stay valid, at
+ *    the same address, from prepare() to release() of every node that uses them.
+ *  - execute() may return before the work is done (a device queue); work of one context runs
+ *    in the order it was asked for, and synchronize() waits for all of it.
+ *  - What a plugin allocates it frees in destroy/release/free.
  *  - A plugin does no work in static initialisers and must tolerate never being unloaded.
  */
 #ifndef VIT_PLUGIN_H
@@ -20,8 +29,10 @@
 extern "C" {
 #endif
 
-/* Bumped on any incompatible change; the host refuses a plugin whose number differs. */
-#define VIT_PLUGIN_ABI_VERSION 1u
+/* The ABI this header describes. The host loads plugins built against any version from
+ * VIT_PLUGIN_ABI_OLDEST up to its own, reading only the slots their tables have. */
+#define VIT_PLUGIN_ABI_VERSION 2u
+#define VIT_PLUGIN_ABI_OLDEST 1u
 #define VIT_PLUGIN_ENTRY "vit_plugin_init"
 #define VIT_MAX_RANK 8
 #define VIT_MAX_INTS 12
@@ -41,6 +52,25 @@ typedef enum vit_dtype {
   VIT_DTYPE_U8 = 4,
   VIT_DTYPE_I32 = 5
 } vit_dtype;
+
+/* Where a backend's activation buffers live (vit_backend_api.memory). */
+typedef enum vit_memory {
+  VIT_MEMORY_HOST = 0,   /* the host allocates them, plain CPU memory */
+  VIT_MEMORY_DEVICE = 1  /* the backend allocates them with alloc(); the host never reads them */
+} vit_memory;
+
+/* What alloc() is asked for. */
+typedef enum vit_alloc_kind {
+  VIT_ALLOC_DEVICE = 0,       /* an activation buffer in the backend's memory */
+  VIT_ALLOC_HOST_STAGING = 1  /* host memory the backend copies fastest from/to (pinned) */
+} vit_alloc_kind;
+
+/* The direction of copy(). */
+typedef enum vit_copy_kind {
+  VIT_COPY_HOST_TO_DEVICE = 1,  /* ordered before the backend's later work */
+  VIT_COPY_DEVICE_TO_HOST = 2,  /* waits for the backend's earlier work; done when it returns */
+  VIT_COPY_DEVICE_TO_DEVICE = 3
+} vit_copy_kind;
 
 typedef enum vit_op {
 #define VIT_OP(id, name) VIT_OP_##id,
@@ -70,7 +100,17 @@ typedef struct vit_node {
   int64_t ints[VIT_MAX_INTS];     /* op parameters, see vit_ops.def */
   float floats[VIT_MAX_FLOATS];
   const char* name;               /* e.g. "blocks.3.attn.qkv", for messages */
+  /* ---- ABI 2 ---- */
+  /* Bit i set: inputs[i] is a constant (a weight): host memory, valid until the context is
+   * destroyed, whatever the backend's memory. Other inputs and the outputs are activations,
+   * in the backend's memory. */
+  uint64_t constant_inputs;
 } vit_node;
+
+/* Whether node->inputs[i] is a constant (0 for nodes from an ABI 1 host). */
+#define VIT_INPUT_IS_CONSTANT(node, i)                                                       \
+  ((node)->struct_size >= offsetof(vit_node, constant_inputs) + sizeof(uint64_t) &&          \
+   (((node)->constant_inputs >> (i)) & 1u))
 
 typedef struct vit_host_api {
   uint32_t abi_version;
@@ -79,11 +119,21 @@ typedef struct vit_host_api {
   void (*log)(int32_t level, const char* message);
 } vit_host_api;
 
+/* One backend option, both as text: `backend: {options: {tf32: true}}` arrives as
+ * {"tf32", "true"}; nested keys are joined with '.', a list arrives as JSON text. */
+typedef struct vit_option {
+  const char* key;
+  const char* value;
+} vit_option;
+
 typedef struct vit_backend_config {
   uint32_t struct_size;
   int32_t threads;          /* >= 1 */
-  const char* precision;    /* "fp32", "bf16", "int8" */
-  const char* options_json; /* backend-specific options as a JSON object, "{}" if none */
+  const char* precision;    /* "fp32", "bf16", "fp16", "int8" */
+  const char* options_json; /* the same options as a JSON object, "{}" if none (ABI 1) */
+  /* ---- ABI 2 ---- */
+  int32_t n_options;
+  const vit_option* options;
 } vit_backend_config;
 
 typedef struct vit_backend_api {
@@ -110,7 +160,27 @@ typedef struct vit_backend_api {
                         char* message, size_t message_size);
   /* (optional) Free what prepare() made. */
   void (*release)(void* context, void* state);
+
+  /* ---- ABI 2: read only when struct_size covers them; absent means the default ---- */
+  int32_t memory; /* vit_memory (default VIT_MEMORY_HOST) */
+  /* (optional) How well this backend suits this machine, for `--backend auto`, asked without
+   * a context: higher wins (reference 1, blas 10, onednn 20, cuda 100); 0 or less means it
+   * cannot run here, with the reason in message ("no CUDA device"). Default 0: never auto. */
+  int32_t (*score)(char* message, size_t message_size);
+  /* (device memory: required) A buffer of `bytes` of the kind asked (vit_alloc_kind). */
+  vit_status (*alloc)(void* context, size_t bytes, int32_t kind, void** data,
+                      char* message, size_t message_size);
+  void (*free)(void* context, void* data, int32_t kind);
+  /* (device memory: required) Moves bytes between host memory and this backend's buffers,
+   * or within them (vit_copy_kind). */
+  vit_status (*copy)(void* context, void* dst, const void* src, size_t bytes, int32_t kind,
+                     char* message, size_t message_size);
+  /* (optional) Waits until all work asked of the context is done. */
+  vit_status (*synchronize)(void* context, char* message, size_t message_size);
 } vit_backend_api;
+
+/* The size of an ABI 1 table: everything before `memory`. */
+#define VIT_BACKEND_API_V1_SIZE offsetof(vit_backend_api, memory)
 
 /* The entry point. Returns the plugin's table (static storage, never freed), or NULL if the
  * plugin cannot serve this host. host stays valid for the life of the process. */

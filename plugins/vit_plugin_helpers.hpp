@@ -4,7 +4,9 @@
 
 #include "vit_plugin.h"
 
+#include <cstddef>
 #include <cstring>
+#include <initializer_list>
 #include <exception>
 #include <stdexcept>
 #include <string>
@@ -93,3 +95,90 @@ inline const char* op_name(int32_t op) {
 }
 
 }  // namespace vit_plugin
+
+namespace vit_plugin {
+
+// A backend table with the header filled in (ABI, size, name, version, ops) and every entry
+// empty: a plugin sets the entries it has. `ops` must have static storage.
+template <size_t N>
+vit_backend_api make_table(const char* name, const char* version, const int32_t (&ops)[N]) {
+  vit_backend_api api{};
+  api.abi_version = VIT_PLUGIN_ABI_VERSION;
+  api.struct_size = sizeof(vit_backend_api);
+  api.name = name;
+  api.version = version;
+  api.n_ops = static_cast<int32_t>(N);
+  api.ops = ops;
+  api.memory = VIT_MEMORY_HOST;
+  return api;
+}
+
+// The host the plugin was loaded by (set by VIT_PLUGIN_EXPORT), for log().
+inline const vit_host_api*& host() {
+  static const vit_host_api* h = nullptr;
+  return h;
+}
+
+// The value of one option, or `fallback` when the config does not set it (or predates ABI 2).
+inline std::string option(const vit_backend_config& config, const std::string& key, const std::string& fallback = "") {
+  if (config.struct_size < offsetof(vit_backend_config, options) + sizeof(config.options)) return fallback;
+  for (int32_t i = 0; i < config.n_options; ++i)
+    if (config.options[i].key && key == config.options[i].key) return config.options[i].value ? config.options[i].value : "";
+  return fallback;
+}
+
+// Options the backend does not know, as "a, b" (empty when all are known): a typo in the
+// YAML must not pass silently.
+inline std::string unknown_options(const vit_backend_config& config, std::initializer_list<const char*> known) {
+  std::string unknown;
+  if (config.struct_size < offsetof(vit_backend_config, options) + sizeof(config.options)) return unknown;
+  for (int32_t i = 0; i < config.n_options; ++i) {
+    bool found = false;
+    for (const char* k : known) found = found || (config.options[i].key && std::strcmp(k, config.options[i].key) == 0);
+    if (!found) unknown += (unknown.empty() ? "" : ", ") + std::string(config.options[i].key ? config.options[i].key : "");
+  }
+  return unknown;
+}
+
+// A node over tensors the caller keeps alive (tests, tools, a plugin's own sub-steps).
+inline vit_node make_node(int32_t op, const std::vector<vit_tensor>& inputs, const std::vector<vit_tensor>& outputs,
+                          std::initializer_list<int64_t> ints = {}, std::initializer_list<float> floats = {},
+                          const char* name = "") {
+  vit_node node{};
+  node.struct_size = sizeof(vit_node);
+  node.op = op;
+  node.n_inputs = static_cast<int32_t>(inputs.size());
+  node.inputs = inputs.data();
+  node.n_outputs = static_cast<int32_t>(outputs.size());
+  node.outputs = outputs.data();
+  size_t i = 0;
+  for (int64_t v : ints)
+    if (i < VIT_MAX_INTS) node.ints[i++] = v;
+  i = 0;
+  for (float v : floats)
+    if (i < VIT_MAX_FLOATS) node.floats[i++] = v;
+  node.name = name;
+  return node;
+}
+
+// The same, with inputs[i] marked constant (a weight) for each i in `constants`.
+inline vit_node make_node(int32_t op, const std::vector<vit_tensor>& inputs, const std::vector<vit_tensor>& outputs,
+                          std::initializer_list<int64_t> ints, std::initializer_list<float> floats, const char* name,
+                          const std::vector<bool>& constants) {
+  vit_node node = make_node(op, inputs, outputs, ints, floats, name);
+  for (size_t i = 0; i < constants.size() && i < 64; ++i)
+    if (constants[i]) node.constant_inputs |= uint64_t{1} << i;
+  return node;
+}
+
+}  // namespace vit_plugin
+
+// Defines the plugin's entry point: TABLE is an expression giving its vit_backend_api
+// (usually a function that starts from vit_plugin::make_table). Built once, never freed.
+#define VIT_PLUGIN_EXPORT(TABLE)                                                                        \
+  extern "C" __attribute__((visibility("default"))) const vit_backend_api* vit_plugin_init(               \
+      const vit_host_api* vit_host, uint32_t) {                                                         \
+    vit_plugin::host() = vit_host;                                                                      \
+    static const vit_backend_api vit_table = (TABLE);                                                   \
+    return &vit_table;                                                                                  \
+  }

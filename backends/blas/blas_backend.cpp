@@ -103,25 +103,21 @@ vit_status execute(void*, void*, const vit_node* node, char* message, size_t siz
   });
 }
 
-const vit_backend_api kApi = {
-    /* .abi_version = */ VIT_PLUGIN_ABI_VERSION,
-    /* .struct_size = */ sizeof(vit_backend_api),
-    /* .name        = */ "blas",
-    /* .version     = */ "1.0",
-    /* .n_ops       = */ 2,
-    /* .ops         = */ kOps,
-    /* .create      = */ create,
-    /* .destroy     = */ destroy,
-    /* .describe    = */ describe,
-    /* .supports    = */ supports,
-    /* .prepare     = */ nullptr,  // (optional) OpenBLAS packs per call
-    /* .execute     = */ execute,
-    /* .release     = */ nullptr,  // (optional)
-};
+int32_t score(char*, size_t) { return 10; }  // matmuls only; the rest falls to reference
+
+vit_backend_api table() {
+  vit_backend_api api = vit_plugin::make_table("blas", "2.0", kOps);
+  api.create = create;
+  api.destroy = destroy;
+  api.describe = describe;
+  api.supports = supports;
+  // no prepare: nothing to pre-pack
+  api.execute = execute;
+
+  api.score = score;
+  return api;
+}
 
 }  // namespace
 
-extern "C" __attribute__((visibility("default"))) const vit_backend_api* vit_plugin_init(const vit_host_api*,
-                                                                                          uint32_t) {
-  return &kApi;
-}
+VIT_PLUGIN_EXPORT(table())

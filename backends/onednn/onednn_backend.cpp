@@ -81,25 +81,21 @@ vit_status execute(void* context, void* state, const vit_node* node, char* messa
 
 void release(void*, void* state) { delete static_cast<Kernel*>(state); }
 
-const vit_backend_api kApi = {
-    /* .abi_version = */ VIT_PLUGIN_ABI_VERSION,
-    /* .struct_size = */ sizeof(vit_backend_api),
-    /* .name        = */ "onednn",
-    /* .version     = */ "1.0",
-    /* .n_ops       = */ static_cast<int32_t>(sizeof(kOps) / sizeof(kOps[0])),
-    /* .ops         = */ kOps,
-    /* .create      = */ create,
-    /* .destroy     = */ destroy,
-    /* .describe    = */ describe,
-    /* .supports    = */ supports,
-    /* .prepare     = */ prepare,
-    /* .execute     = */ execute,
-    /* .release     = */ release,
-};
+int32_t score(char*, size_t) { return 20; }  // every op on JIT kernels for this CPU
+
+vit_backend_api table() {
+  vit_backend_api api = vit_plugin::make_table("onednn", "2.0", kOps);
+  api.create = create;
+  api.destroy = destroy;
+  api.describe = describe;
+  api.supports = supports;
+  api.prepare = prepare;
+  api.execute = execute;
+  api.release = release;
+  api.score = score;
+  return api;
+}
 
 }  // namespace
 
-extern "C" __attribute__((visibility("default"))) const vit_backend_api* vit_plugin_init(const vit_host_api*,
-                                                                                          uint32_t) {
-  return &kApi;
-}
+VIT_PLUGIN_EXPORT(table())

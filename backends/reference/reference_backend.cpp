@@ -63,25 +63,21 @@ vit_status execute(void* context, void*, const vit_node* node, char* message, si
   });
 }
 
-const vit_backend_api kApi = {
-    /* .abi_version = */ VIT_PLUGIN_ABI_VERSION,
-    /* .struct_size = */ sizeof(vit_backend_api),
-    /* .name        = */ "reference",
-    /* .version     = */ "1.0",
-    /* .n_ops       = */ static_cast<int32_t>(sizeof(kOps) / sizeof(kOps[0])),
-    /* .ops         = */ kOps,
-    /* .create      = */ create,
-    /* .destroy     = */ destroy,
-    /* .describe    = */ describe,
-    /* .supports    = */ supports,
-    /* .prepare     = */ nullptr,  // (optional) nothing to pre-pack
-    /* .execute     = */ execute,
-    /* .release     = */ nullptr,  // (optional)
-};
+int32_t score(char*, size_t) { return 1; }  // exact and everywhere, but the slowest: auto picks it last
+
+vit_backend_api table() {
+  vit_backend_api api = vit_plugin::make_table("reference", "2.0", kOps);
+  api.create = create;
+  api.destroy = destroy;
+  api.describe = describe;
+  api.supports = supports;
+  // no prepare: nothing to pre-pack
+  api.execute = execute;
+
+  api.score = score;
+  return api;
+}
 
 }  // namespace
 
-extern "C" __attribute__((visibility("default"))) const vit_backend_api* vit_plugin_init(
-    const vit_host_api*, uint32_t) {
-  return &kApi;
-}
+VIT_PLUGIN_EXPORT(table())

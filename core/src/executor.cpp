@@ -5,6 +5,7 @@
 #include "vitbatch/vit_graph.hpp"
 
 #include <algorithm>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -12,13 +13,12 @@
 namespace vitbatch {
 namespace {
 
-// 64-byte aligned float storage: what vectorised kernels want from an activation buffer.
+// 64-byte aligned host storage: what vectorised kernels want from an activation buffer.
 struct AlignedBuffer {
-  float* data = nullptr;
-  size_t floats = 0;
-  explicit AlignedBuffer(size_t n) : floats(n) {
-    size_t bytes = ((n * sizeof(float) + 63) / 64) * 64;
-    data = static_cast<float*>(std::aligned_alloc(64, bytes ? bytes : 64));
+  void* data = nullptr;
+  explicit AlignedBuffer(size_t bytes) {
+    bytes = ((bytes + 63) / 64) * 64;
+    data = std::aligned_alloc(64, bytes ? bytes : 64);
     if (!data) throw Error("out of memory allocating " + std::to_string(bytes) + " bytes of activations");
   }
   ~AlignedBuffer() { std::free(data); }
@@ -26,75 +26,104 @@ struct AlignedBuffer {
   AlignedBuffer& operator=(const AlignedBuffer&) = delete;
 };
 
-struct BufferAssignment {
-  std::vector<size_t> capacity;  // floats, per buffer
-  std::vector<int> buffer_of;    // per value id; -1 for constants
-};
-
 vit_tensor describe(const Value& v, void* data) {
   return vit_plugin::dense_tensor(v.shape, data, static_cast<int32_t>(v.dtype));
 }
 
-// Liveness: a value's buffer returns to the pool after its last reader has run.
-BufferAssignment assign_buffers(const Graph& g) {
-  std::vector<int> last_use(g.values().size(), -1);
-  for (size_t i = 0; i < g.nodes().size(); ++i)
-    for (int id : g.nodes()[i].inputs) last_use[id] = static_cast<int>(i);
-  for (int id : g.outputs()) last_use[id] = static_cast<int>(g.nodes().size());
+size_t value_bytes(const Value& v) {
+  return static_cast<size_t>(element_count(v.shape)) * vit_plugin::dtype_size(static_cast<int32_t>(v.dtype));
+}
 
-  BufferAssignment a;
-  std::vector<size_t>& capacity = a.capacity;
-  std::vector<int>& buffer_of = a.buffer_of;
-  buffer_of.assign(g.values().size(), -1);
+// A slot is one value's copy in one memory domain (0 = host, else a device backend's). Slots
+// share buffers by liveness within their domain: a buffer returns to the domain's pool after
+// the last step that reads its slot.
+struct SlotLife {
+  int domain = 0;
+  size_t bytes = 0;
+  int defined = -1;   // the step that writes it (-1: before the first step)
+  int last_use = -1;  // the last step that reads it (INT_MAX: read after the last step)
+};
+
+struct Pools {
+  std::vector<int> buffer_of;                   // per slot
+  std::vector<std::pair<int, size_t>> buffers;  // (domain, bytes)
+};
+
+Pools assign_pools(const std::vector<SlotLife>& slots, int steps) {
+  Pools p;
+  p.buffer_of.assign(slots.size(), -1);
   std::vector<int> free_buffers;
-  auto take = [&](size_t floats) {
+  auto take = [&](int domain, size_t bytes) {
     int best = -1;
     for (int b : free_buffers)
-      if (capacity[b] >= floats && (best < 0 || capacity[b] < capacity[best])) best = b;
+      if (p.buffers[b].first == domain && p.buffers[b].second >= bytes &&
+          (best < 0 || p.buffers[b].second < p.buffers[best].second))
+        best = b;
     if (best < 0) {
-      capacity.push_back(floats);
-      return static_cast<int>(capacity.size() - 1);
+      p.buffers.emplace_back(domain, bytes);
+      return static_cast<int>(p.buffers.size() - 1);
     }
     free_buffers.erase(std::find(free_buffers.begin(), free_buffers.end(), best));
     return best;
   };
-  int input = g.inputs().at(0);
-  buffer_of[input] = take(static_cast<size_t>(element_count(g.value(input).shape)));
-  for (size_t i = 0; i < g.nodes().size(); ++i) {
-    const Node& n = g.nodes()[i];
-    buffer_of[n.output] = take(static_cast<size_t>(element_count(g.value(n.output).shape)));
-    for (int id : n.inputs)
-      if (last_use[id] == static_cast<int>(i) && buffer_of[id] >= 0 &&
-          std::find(free_buffers.begin(), free_buffers.end(), buffer_of[id]) == free_buffers.end())
-        free_buffers.push_back(buffer_of[id]);
+  for (int step = -1; step < steps; ++step) {
+    // Outputs first, then what was read for the last time: a step never writes over what
+    // it reads.
+    for (size_t s = 0; s < slots.size(); ++s)
+      if (slots[s].defined == step) p.buffer_of[s] = take(slots[s].domain, slots[s].bytes);
+    for (size_t s = 0; s < slots.size(); ++s)
+      if (slots[s].last_use == step && p.buffer_of[s] >= 0) free_buffers.push_back(p.buffer_of[s]);
   }
-  return a;
+  return p;
 }
 
 }  // namespace
 
 size_t Executor::estimate_activation_bytes(const Model& model, int64_t batch) {
-  // Activations grow linearly with the batch: plan one image with every composite lowered
-  // (the largest form: attention's full score matrix), then scale.
+  // Activations grow linearly with the batch: plan one image on the host with every
+  // composite lowered (the largest form: attention's full score matrix), then scale.
   Graph g = lower_composites(build_vit_graph(model, 1), [](const Graph&, const Node&) { return false; });
-  size_t floats = 0;
-  for (size_t c : assign_buffers(g).capacity) floats += c;
-  return floats * sizeof(float) * static_cast<size_t>(batch);
+  std::vector<SlotLife> slots;
+  std::vector<int> slot_of(g.values().size(), -1);
+  for (int id : g.inputs()) slot_of[id] = static_cast<int>(slots.size()), slots.push_back({0, value_bytes(g.value(id)), -1, -1});
+  for (size_t i = 0; i < g.nodes().size(); ++i) {
+    const Node& n = g.nodes()[i];
+    for (int id : n.inputs)
+      if (slot_of[id] >= 0) slots[slot_of[id]].last_use = static_cast<int>(i);
+    slot_of[n.output] = static_cast<int>(slots.size());
+    slots.push_back({0, value_bytes(g.value(n.output)), static_cast<int>(i), static_cast<int>(i)});
+  }
+  for (int id : g.outputs()) slots[slot_of[id]].last_use = INT_MAX;
+  size_t bytes = 0;
+  for (const auto& buffer : assign_pools(slots, static_cast<int>(g.nodes().size())).buffers) bytes += buffer.second;
+  return bytes * static_cast<size_t>(batch);
 }
 
 struct Executor::Plan {
   Graph graph;
-  std::vector<std::unique_ptr<AlignedBuffer>> buffers;
-  std::vector<float*> value_data;  // per value id: where it lives at run time
+  std::vector<std::unique_ptr<AlignedBuffer>> host_buffers;
+  std::vector<std::pair<Backend*, void*>> device_buffers;  // freed by their backend
   struct Step {
-    Backend* backend = nullptr;
+    Backend* backend = nullptr;  // runs the node, or does the copy
+    // A node:
     void* state = nullptr;
+    bool prepared = false;
     std::vector<vit_tensor> inputs;
     std::vector<vit_tensor> outputs;
     vit_node node{};
+    // Or a copy between domains (src null: the caller's pixels):
+    bool is_copy = false;
+    void* dst = nullptr;
+    const void* src = nullptr;
+    size_t bytes = 0;
+    vit_copy_kind kind = VIT_COPY_HOST_TO_DEVICE;
+    std::string what;  // for placement()
   };
   std::vector<Step> steps;
-  int input = -1, output = -1;
+  void* input_host = nullptr;       // where the pixels go when a host node reads them
+  Backend* output_owner = nullptr;  // set when the logits live on a device
+  const void* output_data = nullptr;
+  size_t input_bytes = 0, output_bytes = 0;
   uint64_t last_used = 0;  // for evicting the least recently used plan
 };
 
@@ -108,8 +137,36 @@ Executor::~Executor() {
 }
 
 void Executor::release(Plan& plan) {
-  for (auto& step : plan.steps) step.backend->release(step.state);
+  for (auto& step : plan.steps)
+    if (step.prepared) step.backend->release(step.state);
+  for (auto& [owner, data] : plan.device_buffers) owner->free(data, VIT_ALLOC_DEVICE);
+  plan.device_buffers.clear();
 }
+
+namespace {
+
+vit_node node_view(const Graph& g, const Node& n, const std::vector<void*>& data, std::vector<vit_tensor>& ins,
+                   std::vector<vit_tensor>& outs) {
+  ins.clear();
+  outs.clear();
+  for (int id : n.inputs) ins.push_back(describe(g.value(id), data.empty() ? nullptr : data[id]));
+  outs.push_back(describe(g.value(n.output), data.empty() ? nullptr : data[n.output]));
+  vit_node node{};
+  node.struct_size = sizeof(vit_node);
+  node.op = static_cast<int32_t>(n.op);
+  node.n_inputs = static_cast<int32_t>(ins.size());
+  node.inputs = ins.data();
+  node.n_outputs = 1;
+  node.outputs = outs.data();
+  std::copy(n.params.ints.begin(), n.params.ints.end(), node.ints);
+  std::copy(n.params.floats.begin(), n.params.floats.end(), node.floats);
+  node.name = n.name.c_str();
+  for (size_t i = 0; i < n.inputs.size() && i < 64; ++i)
+    if (g.value(n.inputs[i]).is_constant()) node.constant_inputs |= uint64_t{1} << i;
+  return node;
+}
+
+}  // namespace
 
 Executor::Plan& Executor::plan_for(int64_t batch) {
   auto found = plans_.find(batch);
@@ -126,93 +183,189 @@ Executor::Plan& Executor::plan_for(int64_t batch) {
   }
 
   auto plan = std::make_unique<Plan>();
-  auto node_view = [](const Graph& g, const Node& n, const std::vector<float*>* data,
-                      std::vector<vit_tensor>& ins, std::vector<vit_tensor>& outs) {
-    ins.clear();
-    outs.clear();
-    for (int id : n.inputs) {
-      const Value& v = g.value(id);
-      ins.push_back(describe(v, data ? (*data)[id] : nullptr));
-    }
-    outs.push_back(describe(g.value(n.output), data ? (*data)[n.output] : nullptr));
-    vit_node node{};
-    node.struct_size = sizeof(vit_node);
-    node.op = static_cast<int32_t>(n.op);
-    node.n_inputs = static_cast<int32_t>(ins.size());
-    node.inputs = ins.data();
-    node.n_outputs = 1;
-    node.outputs = outs.data();
-    std::copy(n.params.ints.begin(), n.params.ints.end(), node.ints);
-    std::copy(n.params.floats.begin(), n.params.floats.end(), node.floats);
-    node.name = n.name.c_str();
-    return node;
-  };
-
+  Plan& P = *plan;
   Graph full = build_vit_graph(model_, batch);
   auto claimed = [&](const Graph& g, const Node& n) {
     std::vector<vit_tensor> ins, outs;
-    vit_node node = node_view(g, n, nullptr, ins, outs);
+    vit_node node = node_view(g, n, {}, ins, outs);
     for (Backend* b : backends_)
       if (b->supports(node, nullptr)) return true;
     return false;
   };
-  plan->graph = lower_composites(full, claimed);
-  const Graph& g = plan->graph;
+  P.graph = lower_composites(full, claimed);
+  const Graph& g = P.graph;
+  const size_t n_nodes = g.nodes().size();
 
-  plan->input = g.inputs().at(0);
-  plan->output = g.outputs().at(0);
-  BufferAssignment assigned = assign_buffers(g);
-  const std::vector<size_t>& capacity = assigned.capacity;
-  const std::vector<int>& buffer_of = assigned.buffer_of;
-  for (size_t c : capacity) plan->buffers.push_back(std::make_unique<AlignedBuffer>(c));
-  plan->value_data.assign(g.values().size(), nullptr);
-  for (const Value& v : g.values())
-    plan->value_data[v.id] = v.is_constant() ? const_cast<float*>(static_cast<const float*>(v.data))
-                                             : plan->buffers[buffer_of[v.id]]->data;
-
-  // Placement and preparation. Steps are sized first: nodes point into their own vectors.
-  plan->steps.resize(g.nodes().size());
-  for (size_t i = 0; i < g.nodes().size(); ++i) {
+  // 1. Placement: each node on the first backend that accepts it.
+  std::vector<Backend*> placed(n_nodes, nullptr);
+  for (size_t i = 0; i < n_nodes; ++i) {
     const Node& n = g.nodes()[i];
-    Plan::Step& step = plan->steps[i];
-    step.node = node_view(g, n, &plan->value_data, step.inputs, step.outputs);
+    std::vector<vit_tensor> ins, outs;
+    vit_node node = node_view(g, n, {}, ins, outs);
     std::string reasons;
     for (Backend* b : backends_) {
       std::string why;
-      if (b->supports(step.node, &why)) {
-        step.backend = b;
+      if (b->supports(node, &why)) {
+        placed[i] = b;
         break;
       }
       reasons += " " + b->name() + ": " + why + ";";
     }
-    if (!step.backend)
-      throw Error("no backend accepts node '" + n.name + "' (" + op_name(n.op) + "):" + reasons);
+    if (!placed[i]) throw Error("no backend accepts node '" + n.name + "' (" + op_name(n.op) + "):" + reasons);
+  }
+
+  // 2. Memory domains: the host (0) for host-memory backends, one per device backend.
+  std::vector<Backend*> domain_owner{nullptr};
+  auto domain_of = [&](Backend* b) {
+    if (!b->device_memory()) return 0;
+    for (size_t d = 1; d < domain_owner.size(); ++d)
+      if (domain_owner[d] == b) return static_cast<int>(d);
+    domain_owner.push_back(b);
+    return static_cast<int>(domain_owner.size() - 1);
+  };
+
+  // 3. Steps: the nodes in order, with a copy before the first reader of a value in a domain
+  // the value does not live in yet. Device to device goes through the host.
+  const int input = g.inputs().at(0), output = g.outputs().at(0);
+  std::vector<int> home(g.values().size(), 0);
+  std::vector<std::vector<int>> slot(g.values().size());  // per value, per domain: slot index or -1
+  std::vector<SlotLife> slots;
+  auto slot_in = [&](int value, int domain) -> int& {
+    std::vector<int>& s = slot[value];
+    if (s.size() <= static_cast<size_t>(domain)) s.resize(domain + 1, -1);
+    return s[domain];
+  };
+  struct Pending {
+    bool is_copy;
+    size_t node;            // node index
+    int value, from, to;    // copy: value from domain to domain
+  };
+  std::vector<Pending> order;
+  auto reads = [&](int value, int domain, int step) {
+    SlotLife& life = slots[slot_in(value, domain)];
+    life.last_use = std::max(life.last_use, step);
+  };
+  auto ensure = [&](int value, int domain, auto&& self) -> void {
+    if (slot_in(value, domain) >= 0) return;
+    int from = home[value];
+    if (from != 0 && domain != 0) {
+      self(value, 0, self);
+      from = 0;
+    }
+    int step = static_cast<int>(order.size());
+    order.push_back({true, 0, value, from, domain});
+    if (!(value == input && from == 0 && slot_in(input, 0) < 0)) reads(value, from, step);
+    slot_in(value, domain) = static_cast<int>(slots.size());
+    slots.push_back({domain, value_bytes(g.value(value)), step, step});
+  };
+  // The pixels are written by the caller: they need a host slot only if a host node reads them.
+  for (size_t i = 0; i < n_nodes; ++i) {
+    int d = domain_of(placed[i]);
+    for (int id : g.nodes()[i].inputs) {
+      if (g.value(id).is_constant()) continue;
+      if (id == input && d == 0 && slot_in(input, 0) < 0) {
+        slot_in(input, 0) = static_cast<int>(slots.size());
+        slots.push_back({0, value_bytes(g.value(input)), -1, -1});
+      }
+      if (id != input || d == 0) {
+        ensure(id, d, ensure);
+      } else if (slot_in(id, d) < 0) {  // pixels straight from the caller to the device
+        int step = static_cast<int>(order.size());
+        order.push_back({true, 0, id, -1, d});
+        slot_in(id, d) = static_cast<int>(slots.size());
+        slots.push_back({d, value_bytes(g.value(id)), step, step});
+      }
+    }
+    const Node& n = g.nodes()[i];
+    // Copies are all in place: the node's own step index is final now.
+    for (int id : n.inputs)
+      if (!g.value(id).is_constant()) reads(id, d, static_cast<int>(order.size()));
+    home[n.output] = d;
+    slot_in(n.output, d) = static_cast<int>(slots.size());
+    int step = static_cast<int>(order.size());
+    slots.push_back({d, value_bytes(g.value(n.output)), step, step});
+    order.push_back({false, i, -1, 0, 0});
+  }
+  slots[slot_in(output, home[output])].last_use = INT_MAX;
+
+  // 4. Buffers, per domain.
+  Pools pools = assign_pools(slots, static_cast<int>(order.size()));
+  std::vector<void*> buffer_data;
+  for (const auto& [domain, bytes] : pools.buffers) {
+    if (domain == 0) {
+      P.host_buffers.push_back(std::make_unique<AlignedBuffer>(bytes));
+      buffer_data.push_back(P.host_buffers.back()->data);
+    } else {
+      Backend* owner = domain_owner[domain];
+      buffer_data.push_back(owner->alloc(bytes, VIT_ALLOC_DEVICE));
+      P.device_buffers.emplace_back(owner, buffer_data.back());
+    }
+  }
+  auto data_of = [&](int value, int domain) -> void* {
+    if (g.value(value).is_constant()) return const_cast<void*>(g.value(value).data);
+    int s = slot_in(value, domain);
+    return s >= 0 ? buffer_data[pools.buffer_of[s]] : nullptr;
+  };
+  P.input_bytes = value_bytes(g.value(input));
+  P.output_bytes = value_bytes(g.value(output));
+  P.input_host = data_of(input, 0);
+  if (home[output] != 0) P.output_owner = domain_owner[home[output]];
+  P.output_data = data_of(output, home[output]);
+
+  // 5. Steps with their tensors, then prepare each node once (with its constants).
+  P.steps.resize(order.size());
+  for (size_t k = 0; k < order.size(); ++k) {
+    const Pending& o = order[k];
+    Plan::Step& step = P.steps[k];
+    if (o.is_copy) {
+      step.is_copy = true;
+      step.bytes = value_bytes(g.value(o.value));
+      step.dst = data_of(o.value, o.to);
+      step.src = o.from < 0 ? nullptr : data_of(o.value, o.from);
+      step.kind = o.to != 0 ? VIT_COPY_HOST_TO_DEVICE : VIT_COPY_DEVICE_TO_HOST;
+      step.backend = domain_owner[o.to != 0 ? o.to : o.from];
+      step.what = g.value(o.value).name + (o.to != 0 ? " to " : " from ") + step.backend->name();
+      continue;
+    }
+    const Node& n = g.nodes()[o.node];
+    int d = domain_of(placed[o.node]);
+    std::vector<void*> data(g.values().size(), nullptr);
+    for (int id : n.inputs) data[id] = data_of(id, d);
+    data[n.output] = data_of(n.output, d);
+    step.backend = placed[o.node];
+    step.node = node_view(g, n, data, step.inputs, step.outputs);
+    step.what = n.name;
+  }
+  for (Plan::Step& step : P.steps) {
+    if (step.is_copy) continue;
     step.state = step.backend->prepare(step.node);
+    step.prepared = true;
     // Backends that pack weights have their own copy now: let the file's pages go, so the
     // model is not resident twice (a reader that needs them faults them back in).
     model_.weights.drop_resident_pages();
   }
-  plan->last_used = ++uses_;
+  P.last_used = ++uses_;
   return *(plans_[batch] = std::move(plan));
 }
 
 void Executor::run(const float* pixels, int64_t n, float* logits) {
   Plan& plan = plan_for(n);
-  const Graph& g = plan.graph;
-  std::memcpy(plan.value_data[plan.input], pixels,
-              sizeof(float) * static_cast<size_t>(element_count(g.value(plan.input).shape)));
-  for (Plan::Step& step : plan.steps) step.backend->execute(step.state, step.node);
-  std::memcpy(logits, plan.value_data[plan.output],
-              sizeof(float) * static_cast<size_t>(element_count(g.value(plan.output).shape)));
+  if (plan.input_host) std::memcpy(plan.input_host, pixels, plan.input_bytes);
+  for (Plan::Step& step : plan.steps) {
+    if (step.is_copy) step.backend->copy(step.dst, step.src ? step.src : pixels, step.bytes, step.kind);
+    else step.backend->execute(step.state, step.node);
+  }
+  // A copy to the host returns when the backend's earlier work is done.
+  if (plan.output_owner) plan.output_owner->copy(logits, plan.output_data, plan.output_bytes, VIT_COPY_DEVICE_TO_HOST);
+  else std::memcpy(logits, plan.output_data, plan.output_bytes);
 }
 
 std::string Executor::placement(int64_t batch) {
   Plan& plan = plan_for(batch);
   std::ostringstream os;
-  const Graph& g = plan.graph;
-  for (size_t i = 0; i < g.nodes().size(); ++i) {
-    const Node& n = g.nodes()[i];
-    os << "  " << plan.steps[i].backend->name() << "  " << op_name(n.op) << "  " << n.name << "\n";
+  for (const Plan::Step& step : plan.steps) {
+    if (step.is_copy) os << "  copy  " << step.what << "\n";
+    else os << "  " << step.backend->name() << "  " << op_name(static_cast<Op>(step.node.op)) << "  " << step.what << "\n";
   }
   return os.str();
 }

@@ -2,6 +2,8 @@
 
 #include "vitbatch/error.hpp"
 
+#include <nlohmann/json.hpp>
+
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -18,6 +20,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <mutex>
 
 namespace fs = std::filesystem;
@@ -72,22 +75,41 @@ PluginInfo load_plugin(const std::string& path) {
     return info;
   }
   info.abi_version = api->abi_version;
-  if (api->abi_version != VIT_PLUGIN_ABI_VERSION) {
-    info.rejected = "plugin ABI version " + std::to_string(api->abi_version) +
-                    ", this vitbatch needs ABI version " + std::to_string(VIT_PLUGIN_ABI_VERSION);
+  if (api->abi_version < VIT_PLUGIN_ABI_OLDEST || api->abi_version > VIT_PLUGIN_ABI_VERSION) {
+    info.rejected = "plugin ABI version " + std::to_string(api->abi_version) + ", this vitbatch loads ABI versions " +
+                    std::to_string(VIT_PLUGIN_ABI_OLDEST) + " to " + std::to_string(VIT_PLUGIN_ABI_VERSION);
     return info;
   }
-  if (api->struct_size < sizeof(vit_backend_api) || !api->name || !api->create || !api->destroy ||
-      !api->supports || !api->execute) {
+  // Read only the slots the plugin's table has: an older plugin's table is shorter, and
+  // what it lacks keeps the defaults (host memory, no score).
+  if (api->struct_size < VIT_BACKEND_API_V1_SIZE) {
     info.rejected = "backend table is incomplete (struct_size " + std::to_string(api->struct_size) +
-                    ", required entries missing)";
+                    ", an ABI 1 table has " + std::to_string(VIT_BACKEND_API_V1_SIZE) + ")";
     return info;
   }
-  info.name = api->name;
-  info.version = api->version ? api->version : "";
-  for (int32_t i = 0; i < api->n_ops; ++i)
-    if (api->ops[i] >= 0 && api->ops[i] < VIT_OP_COUNT) info.ops.push_back(static_cast<Op>(api->ops[i]));
-  info.api = api;
+  vit_backend_api table{};
+  table.memory = VIT_MEMORY_HOST;
+  std::memcpy(&table, api, std::min<size_t>(api->struct_size, sizeof table));
+  table.struct_size = sizeof table;
+  if (!table.name || !table.create || !table.destroy || !table.supports || !table.execute) {
+    info.rejected = "backend table is incomplete (name, create, destroy, supports and execute are required)";
+    return info;
+  }
+  if (table.memory != VIT_MEMORY_HOST && (table.memory != VIT_MEMORY_DEVICE || !table.alloc || !table.free || !table.copy)) {
+    info.rejected = "backend table is incomplete (a device-memory backend needs alloc, free and copy)";
+    return info;
+  }
+  api = nullptr;
+  info.name = table.name;
+  info.version = table.version ? table.version : "";
+  for (int32_t i = 0; i < table.n_ops; ++i)
+    if (table.ops[i] >= 0 && table.ops[i] < VIT_OP_COUNT) info.ops.push_back(static_cast<Op>(table.ops[i]));
+  if (table.score) {
+    char message[kMessageSize] = "";
+    info.score = table.score(message, sizeof message);
+    if (info.score <= 0) info.unavailable = message[0] ? message : "cannot run on this machine";
+  }
+  info.api = std::make_shared<const vit_backend_api>(table);
   return info;
 }
 
@@ -277,6 +299,10 @@ Backend::Backend(const PluginInfo& plugin, const BackendOptions& options)
   config.threads = options.threads;
   config.precision = options.precision.c_str();
   config.options_json = options.options_json.c_str();
+  std::vector<vit_option> pairs;
+  for (const auto& [key, value] : options.options) pairs.push_back({key.c_str(), value.c_str()});
+  config.n_options = static_cast<int32_t>(pairs.size());
+  config.options = pairs.data();
   char message[kMessageSize] = "";
   if (api_->create(&config, &context_, message, sizeof message) != VIT_STATUS_OK)
     throw Error("backend '" + name_ + "' failed to start: " + message);
@@ -326,6 +352,49 @@ void Backend::execute(void* state, const vit_node& node) {
 
 void Backend::release(void* state) {
   if (api_->release && state) api_->release(context_, state);
+}
+
+void* Backend::alloc(size_t bytes, vit_alloc_kind kind) {
+  void* data = nullptr;
+  char message[kMessageSize] = "";
+  if (!api_->alloc || api_->alloc(context_, bytes, kind, &data, message, sizeof message) != VIT_STATUS_OK || !data)
+    throw Error("backend '" + name_ + "' could not allocate " + std::to_string(bytes) + " bytes: " +
+                (message[0] ? message : "no alloc entry"));
+  return data;
+}
+
+void Backend::free(void* data, vit_alloc_kind kind) {
+  if (api_->free && data) api_->free(context_, data, kind);
+}
+
+void Backend::copy(void* dst, const void* src, size_t bytes, vit_copy_kind kind) {
+  char message[kMessageSize] = "";
+  if (!api_->copy || api_->copy(context_, dst, src, bytes, kind, message, sizeof message) != VIT_STATUS_OK)
+    throw Error("backend '" + name_ + "' failed to copy " + std::to_string(bytes) + " bytes: " +
+                (message[0] ? message : "no copy entry"));
+}
+
+void Backend::synchronize() {
+  char message[kMessageSize] = "";
+  if (api_->synchronize && api_->synchronize(context_, message, sizeof message) != VIT_STATUS_OK)
+    throw Error("backend '" + name_ + "' failed: " + message);
+}
+
+std::vector<std::pair<std::string, std::string>> flatten_options(const std::string& options_json) {
+  std::vector<std::pair<std::string, std::string>> out;
+  nlohmann::json j = nlohmann::json::parse(options_json, nullptr, false);
+  if (!j.is_object()) return out;
+  std::function<void(const std::string&, const nlohmann::json&)> walk = [&](const std::string& prefix, const nlohmann::json& v) {
+    if (v.is_object()) {
+      for (auto it = v.begin(); it != v.end(); ++it) walk(prefix.empty() ? it.key() : prefix + "." + it.key(), it.value());
+    } else if (v.is_string()) {
+      out.emplace_back(prefix, v.get<std::string>());
+    } else {
+      out.emplace_back(prefix, v.dump());
+    }
+  };
+  walk("", j);
+  return out;
 }
 
 }  // namespace vitbatch

@@ -132,10 +132,22 @@ class ConfigReader {
     return s;
   }
 
+  // A list of backend names, kept as "cuda,onednn" (the form --backend takes).
+  std::string backend_list(const YAML::Node& node, const std::string& key) const {
+    if (node.size() == 0) fail(node, key, "the list of backends is empty");
+    std::string joined;
+    for (const YAML::Node& item : node) {
+      std::string name = scalar<std::string>(item, key, "a backend name");
+      if (name.empty() || name.find(',') != std::string::npos) fail(item, key, "'" + name + "' is not a backend name");
+      joined += (joined.empty() ? "" : ",") + name;
+    }
+    return joined;
+  }
+
   RunConfig read(const YAML::Node& root) const {
     RunConfig c;
     if (root.IsNull()) return c;
-    expect_map(root, "", {"model", "model_options", "preprocess", "backend", "batch_size", "top_k",
+    expect_map(root, "", {"model", "model_options", "preprocess", "backend", "backends", "batch_size", "top_k",
                           "labels", "output", "plugin_dirs"});
     if (auto n = root["model"]) c.model = path(n, "model");
     if (auto m = root["model_options"]) {
@@ -169,9 +181,10 @@ class ConfigReader {
         c.backend = scalar<std::string>(b, "backend", "a backend name");
       } else {
         expect_map(b, "backend", {"name", "threads", "precision", "options"});
-        if (auto n = b["name"]) c.backend = scalar<std::string>(n, "backend.name", "a backend name");
+        if (auto n = b["name"]) c.backend = n.IsSequence() ? backend_list(n, "backend.name")
+                                                           : scalar<std::string>(n, "backend.name", "a backend name");
         if (auto n = b["threads"]) c.threads = bounded_int(n, "backend.threads", 1, kMaxThreads);
-        if (auto n = b["precision"]) c.precision = one_of(n, "backend.precision", {"fp32", "bf16", "int8"});
+        if (auto n = b["precision"]) c.precision = one_of(n, "backend.precision", {"fp32", "bf16", "fp16", "int8"});
         if (auto n = b["options"]) {
           if (!n.IsMap()) fail(n, "backend.options", "expected a mapping");
           int nodes = 0;
@@ -182,6 +195,12 @@ class ConfigReader {
           }
         }
       }
+    }
+    // `backends: [cuda, onednn]`: nodes go to the first that accepts them, reference last.
+    if (auto n = root["backends"]) {
+      if (c.backend) fail(n, "backends", "give the backends either here or as backend.name, not both");
+      if (!n.IsSequence()) fail(n, "backends", "expected a list of backend names");
+      c.backend = backend_list(n, "backends");
     }
     if (auto n = root["batch_size"]) c.batch_size = bounded_int(n, "batch_size", 1, kMaxBatchSize);
     if (auto n = root["top_k"]) c.top_k = bounded_int(n, "top_k", 1, kMaxTopK);

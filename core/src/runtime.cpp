@@ -3,6 +3,7 @@
 #include "vitbatch/error.hpp"
 #include "vitbatch/preprocess.hpp"
 
+#include <algorithm>
 #include <map>
 
 namespace vitbatch {
@@ -29,17 +30,28 @@ Runtime::Runtime(const RuntimeOptions& options)
                        " defaults are used: " + list +
                        " (set them in config.json or the YAML config's preprocess/model_options)");
   }
-  std::string chosen = options.backend;
-  if (chosen == "auto") {
-    AutoChoice pick = choose_auto_backend(host_);
-    chosen = pick.backend;
-    if (!pick.why.empty()) notices_.push_back("note: backend auto: " + pick.why);
+  // "cuda,onednn": nodes go to the first that accepts them; reference takes the rest.
+  std::vector<std::string> chosen;
+  for (size_t start = 0; start <= options.backend.size();) {
+    size_t end = std::min(options.backend.find(',', start), options.backend.size());
+    std::string name = options.backend.substr(start, end - start);
+    name.erase(0, name.find_first_not_of(" \t"));
+    name.erase(name.find_last_not_of(" \t") + 1);
+    if (name.empty()) throw Error("backend list '" + options.backend + "' has an empty name");
+    if (name == "auto") {
+      AutoChoice pick = choose_auto_backend(host_);
+      name = pick.backend;
+      if (!pick.why.empty()) notices_.push_back("note: backend auto: " + pick.why);
+    }
+    if (std::find(chosen.begin(), chosen.end(), name) == chosen.end()) chosen.push_back(name);
+    start = end + 1;
   }
   precision_ = options.backend_options.precision;
   threads_ = options.backend_options.threads;
-  backends_.push_back(std::make_unique<Backend>(host_.find(chosen), options.backend_options));
-  // reference takes whatever the chosen backend declines.
-  if (chosen != "reference") {
+  BackendOptions backend_options = options.backend_options;
+  backend_options.options = flatten_options(backend_options.options_json);
+  for (const std::string& name : chosen) backends_.push_back(std::make_unique<Backend>(host_.find(name), backend_options));
+  if (std::find(chosen.begin(), chosen.end(), "reference") == chosen.end()) {
     BackendOptions fallback = options.backend_options;
     fallback.precision = "fp32";
     fallback.options_json = "{}";
@@ -58,13 +70,20 @@ std::string Runtime::running() const {
 }
 
 AutoChoice choose_auto_backend(PluginHost& host) {
+  // The usable plugin with the highest score() wins; a plugin that cannot run here (no
+  // device) scores 0 and is never picked. Ties go to the earlier one on the search path.
+  const PluginInfo* best = nullptr;
+  for (const PluginInfo& p : host.plugins())
+    if (p.rejected.empty() && p.score > 0 && (!best || p.score > best->score)) best = &p;
+  if (!best) throw Error("no usable backend plugin found (not even reference); see `vitbatch backends`");
+  if (best->name != "reference") return {best->name, ""};
+  // Reference is the yardstick, not a way to run: say why nothing faster was found. The
+  // fast CPU backend that ships with vitbatch is the one a user most likely lacks.
   std::string why;
-  if (host.try_find("onednn", &why)) return {"onednn", ""};
-  return {"reference", "running on reference (exact, but about 20x slower) because " +
-                           (why.find("was rejected") != std::string::npos
-                                ? why
-                                : std::string("the onednn plugin is not installed (libvitbatch_backend_onednn.so is on "
-                                              "no plugin search path)"))};
+  if (host.try_find("onednn", &why) || why.find("was rejected") != std::string::npos)
+    return {"reference", "running on reference (exact, but about 20x slower) because " + why};
+  return {"reference", "running on reference (exact, but about 20x slower) because the onednn plugin is not installed "
+                       "(libvitbatch_backend_onednn.so is on no plugin search path)"};
 }
 
 }  // namespace vitbatch

@@ -14,6 +14,7 @@
 #include <numeric>
 #include <memory>
 #include <random>
+#include <cstdlib>
 
 #include "vitbatch/error.hpp"
 
@@ -275,20 +276,63 @@ double normalized_error(const Tensor& got, const Tensor& expected) {
 
 }  // namespace
 
+// The plugin directory, or $VITBATCH_TEST_BACKEND_DIR (scripts/gpu_check.sh runs these tests
+// on a machine where the build tree lies elsewhere).
+std::string backend_dir() {
+  const char* env = std::getenv("VITBATCH_TEST_BACKEND_DIR");
+  return env && *env ? env : VITBATCH_PLUGIN_DIR;
+}
+
+// Runs a prepared node, moving its activations through device memory when the backend has
+// its own: inputs up, the output back, exactly as the executor does.
+void run_node(Backend& backend, vit_node& node, std::vector<vit_tensor>& ins, vit_tensor& out, const std::vector<bool>& constant) {
+  if (!backend.device_memory()) {
+    void* state = backend.prepare(node);
+    backend.execute(state, node);
+    backend.release(state);
+    return;
+  }
+  std::vector<void*> device;
+  std::vector<vit_tensor> host_ins = ins;
+  vit_tensor host_out = out;
+  for (size_t i = 0; i < ins.size(); ++i) {
+    if (i < constant.size() && constant[i]) continue;  // weights stay the host's
+    size_t bytes = static_cast<size_t>(vit_plugin::element_count(ins[i])) * 4;
+    device.push_back(backend.alloc(bytes, VIT_ALLOC_DEVICE));
+    backend.copy(device.back(), host_ins[i].data, bytes, VIT_COPY_HOST_TO_DEVICE);
+    ins[i].data = device.back();
+  }
+  size_t out_bytes = static_cast<size_t>(vit_plugin::element_count(out)) * 4;
+  device.push_back(backend.alloc(out_bytes, VIT_ALLOC_DEVICE));
+  out.data = device.back();
+  void* state = backend.prepare(node);
+  backend.execute(state, node);
+  backend.copy(host_out.data, out.data, out_bytes, VIT_COPY_DEVICE_TO_HOST);
+  backend.release(state);
+  for (void* d : device) backend.free(d, VIT_ALLOC_DEVICE);
+  ins = host_ins;
+  out = host_out;
+}
+
 TEST_CASE("every op of every backend matches straightforward loops") {
-  PluginHost host({VITBATCH_PLUGIN_DIR});
+  PluginHost host({backend_dir()});
   std::mt19937 rng(1234);
   std::vector<OpCase> cases = make_cases(rng);
   int backends = 0;
   // Reduced precisions change the matmuls only; their tolerance is on the scale of the output.
-  const std::vector<std::pair<std::string, double>> precisions = {{"fp32", 1e-5}, {"bf16", 2e-2}, {"int8", 6e-2}};
+  const std::vector<std::pair<std::string, double>> precisions = {
+      {"fp32", 1e-5}, {"bf16", 2e-2}, {"fp16", 2e-2}, {"int8", 6e-2}};
   for (const PluginInfo& plugin : host.plugins()) {
     if (!plugin.rejected.empty()) continue;
+    if (!plugin.unavailable.empty()) {  // e.g. cuda on a machine without a GPU
+      std::printf("  %-10s SKIPPED (%s)\n", plugin.name.c_str(), plugin.unavailable.c_str());
+      continue;
+    }
     ++backends;
     for (const auto& [precision, tolerance] : precisions) {
       std::unique_ptr<Backend> backend;
       try {
-        backend = std::make_unique<Backend>(plugin, BackendOptions{2, precision, "{}"});
+        backend = std::make_unique<Backend>(plugin, BackendOptions{2, precision, "{}", {}});
       } catch (const Error& e) {
         CHECK(precision != "fp32");  // fp32 is every backend's
         std::printf("  %-10s %-6s NOT SUPPORTED (%s)\n", plugin.name.c_str(), precision.c_str(), e.what());
@@ -315,17 +359,20 @@ TEST_CASE("every op of every backend matches straightforward loops") {
         std::copy(c.params.ints.begin(), c.params.ints.end(), node.ints);
         std::copy(c.params.floats.begin(), c.params.floats.end(), node.floats);
         node.name = c.label.c_str();
+        for (size_t i = 0; i < c.constant.size() && i < 64; ++i)
+          if (c.constant[i]) node.constant_inputs |= uint64_t{1} << i;
         std::string why;
         if (!backend->supports(node, &why)) {
           if (precision == "fp32") std::printf("  %-10s %-24s NOT SUPPORTED (%s)\n", plugin.name.c_str(), c.label.c_str(), why.c_str());
           CHECK((plugin.name != "reference" || is_composite(c.op)));  // the yardstick takes every primitive op
           continue;
         }
-        void* state = backend->prepare(node);
-        backend->execute(state, node);
-        backend->release(state);
+        run_node(*backend, node, in_desc, out_desc, c.constant);
         double err = normalized_error(out, c.loops(inputs));
         CHECK(err <= tolerance);
+        if (!(err <= tolerance))
+          std::printf("  %-10s %-6s %-24s error %.3g above %.3g\n", plugin.name.c_str(), precision.c_str(),
+                      c.label.c_str(), err, tolerance);
       }
     }
   }

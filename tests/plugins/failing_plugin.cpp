@@ -22,25 +22,15 @@ vit_status execute(void*, void*, const vit_node*, char* message, size_t size) {
   return vit_plugin::guard(message, size, []() -> vit_status { throw std::runtime_error("kernel exploded"); });
 }
 
-const vit_backend_api kApi = {
-    /* .abi_version = */ VIT_PLUGIN_ABI_VERSION,
-    /* .struct_size = */ sizeof(vit_backend_api),
-    /* .name        = */ "failing",
-    /* .version     = */ "0",
-    /* .n_ops       = */ 1,
-    /* .ops         = */ kOps,
-    /* .create      = */ create,
-    /* .destroy     = */ destroy,
-    /* .describe    = */ nullptr,
-    /* .supports    = */ supports,
-    /* .prepare     = */ nullptr,
-    /* .execute     = */ execute,
-    /* .release     = */ nullptr,
-};
+vit_backend_api table() {
+  vit_backend_api api = vit_plugin::make_table("failing", "0", kOps);
+  api.create = create;
+  api.destroy = destroy;
+  api.supports = supports;
+  api.execute = execute;
+  return api;
+}
 
 }  // namespace
 
-extern "C" __attribute__((visibility("default"))) const vit_backend_api* vit_plugin_init(const vit_host_api*,
-                                                                                          uint32_t) {
-  return &kApi;
-}
+VIT_PLUGIN_EXPORT(table())

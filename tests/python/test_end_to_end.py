@@ -145,7 +145,7 @@ class EndToEnd(unittest.TestCase):
         self.assertIn("/nonexistent/model: no such model", r.stderr)
         r = classify("--model", MODEL, "--backend", "nosuch", photo)
         self.assertEqual(r.returncode, 2)
-        self.assertRegex(r.stderr, r"no backend named 'nosuch' \(plugin files found for: blas, onednn, reference; see ")
+        self.assertRegex(r.stderr, r"no backend named 'nosuch' \(plugin files found for: blas, (cuda, )?onednn, reference; see ")
         r = classify("--model", MODEL)
         self.assertEqual(r.returncode, 2)
         r = subprocess.run([vitref.VITBATCH, "classify", "--model", MODEL, "--top-k", "0", photo],
@@ -181,7 +181,7 @@ class EndToEnd(unittest.TestCase):
         test_plugins = os.environ.get("VITBATCH_TEST_PLUGIN_DIR")
         args = [vitref.VITBATCH, "backends"] + (["--plugin-dir", test_plugins] if test_plugins else [])
         out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
-        self.assertRegex(out, r"reference  1\.0  ABI 1  .*libvitbatch_backend_reference\.so")
+        self.assertRegex(out, r"reference  2\.0  ABI 2  precisions: fp32  .*libvitbatch_backend_reference\.so")
         self.assertIn("ops: patchify linear batch_matmul", out)
         if test_plugins:
             self.assertIn("plugin ABI version 999, this vitbatch needs ABI version 1", out)

@@ -1,6 +1,8 @@
 // The plugin host: found plugins, rejected ones with their reason, and failures that become
 // errors instead of crashes.
 #include "test_support.hpp"
+#include "vit_plugin_helpers.hpp"
+#include "vitbatch/runtime.hpp"
 #include "vitbatch/error.hpp"
 #include "vitbatch/executor.hpp"
 #include "vitbatch/plugin_host.hpp"
@@ -10,6 +12,7 @@
 #include <algorithm>
 #include <fstream>
 #include <iterator>
+#include <map>
 
 #include <sys/stat.h>
 
@@ -41,9 +44,9 @@ TEST_CASE("a plugin of another ABI version is rejected naming both numbers") {
   PluginHost host({VITBATCH_TEST_PLUGIN_DIR});
   const PluginInfo* bad = by_file(host, "libvitbatch_backend_bad_abi.so");
   REQUIRE(bad != nullptr);
-  CHECK(bad->rejected == "plugin ABI version 999, this vitbatch needs ABI version 1");
+  CHECK(bad->rejected == "plugin ABI version 999, this vitbatch loads ABI versions 1 to 2");
   CHECK_THROWS_WITH_AS(host.find("bad_abi"), doctest::Contains("backend 'bad_abi' was rejected"), Error);
-  CHECK_THROWS_WITH_AS(host.find("nosuch"), "no backend named 'nosuch' (plugin files found for: bad_abi, crash, failing, spin; see `vitbatch backends`)", Error);
+  CHECK_THROWS_WITH_AS(host.find("nosuch"), "no backend named 'nosuch' (plugin files found for: bad_abi, crash, failing, minimal_v2, spin, v1_layout; see `vitbatch backends`)", Error);
 }
 
 TEST_CASE("files that are not plugins are rejected with the loader's reason") {
@@ -126,4 +129,54 @@ TEST_CASE("misbehaving plugin files are rejected with a reason, never loaded int
   CHECK(why.find("was rejected") != std::string::npos);
   CHECK(odd.try_find("failing", &why) == nullptr);
   CHECK(why.find("writable by group or others") != std::string::npos);
+}
+
+TEST_CASE("ABI 2 reads only the slots a table has: an ABI 1 plugin and a minimal ABI 2 plugin both run") {
+  PluginHost host({VITBATCH_TEST_PLUGIN_DIR, VITBATCH_PLUGIN_DIR});
+  std::vector<float> x{1.0f, -2.0f, 3.5f}, y(3, 0.0f);
+  std::vector<vit_tensor> ins{vit_plugin::dense_tensor({3}, x.data())}, outs{vit_plugin::dense_tensor({3}, y.data())};
+  vit_node node = vit_plugin::make_node(VIT_OP_SCALE, ins, outs, {}, {2.0f}, "double");
+
+  const PluginInfo& old = host.find("v1_layout");
+  CHECK(old.abi_version == 1);
+  CHECK(old.score == 0);  // ABI 1 has no score(): never picked by auto
+  Backend v1(old, BackendOptions{});
+  CHECK_FALSE(v1.device_memory());
+  CHECK(v1.supports(node, nullptr));
+  v1.execute(v1.prepare(node), node);
+  CHECK(y == std::vector<float>{2.0f, -4.0f, 7.0f});
+
+  const PluginInfo& minimal = host.find("minimal_v2");
+  CHECK(minimal.abi_version == 2);
+  CHECK(minimal.score == 0);
+  CHECK(minimal.unavailable == "a test plugin: never picked by auto");
+  Backend v2(minimal, BackendOptions{});
+  v2.execute(v2.prepare(node), node);
+  CHECK(y == std::vector<float>{3.0f, -3.0f, 8.0f});
+  v2.synchronize();  // no synchronize entry: nothing to wait for
+
+  // auto ranks by score: the test plugins score 0, so the real backends win.
+  AutoChoice pick = choose_auto_backend(host);
+  CHECK(pick.backend != "v1_layout");
+  CHECK(pick.backend != "minimal_v2");
+}
+
+TEST_CASE("backend options arrive as key/value text") {
+  auto kv = flatten_options(R"({"tf32": true, "workspace": {"mb": 64}, "name": "x", "list": [1, 2]})");
+  std::map<std::string, std::string> m(kv.begin(), kv.end());
+  CHECK(m.at("tf32") == "true");
+  CHECK(m.at("workspace.mb") == "64");
+  CHECK(m.at("name") == "x");
+  CHECK(m.at("list") == "[1,2]");
+  CHECK(flatten_options("{}").empty());
+  vit_option pairs[] = {{"tf32", "true"}};
+  vit_backend_config config{};
+  config.struct_size = sizeof config;
+  config.n_options = 1;
+  config.options = pairs;
+  CHECK(vit_plugin::option(config, "tf32") == "true");
+  CHECK(vit_plugin::option(config, "missing", "d") == "d");
+  CHECK(vit_plugin::unknown_options(config, {"workspace"}) == "tf32");
+  config.struct_size = offsetof(vit_backend_config, n_options);  // an ABI 1 host's config
+  CHECK(vit_plugin::option(config, "tf32", "unset") == "unset");
 }

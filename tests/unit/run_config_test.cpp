@@ -45,6 +45,12 @@ plugin_dirs: [plugins]
 
 TEST_CASE("backend may be just a name; an empty file is fine") {
   CHECK(*parse_run_config("backend: reference\n", "a.yaml", "").backend == "reference");
+  // A list of backends, tried in order: kept as --backend's comma form.
+  CHECK(*parse_run_config("backends: [cuda, onednn]\n", "a.yaml", "").backend == "cuda,onednn");
+  CHECK(*parse_run_config("backend: {name: [cuda, onednn], precision: fp16}\n", "a.yaml", "").backend == "cuda,onednn");
+  CHECK_THROWS_WITH_AS(parse_run_config("backend: cuda\nbackends: [onednn]\n", "a.yaml", ""),
+                       doctest::Contains("give the backends either here or as backend.name, not both"), Error);
+  CHECK_THROWS_WITH_AS(parse_run_config("backends: []\n", "a.yaml", ""), doctest::Contains("the list of backends is empty"), Error);
   CHECK_FALSE(parse_run_config("", "a.yaml", "").model);
 }
 
@@ -61,7 +67,7 @@ TEST_CASE("errors name file, line and key") {
   CHECK_THROWS_WITH_AS(parse_run_config("top_k: 99999999999\n", "run.yaml", ""),
                        "run.yaml:1: 'top_k': expected an integer from 1 to 100000, got 99999999999", Error);
   CHECK_THROWS_WITH_AS(parse_run_config("backend: {precision: fp64}\n", "run.yaml", ""),
-                       "run.yaml:1: 'backend.precision': 'fp64' is not one of: bf16, fp32, int8", Error);
+                       "run.yaml:1: 'backend.precision': 'fp64' is not one of: bf16, fp16, fp32, int8", Error);
   CHECK_THROWS_WITH_AS(parse_run_config("preprocess:\n  mean: [1, 2]\n", "run.yaml", ""),
                        "run.yaml:2: 'preprocess.mean': expected a list of 3 numbers", Error);
   CHECK_THROWS_WITH_AS(parse_run_config("preprocess:\n  interpolation: cubic\n", "run.yaml", ""),

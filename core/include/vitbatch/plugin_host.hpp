@@ -17,8 +17,12 @@ struct PluginInfo {
   std::string version;
   uint32_t abi_version = 0;
   std::vector<Op> ops;
-  const vit_backend_api* api = nullptr;  // null when rejected
+  // The plugin's table widened to this host's layout (slots an older plugin lacks hold their
+  // defaults); null when rejected.
+  std::shared_ptr<const vit_backend_api> api;
   std::string rejected;       // why it cannot be used; empty when usable
+  int32_t score = 0;          // for `auto`: higher wins; <= 0 never picked
+  std::string unavailable;    // why score() said it cannot run here ("no CUDA device")
 };
 
 // The plugin search path, in order: --plugin-dir, the config's plugin_dirs,
@@ -56,7 +60,13 @@ struct BackendOptions {
   int threads = 1;
   std::string precision = "fp32";
   std::string options_json = "{}";
+  // The same options flattened to key/value text (what ABI 2 plugins read).
+  std::vector<std::pair<std::string, std::string>> options;
 };
+
+// Flattens a JSON object of options: nested keys joined with '.', scalars as text (strings
+// unquoted), lists as JSON text.
+std::vector<std::pair<std::string, std::string>> flatten_options(const std::string& options_json);
 
 // One live context of a plugin. Every call checks the status and throws Error with the
 // plugin's message, naming the backend (and node).
@@ -76,8 +86,15 @@ class Backend {
   void execute(void* state, const vit_node& node);
   void release(void* state);
 
+  // Where its activation buffers live; device backends allocate them and move data.
+  bool device_memory() const { return api_->memory == VIT_MEMORY_DEVICE; }
+  void* alloc(size_t bytes, vit_alloc_kind kind);
+  void free(void* data, vit_alloc_kind kind);
+  void copy(void* dst, const void* src, size_t bytes, vit_copy_kind kind);
+  void synchronize();
+
  private:
-  const vit_backend_api* api_;
+  std::shared_ptr<const vit_backend_api> api_;
   std::string name_;
   std::vector<Op> ops_;
   void* context_ = nullptr;

@@ -1,0 +1,96 @@
+#!/bin/bash
+# The GPU check of the cuda backend, one script of a few minutes for a machine with an
+# NVIDIA GPU (see BENCHMARKS.md): op tests against the loops and the reference backend, the
+# real ViT-Ti end to end against reference on every photo, a throughput table (ViT-Ti/S/B,
+# batch 1/64/256, fp32/bf16/fp16, images/s and GPU memory), and classify on 2,000 JPEGs.
+#
+#   here:          bash scripts/gpu_bundle.sh     (packs .gpu/: binaries, libraries, model, photos)
+#   on the GPU:    bash scripts/gpu_check.sh      (writes its logs and table to $OUT or /tmp/gpu_check)
+#
+# BACKEND=onednn PLUGIN_DIR=build/bin PYTHON=/usr/bin/python3 runs the same steps on a CPU
+# backend (to check the script itself).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+B=${BUNDLE:-.gpu}
+BACKEND=${BACKEND:-cuda}
+OUT=${OUT:-/tmp/gpu_check}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-2}
+PYTHON=${PYTHON:-python3}
+mkdir -p "$OUT"
+status=0
+fail() { echo "FAILED: $*"; status=1; }
+
+if [ "$BACKEND" = cuda ]; then
+  cublas=$(find /usr/local/cuda*/lib64 /usr/local/cuda*/lib /usr/lib/x86_64-linux-gnu /opt /usr/local/lib \
+             -name 'libcublasLt.so.13' 2>/dev/null | head -1)
+  [ -n "$cublas" ] || { echo "gpu_check: libcublasLt.so.13 not found on this machine"; exit 1; }
+  export LD_LIBRARY_PATH="$PWD/$B/lib:$(dirname "$cublas")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
+else
+  export LD_LIBRARY_PATH="$PWD/$B/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+V="$B/bin/vitbatch"
+[ -n "${PLUGIN_DIR:-}" ] && export VITBATCH_PLUGIN_PATH="$PLUGIN_DIR"
+echo "== backends"
+$V backends | grep -A3 -E "^\*? *$BACKEND " || fail "backend $BACKEND not listed as usable"
+
+echo "== 1. op tests: every op, every precision, against straightforward loops (and reference)"
+VITBATCH_TEST_BACKEND_DIR="$PWD/$B/bin" "$B/bin/vitbatch_unit_tests" -tc="every op*" >"$OUT/ops.log" 2>&1 ||
+  fail "op tests (see ops.log)"
+grep -E "SKIPPED|NOT SUPPORTED|test cases|ERROR" "$OUT/ops.log" | grep -E "$BACKEND|test cases|ERROR" | head -20
+
+echo "== 2. end to end on the real ViT-Ti and the photos, against reference"
+$V classify --backend reference -m "$B/model" "$B/images" --format jsonl -k 5 -o "$OUT/reference.jsonl" 2>"$OUT/reference.err" ||
+  [ $? -eq 1 ] || fail "reference run"
+for p in fp32 bf16 fp16; do
+  $V classify --backend "$BACKEND" --precision "$p" -m "$B/model" "$B/images" --format jsonl -k 5 \
+    -o "$OUT/$BACKEND-$p.jsonl" 2>"$OUT/$BACKEND-$p.err"
+  rc=$?
+  [ $rc -le 1 ] || { fail "$BACKEND $p run (exit $rc): $(tail -1 "$OUT/$BACKEND-$p.err")"; continue; }
+  tol=1e-3; [ "$p" = fp32 ] || tol=
+  "$PYTHON" scripts/gpu_compare.py "$OUT/reference.jsonl" "$OUT/$BACKEND-$p.jsonl" $tol || fail "parity $p"
+done
+
+echo "== 3. throughput: images/s (peak GPU memory, MiB)"
+"$PYTHON" scripts/gpu_models.py "$OUT/models" small base >/dev/null || fail "writing the ViT-S/B checkpoints"
+printf "%-8s %-6s %10s %10s %10s\n" model prec "batch 1" "batch 64" "batch 256" | tee "$OUT/table.txt"
+for model in tiny small base; do
+  path="$OUT/models/vit_${model}_patch16_224"; [ $model = tiny ] && path="$B/model"
+  for p in fp32 bf16 fp16; do
+    row=$(printf "%-8s %-6s" "ViT-${model:0:1}" "$p")
+    for batch in 1 64 256; do
+      mem=""
+      if command -v nvidia-smi >/dev/null; then
+        nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 >"$OUT/mem.log" 2>/dev/null &
+        sampler=$!
+      fi
+      json=$($V bench --backend "$BACKEND" --precision "$p" -m "$path" --batch-size $batch \
+               --seconds "$SECONDS_PER_RUN" --json 2>"$OUT/bench.err")
+      [ -n "${sampler:-}" ] && { kill $sampler 2>/dev/null; wait $sampler 2>/dev/null; mem=$(sort -n "$OUT/mem.log" | tail -1); sampler=; }
+      echo "$model $p $batch $json" >>"$OUT/bench.jsonl"
+      ips=$("$PYTHON" -c "import json,sys; print('%.0f' % json.loads(sys.argv[1])['images_per_second'])" "$json" 2>/dev/null) ||
+        { ips="error"; fail "bench $model $p $batch: $(tail -1 "$OUT/bench.err")"; }
+      row+=$(printf " %10s" "$ips${mem:+ ($mem)}")
+    done
+    echo "$row" | tee -a "$OUT/table.txt"
+  done
+done
+
+echo "== 4. classify 2,000 JPEGs end to end (decode on $(nproc) cores, bf16, batch 256)"
+jpegs="$OUT/jpegs"; mkdir -p "$jpegs"
+i=0
+while [ $i -lt 2000 ]; do
+  for f in "$B"/images/*.jpg; do
+    [ "$(basename "$f")" = truncated.jpg ] && continue
+    [ $i -lt 2000 ] || break
+    cp "$f" "$jpegs/$(printf %05d $i).jpg"; i=$((i + 1))
+  done
+done
+$V classify --backend "$BACKEND" --precision bf16 --batch-size 256 -m "$B/model" "$jpegs" -o "$OUT/jpegs.csv" \
+  2>"$OUT/jpegs.err" || fail "classify on the JPEGs: $(tail -1 "$OUT/jpegs.err")"
+tail -1 "$OUT/jpegs.err"
+[ "$(($(wc -l <"$OUT/jpegs.csv") - 1))" -eq 2000 ] || fail "expected 2000 rows"
+rm -rf "$jpegs" "$OUT/models"
+
+[ $status -eq 0 ] && echo "gpu_check: all passed" || echo "gpu_check: FAILURES above"
+exit $status
