@@ -105,7 +105,20 @@ typedef struct vit_node {
    * destroyed, whatever the backend's memory. Other inputs and the outputs are activations,
    * in the backend's memory. */
   uint64_t constant_inputs;
+  /* The graph's value ids of the inputs (n_inputs of them) and of the output: how the nodes
+   * that claim() is offered connect. */
+  const int32_t* input_ids;
+  int32_t output_id;
+  /* op == VIT_OP_FUSED: the run of nodes the backend claimed, in order. Their tensors carry
+   * data for the values that cross the run's edge (read from before it, or used after it)
+   * and NULL for values that live and die inside it, which the backend keeps to itself. The
+   * fused node's own inputs/outputs list the crossing values once each. */
+  int32_t n_fused;
+  const vit_node* fused;
 } vit_node;
+
+/* The op of a fused step (not a graph op: only backends that claim() ever see it). */
+#define VIT_OP_FUSED 1000
 
 /* Whether node->inputs[i] is a constant (0 for nodes from an ABI 1 host). */
 #define VIT_INPUT_IS_CONSTANT(node, i)                                                       \
@@ -177,6 +190,13 @@ typedef struct vit_backend_api {
                      char* message, size_t message_size);
   /* (optional) Waits until all work asked of the context is done. */
   vit_status (*synchronize)(void* context, char* message, size_t message_size);
+  /* (optional) Fusion, as ONNX Runtime's plugin execution providers claim subgraphs: offered
+   * the graph's nodes from the first not yet placed to the end (value ids set, no data),
+   * sets *length to how many of them, from the first, it runs as one step (0 or 1: none).
+   * The host then prepares and executes them as one VIT_OP_FUSED node. Asked before
+   * supports(), in the configured backend order. */
+  vit_status (*claim)(void* context, const vit_node* nodes, int32_t n_nodes, int32_t* length,
+                      char* message, size_t message_size);
 } vit_backend_api;
 
 /* The size of an ABI 1 table: everything before `memory`. */

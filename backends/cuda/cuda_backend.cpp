@@ -130,7 +130,50 @@ struct State {
   std::vector<const void*> constant;  // per input: device copy, or null for activations
   std::vector<Context::UploadKey> held;  // the uploads this node uses
   std::unique_ptr<GemmPlan> g1, g2;   // linear: g1; mlp: fc1, fc2
+  // A fused run (VIT_OP_FUSED): which pattern, and each node's own state.
+  int fusion = 0;
+  std::vector<std::unique_ptr<State>> parts;
 };
+
+// The runs this backend claims, each saving a round trip of the activations through memory:
+enum Fusion {
+  kNone = 0,
+  kNormLinear = 1,     // layer_norm -> linear: the norm writes the GEMM's input type directly
+  kLinearAdd = 2,      // linear -> add (residual): the GEMM adds the residual in its epilogue
+  kNormMlpAdd = 3,     // layer_norm -> mlp -> add: both of the above around the MLP
+};
+
+bool weights_constant(const vit_node& n) {
+  int last = n.op == VIT_OP_MLP ? 4 : n.n_inputs - 1;
+  for (int i = 1; i <= last; ++i)
+    if (!VIT_INPUT_IS_CONSTANT(&n, i)) return false;
+  return true;
+}
+
+// The add reads `inner` and one value from outside the run (its residual): which input.
+int residual_input(const vit_node& add, int32_t inner, int32_t other_inner = -1) {
+  if (add.op != VIT_OP_ADD || add.n_inputs != 2) return -1;
+  if (vit_plugin::element_count(add.inputs[0]) != vit_plugin::element_count(add.inputs[1])) return -1;
+  for (int i = 0; i < 2; ++i)
+    if (add.input_ids[1 - i] == inner && add.input_ids[i] != inner && add.input_ids[i] != other_inner &&
+        !VIT_INPUT_IS_CONSTANT(&add, i))
+      return i;
+  return -1;
+}
+
+Fusion fusion_at(const vit_node* n, int32_t count) {
+  if (count >= 3 && n[0].op == VIT_OP_LAYER_NORM && n[1].op == VIT_OP_MLP && n[1].input_ids[0] == n[0].output_id &&
+      weights_constant(n[1]) && residual_input(n[2], n[1].output_id, n[0].output_id) >= 0)
+    return kNormMlpAdd;
+  if (count >= 2 && n[0].op == VIT_OP_LAYER_NORM && n[1].op == VIT_OP_LINEAR && n[1].input_ids[0] == n[0].output_id &&
+      weights_constant(n[1]))
+    return kNormLinear;
+  if (count >= 2 && n[0].op == VIT_OP_LINEAR && weights_constant(n[0]) && residual_input(n[1], n[0].output_id) >= 0)
+    return kLinearAdd;
+  return kNone;
+}
+
+int fusion_length(Fusion f) { return f == kNormMlpAdd ? 3 : f == kNone ? 0 : 2; }
 
 const void* in(const State& st, const vit_node& n, int i) {
   return st.constant[i] ? st.constant[i] : n.inputs[i].data;
@@ -216,47 +259,239 @@ vit_status supports(void*, const vit_node* node, char* message, size_t size) {
   });
 }
 
+std::unique_ptr<State> prepare_single(Context* ctx, const vit_node* node) {
+  auto st = std::make_unique<State>();
+  st->constant.assign(node->n_inputs, nullptr);
+  const Elem e = ctx->elem;
+  // Weights of the GEMMs go up in the compute type, everything else as float32.
+  auto is_gemm_weight = [&](int i) {
+    return (node->op == VIT_OP_LINEAR && i == 1) || (node->op == VIT_OP_MLP && (i == 1 || i == 3));
+  };
+  for (int32_t i = 0; i < node->n_inputs; ++i)
+    if (VIT_INPUT_IS_CONSTANT(node, i)) st->constant[i] = ctx->upload(node->inputs[i], is_gemm_weight(i) ? e : Elem::F32, st->held);
+  const vit_tensor& x = node->inputs[0];
+  if (node->op == VIT_OP_LINEAR) {
+    if (!st->constant[1]) throw std::runtime_error("cuda: a linear's weight must be a constant");
+    int64_t k = last_dim(x), n = node->inputs[1].shape[0], m = vit_plugin::element_count(x) / k;
+    const void* bias = node->n_inputs > 2 ? st->constant[2] : nullptr;
+    if (node->n_inputs > 2 && !bias) throw std::runtime_error("cuda: a linear's bias must be a constant");
+    st->g1 = ctx->gemm.plan(m, n, k, e, e, Elem::F32, bias);
+    ctx->need_scratch(e == Elem::F32 ? 0 : static_cast<size_t>(m * k) * elem_size(e));
+  } else if (node->op == VIT_OP_MLP) {
+    for (int i = 1; i <= 4; ++i)
+      if (!st->constant[i]) throw std::runtime_error("cuda: an mlp's weights must be constants");
+    int64_t d = last_dim(x), hidden = node->inputs[1].shape[0], m = vit_plugin::element_count(x) / d;
+    // fc1 writes the hidden layer in the compute type, with its bias in that type too.
+    const void* b1 = e == Elem::F32 ? st->constant[2] : ctx->upload(node->inputs[2], e, st->held);
+    st->g1 = ctx->gemm.plan(m, hidden, d, e, e, e, b1);
+    st->g2 = ctx->gemm.plan(m, d, hidden, e, e, Elem::F32, st->constant[4]);
+    size_t xs = e == Elem::F32 ? 0 : aligned(static_cast<size_t>(m * d) * elem_size(e));
+    ctx->need_scratch(xs + static_cast<size_t>(m * hidden) * elem_size(e));
+  } else if (node->op == VIT_OP_ATTENTION) {
+    int64_t b = x.shape[0], t = x.shape[1], dim = x.shape[2] / 3, h = node->ints[0];
+    if (h <= 0 || dim % h != 0) throw std::runtime_error("cuda: attention heads do not divide the width");
+    int64_t hd = dim / h;
+    size_t qkv = 3 * static_cast<size_t>(b * t * dim) * elem_size(e);
+    size_t scores = static_cast<size_t>(b * h * t * t);
+    ctx->need_scratch(aligned(qkv) + aligned(scores * 4) + aligned(scores * elem_size(e)) +
+                      static_cast<size_t>(b * h * t * hd) * 4);
+  }
+  return st;
+}
+
+void execute_single(Context* ctx, const State& st, const vit_node& n) {
+  cudaStream_t s = ctx->stream;
+  const Elem e = ctx->elem;
+  const vit_tensor& x = n.inputs[0];
+  const vit_tensor& y = n.outputs[0];
+  const int64_t count = vit_plugin::element_count(y);
+  auto* scratch = static_cast<char*>(ctx->scratch);
+  switch (n.op) {
+    case VIT_OP_PATCHIFY:
+      patchify(inf(st, n, 0), outf(n), x.shape[0], x.shape[1], x.shape[2], x.shape[3], n.ints[0], s);
+      break;
+    case VIT_OP_LINEAR: {
+      const void* a = in(st, n, 0);
+      if (e != Elem::F32) {
+        convert(inf(st, n, 0), scratch, vit_plugin::element_count(x), e, s);
+        a = scratch;
+      }
+      ctx->gemm.run(*st.g1, st.constant[1], a, outf(n));
+      break;
+    }
+    case VIT_OP_MLP: {
+      const int64_t d = last_dim(x), m = vit_plugin::element_count(x) / d, hidden = n.inputs[1].shape[0];
+      const void* a = in(st, n, 0);
+      char* h = scratch;
+      if (e != Elem::F32) {
+        convert(inf(st, n, 0), scratch, m * d, e, s);
+        a = scratch;
+        h = scratch + aligned(static_cast<size_t>(m * d) * elem_size(e));
+      }
+      ctx->gemm.run(*st.g1, st.constant[1], a, h);
+      gelu(h, m * hidden, e, s);
+      ctx->gemm.run(*st.g2, st.constant[3], h, outf(n));
+      break;
+    }
+    case VIT_OP_ATTENTION: {
+      const int64_t b = x.shape[0], t = x.shape[1], dim = x.shape[2] / 3, heads = n.ints[0], hd = dim / heads;
+      const size_t es = elem_size(e), part = static_cast<size_t>(b * t * dim) * es;
+      const size_t scores = static_cast<size_t>(b * heads * t * t);
+      char* qkv = scratch;
+      auto* sc = reinterpret_cast<float*>(qkv + aligned(3 * part));
+      char* probs = reinterpret_cast<char*>(sc) + aligned(scores * 4);
+      auto* o = reinterpret_cast<float*>(probs + aligned(scores * es));
+      split_heads(inf(st, n, 0), qkv, b, t, heads, hd, e, s);
+      ctx->gemm.attention_scores(qkv, qkv + part, sc, b * heads, t, hd, e, n.floats[0]);
+      softmax(sc, probs, b * heads * t, t, e, s);
+      ctx->gemm.attention_values(probs, qkv + 2 * part, o, b * heads, t, hd, e);
+      merge_heads(o, outf(n), b, t, heads, hd, s);
+      break;
+    }
+    case VIT_OP_BATCH_MATMUL: {
+      const vit_tensor& bt = n.inputs[1];
+      int64_t m = x.shape[x.rank - 2], k = x.shape[x.rank - 1];
+      int64_t nn = n.ints[0] ? bt.shape[bt.rank - 2] : bt.shape[bt.rank - 1];
+      int64_t batch = vit_plugin::element_count(x) / (m * k);
+      ctx->gemm.batched_f32(inf(st, n, 0), inf(st, n, 1), outf(n), batch, m, nn, k, n.ints[0] != 0);
+      break;
+    }
+    case VIT_OP_ADD:
+      add(inf(st, n, 0), inf(st, n, 1), outf(n), count, vit_plugin::element_count(n.inputs[1]), s);
+      break;
+    case VIT_OP_LAYER_NORM:
+      layer_norm(inf(st, n, 0), inf(st, n, 1), inf(st, n, 2), outf(n), count / last_dim(x), last_dim(x), n.floats[0], Elem::F32, s);
+      break;
+    case VIT_OP_GELU:
+      gelu_f32(inf(st, n, 0), outf(n), count, s);
+      break;
+    case VIT_OP_SOFTMAX:
+      softmax(inf(st, n, 0), outf(n), count / last_dim(x), last_dim(x), Elem::F32, s);
+      break;
+    case VIT_OP_SCALE:
+      scale(inf(st, n, 0), outf(n), count, n.floats[0], s);
+      break;
+    case VIT_OP_RESHAPE:
+      if (n.outputs[0].data != in(st, n, 0))
+        check(cudaMemcpyAsync(outf(n), in(st, n, 0), static_cast<size_t>(count) * 4, cudaMemcpyDeviceToDevice, s),
+              "reshape");
+      break;
+    case VIT_OP_PERMUTE: {
+      int64_t perm[8];
+      for (int i = 0; i < x.rank; ++i) perm[i] = n.ints[1 + i];
+      permute(inf(st, n, 0), outf(n), x.rank, x.shape, perm, s);
+      break;
+    }
+    case VIT_OP_SLICE: {
+      const int64_t axis = n.ints[0], start = n.ints[1], end = n.ints[2];
+      int64_t outer = 1, inner = 1;
+      for (int64_t i = 0; i < axis; ++i) outer *= x.shape[i];
+      for (int64_t i = axis + 1; i < x.rank; ++i) inner *= x.shape[i];
+      copy_rows(inf(st, n, 0), outf(n), outer, outer, x.shape[axis], start, end - start, end - start, 0, inner, s);
+      break;
+    }
+    case VIT_OP_CONCAT: {
+      const int64_t axis = n.ints[0];
+      int64_t outer = 1, inner = 1;
+      for (int64_t i = 0; i < axis; ++i) outer *= y.shape[i];
+      for (int64_t i = axis + 1; i < y.rank; ++i) inner *= y.shape[i];
+      int64_t offset = 0;
+      for (int32_t k = 0; k < n.n_inputs; ++k) {
+        const vit_tensor& part = n.inputs[k];
+        // An input with first dim 1 joined to a batch repeats for every image.
+        int64_t mod = part.shape[0] == y.shape[0] ? outer : outer / y.shape[0];
+        copy_rows(inf(st, n, k), outf(n), outer, mod, part.shape[axis], 0, part.shape[axis], y.shape[axis], offset, inner, s);
+        offset += part.shape[axis];
+      }
+      break;
+    }
+    default:
+      throw std::runtime_error(std::string("cuda: op ") + vit_plugin::op_name(n.op) + " is not implemented");
+  }
+}
+
+// The fused runs' scratch: the normalised input in the GEMM's type (float32 at fp32), then
+// what the single nodes need after it.
+size_t norm_bytes(const Context& ctx, const vit_node& norm) {
+  return aligned(static_cast<size_t>(vit_plugin::element_count(norm.inputs[0])) * elem_size(ctx.elem));
+}
+
+std::unique_ptr<State> prepare_fused(Context* ctx, const vit_node* node) {
+  auto st = std::make_unique<State>();
+  st->fusion = fusion_at(node->fused, node->n_fused);
+  if (st->fusion == kNone || fusion_length(static_cast<Fusion>(st->fusion)) != node->n_fused)
+    throw std::runtime_error("cuda: asked to run a fused step it did not claim");
+  for (int32_t i = 0; i < node->n_fused; ++i) st->parts.push_back(prepare_single(ctx, &node->fused[i]));
+  const vit_node* f = node->fused;
+  if (st->fusion == kNormLinear) ctx->need_scratch(norm_bytes(*ctx, f[0]));
+  if (st->fusion == kNormMlpAdd) {
+    const int64_t d = last_dim(f[1].inputs[0]), m = vit_plugin::element_count(f[1].inputs[0]) / d;
+    ctx->need_scratch(norm_bytes(*ctx, f[0]) + static_cast<size_t>(m * f[1].inputs[1].shape[0]) * elem_size(ctx->elem));
+  }
+  return st;
+}
+
+void execute_fused(Context* ctx, const State& st, const vit_node& node) {
+  const vit_node* f = node.fused;
+  cudaStream_t s = ctx->stream;
+  const Elem e = ctx->elem;
+  char* scratch = static_cast<char*>(ctx->scratch);
+  auto norm = [&](const vit_node& n, const State& ns, void* to) {
+    const vit_tensor& x = n.inputs[0];
+    int64_t d = last_dim(x), rows = vit_plugin::element_count(x) / d;
+    layer_norm(inf(ns, n, 0), inf(ns, n, 1), inf(ns, n, 2), to, rows, d, n.floats[0], e, s);
+    // Read after the run as well (the host gave it a buffer): write it there too.
+    if (n.outputs[0].data)
+      layer_norm(inf(ns, n, 0), inf(ns, n, 1), inf(ns, n, 2), n.outputs[0].data, rows, d, n.floats[0], Elem::F32, s);
+  };
+  if (st.fusion == kNormLinear) {
+    const vit_node& lin = f[1];
+    norm(f[0], *st.parts[0], scratch);
+    ctx->gemm.run(*st.parts[1]->g1, st.parts[1]->constant[1], scratch, outf(lin));
+    return;
+  }
+  if (st.fusion == kLinearAdd) {
+    const vit_node& lin = f[0];
+    const vit_node& add = f[1];
+    const State& ls = *st.parts[0];
+    if (lin.outputs[0].data) {  // the projection is read elsewhere too: no fusion to gain
+      execute_single(ctx, ls, lin);
+      execute_single(ctx, *st.parts[1], add);
+      return;
+    }
+    const void* a = in(ls, lin, 0);
+    if (e != Elem::F32) {
+      convert(inf(ls, lin, 0), scratch, vit_plugin::element_count(lin.inputs[0]), e, s);
+      a = scratch;
+    }
+    int r = residual_input(add, lin.output_id);
+    ctx->gemm.run(*ls.g1, ls.constant[1], a, outf(add), in(*st.parts[1], add, r));
+    return;
+  }
+  // kNormMlpAdd
+  const vit_node& mlp = f[1];
+  const vit_node& add = f[2];
+  const State& ms = *st.parts[1];
+  const int64_t d = last_dim(mlp.inputs[0]), m = vit_plugin::element_count(mlp.inputs[0]) / d,
+                hidden = mlp.inputs[1].shape[0];
+  char* h = scratch + norm_bytes(*ctx, f[0]);
+  norm(f[0], *st.parts[0], scratch);
+  ctx->gemm.run(*ms.g1, ms.constant[1], scratch, h);
+  gelu(h, m * hidden, e, s);
+  int r = residual_input(add, mlp.output_id, f[0].output_id);
+  if (mlp.outputs[0].data) {  // the MLP's output is read elsewhere too
+    ctx->gemm.run(*ms.g2, ms.constant[3], h, outf(mlp));
+    execute_single(ctx, *st.parts[2], add);
+    return;
+  }
+  ctx->gemm.run(*ms.g2, ms.constant[3], h, outf(add), in(*st.parts[2], add, r));
+}
+
 vit_status prepare(void* context, const vit_node* node, void** state, char* message, size_t size) {
   return vit_plugin::guard(message, size, [&] {
     auto* ctx = static_cast<Context*>(context);
     check(cudaSetDevice(ctx->device), "cudaSetDevice");
-    auto st = std::make_unique<State>();
-    st->constant.assign(node->n_inputs, nullptr);
-    const Elem e = ctx->elem;
-    // Weights of the GEMMs go up in the compute type, everything else as float32.
-    auto is_gemm_weight = [&](int i) {
-      return (node->op == VIT_OP_LINEAR && i == 1) || (node->op == VIT_OP_MLP && (i == 1 || i == 3));
-    };
-    for (int32_t i = 0; i < node->n_inputs; ++i)
-      if (VIT_INPUT_IS_CONSTANT(node, i)) st->constant[i] = ctx->upload(node->inputs[i], is_gemm_weight(i) ? e : Elem::F32, st->held);
-    const vit_tensor& x = node->inputs[0];
-    if (node->op == VIT_OP_LINEAR) {
-      if (!st->constant[1]) throw std::runtime_error("cuda: a linear's weight must be a constant");
-      int64_t k = last_dim(x), n = node->inputs[1].shape[0], m = vit_plugin::element_count(x) / k;
-      const void* bias = node->n_inputs > 2 ? st->constant[2] : nullptr;
-      if (node->n_inputs > 2 && !bias) throw std::runtime_error("cuda: a linear's bias must be a constant");
-      st->g1 = ctx->gemm.plan(m, n, k, e, e, Elem::F32, bias);
-      ctx->need_scratch(e == Elem::F32 ? 0 : static_cast<size_t>(m * k) * elem_size(e));
-    } else if (node->op == VIT_OP_MLP) {
-      for (int i = 1; i <= 4; ++i)
-        if (!st->constant[i]) throw std::runtime_error("cuda: an mlp's weights must be constants");
-      int64_t d = last_dim(x), hidden = node->inputs[1].shape[0], m = vit_plugin::element_count(x) / d;
-      // fc1 writes the hidden layer in the compute type, with its bias in that type too.
-      const void* b1 = e == Elem::F32 ? st->constant[2] : ctx->upload(node->inputs[2], e, st->held);
-      st->g1 = ctx->gemm.plan(m, hidden, d, e, e, e, b1);
-      st->g2 = ctx->gemm.plan(m, d, hidden, e, e, Elem::F32, st->constant[4]);
-      size_t xs = e == Elem::F32 ? 0 : aligned(static_cast<size_t>(m * d) * elem_size(e));
-      ctx->need_scratch(xs + static_cast<size_t>(m * hidden) * elem_size(e));
-    } else if (node->op == VIT_OP_ATTENTION) {
-      int64_t b = x.shape[0], t = x.shape[1], dim = x.shape[2] / 3, h = node->ints[0];
-      if (h <= 0 || dim % h != 0) throw std::runtime_error("cuda: attention heads do not divide the width");
-      int64_t hd = dim / h;
-      size_t qkv = 3 * static_cast<size_t>(b * t * dim) * elem_size(e);
-      size_t scores = static_cast<size_t>(b * h * t * t);
-      ctx->need_scratch(aligned(qkv) + aligned(scores * 4) + aligned(scores * elem_size(e)) +
-                        static_cast<size_t>(b * h * t * hd) * 4);
-    }
-    *state = st.release();
+    *state = (node->op == VIT_OP_FUSED ? prepare_fused(ctx, node) : prepare_single(ctx, node)).release();
     return VIT_STATUS_OK;
   });
 }
@@ -266,125 +501,26 @@ vit_status execute(void* context, void* state, const vit_node* node, char* messa
     auto* ctx = static_cast<Context*>(context);
     check(cudaSetDevice(ctx->device), "cudaSetDevice");  // the calling thread may be new
     const State& st = *static_cast<State*>(state);
-    const vit_node& n = *node;
-    cudaStream_t s = ctx->stream;
-    const Elem e = ctx->elem;
-    const vit_tensor& x = n.inputs[0];
-    const vit_tensor& y = n.outputs[0];
-    const int64_t count = vit_plugin::element_count(y);
-    auto* scratch = static_cast<char*>(ctx->scratch);
-    switch (n.op) {
-      case VIT_OP_PATCHIFY:
-        patchify(inf(st, n, 0), outf(n), x.shape[0], x.shape[1], x.shape[2], x.shape[3], n.ints[0], s);
-        break;
-      case VIT_OP_LINEAR: {
-        const void* a = in(st, n, 0);
-        if (e != Elem::F32) {
-          convert(inf(st, n, 0), scratch, vit_plugin::element_count(x), e, s);
-          a = scratch;
-        }
-        ctx->gemm.run(*st.g1, st.constant[1], a, outf(n));
-        break;
-      }
-      case VIT_OP_MLP: {
-        const int64_t d = last_dim(x), m = vit_plugin::element_count(x) / d, hidden = n.inputs[1].shape[0];
-        const void* a = in(st, n, 0);
-        char* h = scratch;
-        if (e != Elem::F32) {
-          convert(inf(st, n, 0), scratch, m * d, e, s);
-          a = scratch;
-          h = scratch + aligned(static_cast<size_t>(m * d) * elem_size(e));
-        }
-        ctx->gemm.run(*st.g1, st.constant[1], a, h);
-        gelu(h, m * hidden, e, s);
-        ctx->gemm.run(*st.g2, st.constant[3], h, outf(n));
-        break;
-      }
-      case VIT_OP_ATTENTION: {
-        const int64_t b = x.shape[0], t = x.shape[1], dim = x.shape[2] / 3, heads = n.ints[0], hd = dim / heads;
-        const size_t es = elem_size(e), part = static_cast<size_t>(b * t * dim) * es;
-        const size_t scores = static_cast<size_t>(b * heads * t * t);
-        char* qkv = scratch;
-        auto* sc = reinterpret_cast<float*>(qkv + aligned(3 * part));
-        char* probs = reinterpret_cast<char*>(sc) + aligned(scores * 4);
-        auto* o = reinterpret_cast<float*>(probs + aligned(scores * es));
-        split_heads(inf(st, n, 0), qkv, b, t, heads, hd, e, s);
-        ctx->gemm.attention_scores(qkv, qkv + part, sc, b * heads, t, hd, e, n.floats[0]);
-        softmax(sc, probs, b * heads * t, t, e, s);
-        ctx->gemm.attention_values(probs, qkv + 2 * part, o, b * heads, t, hd, e);
-        merge_heads(o, outf(n), b, t, heads, hd, s);
-        break;
-      }
-      case VIT_OP_BATCH_MATMUL: {
-        const vit_tensor& bt = n.inputs[1];
-        int64_t m = x.shape[x.rank - 2], k = x.shape[x.rank - 1];
-        int64_t nn = n.ints[0] ? bt.shape[bt.rank - 2] : bt.shape[bt.rank - 1];
-        int64_t batch = vit_plugin::element_count(x) / (m * k);
-        ctx->gemm.batched_f32(inf(st, n, 0), inf(st, n, 1), outf(n), batch, m, nn, k, n.ints[0] != 0);
-        break;
-      }
-      case VIT_OP_ADD:
-        add(inf(st, n, 0), inf(st, n, 1), outf(n), count, vit_plugin::element_count(n.inputs[1]), s);
-        break;
-      case VIT_OP_LAYER_NORM:
-        layer_norm(inf(st, n, 0), inf(st, n, 1), inf(st, n, 2), outf(n), count / last_dim(x), last_dim(x), n.floats[0], s);
-        break;
-      case VIT_OP_GELU:
-        gelu_f32(inf(st, n, 0), outf(n), count, s);
-        break;
-      case VIT_OP_SOFTMAX:
-        softmax(inf(st, n, 0), outf(n), count / last_dim(x), last_dim(x), Elem::F32, s);
-        break;
-      case VIT_OP_SCALE:
-        scale(inf(st, n, 0), outf(n), count, n.floats[0], s);
-        break;
-      case VIT_OP_RESHAPE:
-        if (n.outputs[0].data != in(st, n, 0))
-          check(cudaMemcpyAsync(outf(n), in(st, n, 0), static_cast<size_t>(count) * 4, cudaMemcpyDeviceToDevice, s),
-                "reshape");
-        break;
-      case VIT_OP_PERMUTE: {
-        int64_t perm[8];
-        for (int i = 0; i < x.rank; ++i) perm[i] = n.ints[1 + i];
-        permute(inf(st, n, 0), outf(n), x.rank, x.shape, perm, s);
-        break;
-      }
-      case VIT_OP_SLICE: {
-        const int64_t axis = n.ints[0], start = n.ints[1], end = n.ints[2];
-        int64_t outer = 1, inner = 1;
-        for (int64_t i = 0; i < axis; ++i) outer *= x.shape[i];
-        for (int64_t i = axis + 1; i < x.rank; ++i) inner *= x.shape[i];
-        copy_rows(inf(st, n, 0), outf(n), outer, outer, x.shape[axis], start, end - start, end - start, 0, inner, s);
-        break;
-      }
-      case VIT_OP_CONCAT: {
-        const int64_t axis = n.ints[0];
-        int64_t outer = 1, inner = 1;
-        for (int64_t i = 0; i < axis; ++i) outer *= y.shape[i];
-        for (int64_t i = axis + 1; i < y.rank; ++i) inner *= y.shape[i];
-        int64_t offset = 0;
-        for (int32_t k = 0; k < n.n_inputs; ++k) {
-          const vit_tensor& part = n.inputs[k];
-          // An input with first dim 1 joined to a batch repeats for every image.
-          int64_t mod = part.shape[0] == y.shape[0] ? outer : outer / y.shape[0];
-          copy_rows(inf(st, n, k), outf(n), outer, mod, part.shape[axis], 0, part.shape[axis], y.shape[axis], offset, inner, s);
-          offset += part.shape[axis];
-        }
-        break;
-      }
-      default:
-        throw std::runtime_error(std::string("cuda: op ") + vit_plugin::op_name(n.op) + " is not implemented");
-    }
+    if (node->op == VIT_OP_FUSED) execute_fused(ctx, st, *node);
+    else execute_single(ctx, st, *node);
     return VIT_STATUS_OK;
   });
 }
 
-void release(void* context, void* state) {
-  auto* ctx = static_cast<Context*>(context);
-  auto* st = static_cast<State*>(state);
+vit_status claim(void*, const vit_node* nodes, int32_t count, int32_t* length, char* message, size_t size) {
+  return vit_plugin::guard(message, size, [&] {
+    *length = fusion_length(fusion_at(nodes, count));
+    return VIT_STATUS_OK;
+  });
+}
+
+void release_state(Context* ctx, State* st) {
+  for (auto& part : st->parts) release_state(ctx, part.release());
   for (const auto& key : st->held) ctx->drop(key);
   delete st;
 }
+
+void release(void* context, void* state) { release_state(static_cast<Context*>(context), static_cast<State*>(state)); }
 
 int32_t score(char* message, size_t size) {
   std::string why = no_device_reason();
@@ -447,6 +583,7 @@ vit_backend_api table() {
   api.free = free_buffer;
   api.copy = copy;
   api.synchronize = synchronize;
+  api.claim = claim;
   return api;
 }
 

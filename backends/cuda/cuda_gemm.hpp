@@ -25,7 +25,8 @@ class Gemm {
   void destroy();
   // Row-major y[m, n] = x[m, k] @ w[n, k]^T (+ bias[n], in y's type), x and w in `in`.
   std::unique_ptr<GemmPlan> plan(int64_t m, int64_t n, int64_t k, Elem w, Elem x, Elem y, const void* bias);
-  void run(const GemmPlan& plan, const void* w, const void* x, void* y);
+  // With `residual` (float32, y's shape): y = x @ w^T + bias + residual, in the same pass.
+  void run(const GemmPlan& plan, const void* w, const void* x, void* y, const void* residual = nullptr);
   // scores[b][i][j] = alpha * q[b][i] . k[b][j] over `batch` [t, hd] blocks (float32 out).
   void attention_scores(const void* q, const void* k, float* scores, int64_t batch, int64_t t, int64_t hd, Elem e,
                         float alpha);

@@ -79,7 +79,8 @@ __device__ float warp_max(float v) {
 
 // One warp per row; two passes over the row (mean, then the centred variance) as the
 // reference does, so fp32 agrees to rounding.
-__global__ void layer_norm_kernel(const float* x, const float* g, const float* b, float* y, int64_t rows, int64_t d,
+template <class T>
+__global__ void layer_norm_kernel(const float* x, const float* g, const float* b, T* y, int64_t rows, int64_t d,
                                   float eps) {
   int64_t row = blockIdx.x * (int64_t)(blockDim.x / 32) + threadIdx.x / 32;
   int lane = threadIdx.x % 32;
@@ -94,8 +95,8 @@ __global__ void layer_norm_kernel(const float* x, const float* g, const float* b
     v += c * c;
   }
   float rstd = rsqrtf(warp_sum(v) / static_cast<float>(d) + eps);
-  float* yr = y + row * d;
-  for (int64_t i = lane; i < d; i += 32) yr[i] = (xr[i] - mean) * rstd * g[i] + b[i];
+  T* yr = y + row * d;
+  for (int64_t i = lane; i < d; i += 32) yr[i] = from_float<T>((xr[i] - mean) * rstd * g[i] + b[i]);
 }
 
 template <class T>
@@ -197,9 +198,14 @@ void gelu_f32(const float* x, float* y, int64_t n, cudaStream_t s) {
   check_launch("gelu");
 }
 
-void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows, int64_t d, float eps,
-                cudaStream_t s) {
-  layer_norm_kernel<<<row_blocks(rows), kThreads, 0, s>>>(x, gamma, beta, y, rows, d, eps);
+void layer_norm(const float* x, const float* gamma, const float* beta, void* y, int64_t rows, int64_t d, float eps,
+                Elem to, cudaStream_t s) {
+  if (to == Elem::BF16)
+    layer_norm_kernel<<<row_blocks(rows), kThreads, 0, s>>>(x, gamma, beta, static_cast<__nv_bfloat16*>(y), rows, d, eps);
+  else if (to == Elem::F16)
+    layer_norm_kernel<<<row_blocks(rows), kThreads, 0, s>>>(x, gamma, beta, static_cast<__half*>(y), rows, d, eps);
+  else
+    layer_norm_kernel<<<row_blocks(rows), kThreads, 0, s>>>(x, gamma, beta, static_cast<float*>(y), rows, d, eps);
   check_launch("layer_norm");
 }
 

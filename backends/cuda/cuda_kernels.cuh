@@ -26,8 +26,8 @@ void gelu(void* x, int64_t n, Elem e, cudaStream_t s);
 void gelu_f32(const float* x, float* y, int64_t n, cudaStream_t s);
 
 // Over the last axis of rows x d.
-void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows, int64_t d, float eps,
-                cudaStream_t s);
+void layer_norm(const float* x, const float* gamma, const float* beta, void* y, int64_t rows, int64_t d, float eps,
+                Elem to, cudaStream_t s);
 void softmax(const float* x, void* y, int64_t rows, int64_t d, Elem to, cudaStream_t s);
 
 // Copy a [outer, rows_in, inner] block's rows [start, start+rows_out) (slice and concat).

@@ -8,6 +8,7 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <sstream>
 
 namespace vitbatch {
@@ -99,18 +100,53 @@ size_t Executor::estimate_activation_bytes(const Model& model, int64_t batch) {
   return bytes * static_cast<size_t>(batch);
 }
 
+// What a node looks like across the ABI: its tensors and value ids live here, so the vit_node
+// that points into them stays valid as long as this does (it is never copied after fill()).
+struct NodeView {
+  std::vector<vit_tensor> inputs, outputs;
+  std::vector<int32_t> ids;
+  vit_node node{};
+
+  void fill(const Graph& g, const Node& n, const std::function<void*(int)>& data) {
+    inputs.clear();
+    outputs.clear();
+    ids.clear();
+    for (int id : n.inputs) {
+      inputs.push_back(describe(g.value(id), data ? data(id) : nullptr));
+      ids.push_back(id);
+    }
+    outputs.push_back(describe(g.value(n.output), data ? data(n.output) : nullptr));
+    node = vit_node{};
+    node.struct_size = sizeof(vit_node);
+    node.op = static_cast<int32_t>(n.op);
+    node.n_inputs = static_cast<int32_t>(inputs.size());
+    node.inputs = inputs.data();
+    node.n_outputs = 1;
+    node.outputs = outputs.data();
+    std::copy(n.params.ints.begin(), n.params.ints.end(), node.ints);
+    std::copy(n.params.floats.begin(), n.params.floats.end(), node.floats);
+    node.name = n.name.c_str();
+    for (size_t i = 0; i < n.inputs.size() && i < 64; ++i)
+      if (g.value(n.inputs[i]).is_constant()) node.constant_inputs |= uint64_t{1} << i;
+    node.input_ids = ids.data();
+    node.output_id = n.output;
+  }
+};
+
 struct Executor::Plan {
   Graph graph;
   std::vector<std::unique_ptr<AlignedBuffer>> host_buffers;
   std::vector<std::pair<Backend*, void*>> device_buffers;  // freed by their backend
   struct Step {
-    Backend* backend = nullptr;  // runs the node, or does the copy
-    // A node:
+    Backend* backend = nullptr;  // runs the node(s), or does the copy
+    // One node, or a run a backend claimed (then `fused` holds the run's nodes and `view`
+    // the VIT_OP_FUSED node over them):
     void* state = nullptr;
     bool prepared = false;
-    std::vector<vit_tensor> inputs;
-    std::vector<vit_tensor> outputs;
-    vit_node node{};
+    NodeView view;
+    std::vector<NodeView> fused;
+    std::vector<vit_node> fused_nodes;
+    std::string fused_name;
     // Or a copy between domains (src null: the caller's pixels):
     bool is_copy = false;
     void* dst = nullptr;
@@ -143,31 +179,6 @@ void Executor::release(Plan& plan) {
   plan.device_buffers.clear();
 }
 
-namespace {
-
-vit_node node_view(const Graph& g, const Node& n, const std::vector<void*>& data, std::vector<vit_tensor>& ins,
-                   std::vector<vit_tensor>& outs) {
-  ins.clear();
-  outs.clear();
-  for (int id : n.inputs) ins.push_back(describe(g.value(id), data.empty() ? nullptr : data[id]));
-  outs.push_back(describe(g.value(n.output), data.empty() ? nullptr : data[n.output]));
-  vit_node node{};
-  node.struct_size = sizeof(vit_node);
-  node.op = static_cast<int32_t>(n.op);
-  node.n_inputs = static_cast<int32_t>(ins.size());
-  node.inputs = ins.data();
-  node.n_outputs = 1;
-  node.outputs = outs.data();
-  std::copy(n.params.ints.begin(), n.params.ints.end(), node.ints);
-  std::copy(n.params.floats.begin(), n.params.floats.end(), node.floats);
-  node.name = n.name.c_str();
-  for (size_t i = 0; i < n.inputs.size() && i < 64; ++i)
-    if (g.value(n.inputs[i]).is_constant()) node.constant_inputs |= uint64_t{1} << i;
-  return node;
-}
-
-}  // namespace
-
 Executor::Plan& Executor::plan_for(int64_t batch) {
   auto found = plans_.find(batch);
   if (found != plans_.end()) {
@@ -186,33 +197,86 @@ Executor::Plan& Executor::plan_for(int64_t batch) {
   Plan& P = *plan;
   Graph full = build_vit_graph(model_, batch);
   auto claimed = [&](const Graph& g, const Node& n) {
-    std::vector<vit_tensor> ins, outs;
-    vit_node node = node_view(g, n, {}, ins, outs);
+    NodeView v;
+    v.fill(g, n, nullptr);
     for (Backend* b : backends_)
-      if (b->supports(node, nullptr)) return true;
+      if (b->supports(v.node, nullptr)) return true;
     return false;
   };
   P.graph = lower_composites(full, claimed);
   const Graph& g = P.graph;
-  const size_t n_nodes = g.nodes().size();
+  const int n_nodes = static_cast<int>(g.nodes().size());
 
-  // 1. Placement: each node on the first backend that accepts it.
-  std::vector<Backend*> placed(n_nodes, nullptr);
-  for (size_t i = 0; i < n_nodes; ++i) {
-    const Node& n = g.nodes()[i];
-    std::vector<vit_tensor> ins, outs;
-    vit_node node = node_view(g, n, {}, ins, outs);
-    std::string reasons;
-    for (Backend* b : backends_) {
-      std::string why;
-      if (b->supports(node, &why)) {
-        placed[i] = b;
-        break;
-      }
-      reasons += " " + b->name() + ": " + why + ";";
+  // 1. Units: runs of nodes a backend claims as one fused step, else single nodes placed on
+  // the first backend that accepts them.
+  struct Unit {
+    int first = 0, count = 1;
+    Backend* backend = nullptr;
+  };
+  std::vector<Unit> units;
+  {
+    std::vector<NodeView> views(g.nodes().size());
+    std::vector<vit_node> nodes(g.nodes().size());
+    for (int i = 0; i < n_nodes; ++i) {
+      views[i].fill(g, g.nodes()[i], nullptr);
+      nodes[i] = views[i].node;
     }
-    if (!placed[i]) throw Error("no backend accepts node '" + n.name + "' (" + op_name(n.op) + "):" + reasons);
+    for (int i = 0; i < n_nodes;) {
+      Unit u{i, 1, nullptr};
+      for (Backend* b : backends_) {
+        int length = b->claim(&nodes[i], n_nodes - i);
+        if (length >= 2) {
+          u = {i, length, b};
+          break;
+        }
+      }
+      if (!u.backend) {
+        std::string reasons;
+        for (Backend* b : backends_) {
+          std::string why;
+          if (b->supports(nodes[i], &why)) {
+            u.backend = b;
+            break;
+          }
+          reasons += " " + b->name() + ": " + why + ";";
+        }
+        const Node& n = g.nodes()[i];
+        if (!u.backend) throw Error("no backend accepts node '" + n.name + "' (" + op_name(n.op) + "):" + reasons);
+      }
+      units.push_back(u);
+      i += u.count;
+    }
   }
+  std::vector<int> unit_of(g.nodes().size());
+  for (size_t u = 0; u < units.size(); ++u)
+    for (int k = 0; k < units[u].count; ++k) unit_of[units[u].first + k] = static_cast<int>(u);
+  // Values produced inside a unit and read only there (nor a graph output) get no buffer.
+  std::vector<bool> crosses(g.values().size(), false);
+  for (int i = 0; i < n_nodes; ++i)
+    for (int id : g.nodes()[i].inputs) {
+      const Value& v = g.value(id);
+      if (v.producer >= 0 && unit_of[v.producer] != unit_of[i]) crosses[id] = true;
+    }
+  for (int id : g.outputs()) crosses[id] = true;
+  // The values a unit reads from outside and those it leaves for later, in order, once each.
+  auto unit_inputs = [&](const Unit& u) {
+    std::vector<int> ids;
+    for (int k = 0; k < u.count; ++k)
+      for (int id : g.nodes()[u.first + k].inputs) {
+        int producer = g.value(id).producer;
+        bool outside = producer < 0 || unit_of[producer] != unit_of[u.first];
+        if (outside && std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
+      }
+    return ids;
+  };
+  auto unit_outputs = [&](const Unit& u) {
+    std::vector<int> ids;
+    for (int k = 0; k < u.count; ++k) {
+      int id = g.nodes()[u.first + k].output;
+      if (u.count == 1 || crosses[id]) ids.push_back(id);
+    }
+    return ids;
+  };
 
   // 2. Memory domains: the host (0) for host-memory backends, one per device backend.
   std::vector<Backend*> domain_owner{nullptr};
@@ -224,7 +288,7 @@ Executor::Plan& Executor::plan_for(int64_t batch) {
     return static_cast<int>(domain_owner.size() - 1);
   };
 
-  // 3. Steps: the nodes in order, with a copy before the first reader of a value in a domain
+  // 3. Steps: the units in order, with a copy before the first reader of a value in a domain
   // the value does not live in yet. Device to device goes through the host.
   const int input = g.inputs().at(0), output = g.outputs().at(0);
   std::vector<int> home(g.values().size(), 0);
@@ -237,54 +301,50 @@ Executor::Plan& Executor::plan_for(int64_t batch) {
   };
   struct Pending {
     bool is_copy;
-    size_t node;            // node index
-    int value, from, to;    // copy: value from domain to domain
+    size_t unit;
+    int value, from, to;  // copy: value from domain to domain (from -1: the caller's pixels)
   };
   std::vector<Pending> order;
   auto reads = [&](int value, int domain, int step) {
     SlotLife& life = slots[slot_in(value, domain)];
     life.last_use = std::max(life.last_use, step);
   };
-  auto ensure = [&](int value, int domain, auto&& self) -> void {
-    if (slot_in(value, domain) >= 0) return;
-    int from = home[value];
-    if (from != 0 && domain != 0) {
-      self(value, 0, self);
-      from = 0;
-    }
+  auto add_copy = [&](int value, int from, int to) {
     int step = static_cast<int>(order.size());
-    order.push_back({true, 0, value, from, domain});
-    if (!(value == input && from == 0 && slot_in(input, 0) < 0)) reads(value, from, step);
-    slot_in(value, domain) = static_cast<int>(slots.size());
-    slots.push_back({domain, value_bytes(g.value(value)), step, step});
+    order.push_back({true, 0, value, from, to});
+    if (from >= 0) reads(value, from, step);
+    slot_in(value, to) = static_cast<int>(slots.size());
+    slots.push_back({to, value_bytes(g.value(value)), step, step});
   };
-  // The pixels are written by the caller: they need a host slot only if a host node reads them.
-  for (size_t i = 0; i < n_nodes; ++i) {
-    int d = domain_of(placed[i]);
-    for (int id : g.nodes()[i].inputs) {
-      if (g.value(id).is_constant()) continue;
-      if (id == input && d == 0 && slot_in(input, 0) < 0) {
-        slot_in(input, 0) = static_cast<int>(slots.size());
-        slots.push_back({0, value_bytes(g.value(input)), -1, -1});
+  for (size_t u = 0; u < units.size(); ++u) {
+    int d = domain_of(units[u].backend);
+    std::vector<int> ins = unit_inputs(units[u]);
+    for (int id : ins) {
+      if (g.value(id).is_constant() || slot_in(id, d) >= 0) continue;
+      if (id == input) {
+        // The pixels are the caller's: a host slot only if a host unit reads them, and
+        // straight from the caller to a device.
+        if (d == 0) {
+          slot_in(input, 0) = static_cast<int>(slots.size());
+          slots.push_back({0, value_bytes(g.value(input)), -1, -1});
+        } else {
+          add_copy(input, -1, d);
+        }
+        continue;
       }
-      if (id != input || d == 0) {
-        ensure(id, d, ensure);
-      } else if (slot_in(id, d) < 0) {  // pixels straight from the caller to the device
-        int step = static_cast<int>(order.size());
-        order.push_back({true, 0, id, -1, d});
-        slot_in(id, d) = static_cast<int>(slots.size());
-        slots.push_back({d, value_bytes(g.value(id)), step, step});
-      }
+      if (home[id] != 0 && d != 0 && slot_in(id, 0) < 0) add_copy(id, home[id], 0);
+      add_copy(id, home[id] != 0 && d != 0 ? 0 : home[id], d);
     }
-    const Node& n = g.nodes()[i];
-    // Copies are all in place: the node's own step index is final now.
-    for (int id : n.inputs)
-      if (!g.value(id).is_constant()) reads(id, d, static_cast<int>(order.size()));
-    home[n.output] = d;
-    slot_in(n.output, d) = static_cast<int>(slots.size());
+    // Copies are all in place: the unit's own step index is final now.
     int step = static_cast<int>(order.size());
-    slots.push_back({d, value_bytes(g.value(n.output)), step, step});
-    order.push_back({false, i, -1, 0, 0});
+    for (int id : ins)
+      if (!g.value(id).is_constant()) reads(id, d, step);
+    for (int id : unit_outputs(units[u])) {
+      home[id] = d;
+      slot_in(id, d) = static_cast<int>(slots.size());
+      slots.push_back({d, value_bytes(g.value(id)), step, step});
+    }
+    order.push_back({false, u, -1, 0, 0});
   }
   slots[slot_in(output, home[output])].last_use = INT_MAX;
 
@@ -303,7 +363,8 @@ Executor::Plan& Executor::plan_for(int64_t batch) {
   }
   auto data_of = [&](int value, int domain) -> void* {
     if (g.value(value).is_constant()) return const_cast<void*>(g.value(value).data);
-    int s = slot_in(value, domain);
+    if (static_cast<size_t>(domain) >= slot[value].size()) return nullptr;
+    int s = slot[value][domain];
     return s >= 0 ? buffer_data[pools.buffer_of[s]] : nullptr;
   };
   P.input_bytes = value_bytes(g.value(input));
@@ -312,7 +373,7 @@ Executor::Plan& Executor::plan_for(int64_t batch) {
   if (home[output] != 0) P.output_owner = domain_owner[home[output]];
   P.output_data = data_of(output, home[output]);
 
-  // 5. Steps with their tensors, then prepare each node once (with its constants).
+  // 5. Steps with their tensors, then prepare each unit once (with its constants).
   P.steps.resize(order.size());
   for (size_t k = 0; k < order.size(); ++k) {
     const Pending& o = order[k];
@@ -327,18 +388,55 @@ Executor::Plan& Executor::plan_for(int64_t batch) {
       step.what = g.value(o.value).name + (o.to != 0 ? " to " : " from ") + step.backend->name();
       continue;
     }
-    const Node& n = g.nodes()[o.node];
-    int d = domain_of(placed[o.node]);
-    std::vector<void*> data(g.values().size(), nullptr);
-    for (int id : n.inputs) data[id] = data_of(id, d);
-    data[n.output] = data_of(n.output, d);
-    step.backend = placed[o.node];
-    step.node = node_view(g, n, data, step.inputs, step.outputs);
-    step.what = n.name;
+    const Unit& u = units[o.unit];
+    const int d = domain_of(u.backend);
+    step.backend = u.backend;
+    if (u.count == 1) {
+      const Node& n = g.nodes()[u.first];
+      step.view.fill(g, n, [&](int id) { return data_of(id, d); });
+      step.what = op_name(n.op) + std::string("  ") + n.name;
+      continue;
+    }
+    // A claimed run: each node with the data of the values that cross its edge, NULL inside.
+    step.fused.resize(u.count);
+    step.fused_nodes.resize(u.count);
+    std::string ops;
+    for (int i = 0; i < u.count; ++i) {
+      const Node& n = g.nodes()[u.first + i];
+      step.fused[i].fill(g, n, [&](int id) -> void* {
+        const Value& v = g.value(id);
+        bool inside = v.producer >= u.first && v.producer < u.first + u.count && !crosses[id];
+        return inside ? nullptr : data_of(id, d);
+      });
+      step.fused_nodes[i] = step.fused[i].node;
+      ops += (i ? "+" : "") + std::string(op_name(n.op));
+      step.fused_name += (i ? " " : "") + n.name;
+    }
+    step.what = "fused(" + ops + ")  " + step.fused_name;
+    NodeView& v = step.view;
+    for (int id : unit_inputs(u)) {
+      v.inputs.push_back(describe(g.value(id), data_of(id, d)));
+      v.ids.push_back(id);
+    }
+    std::vector<int> outs = unit_outputs(u);
+    for (int id : outs) v.outputs.push_back(describe(g.value(id), data_of(id, d)));
+    v.node.struct_size = sizeof(vit_node);
+    v.node.op = VIT_OP_FUSED;
+    v.node.n_inputs = static_cast<int32_t>(v.inputs.size());
+    v.node.inputs = v.inputs.data();
+    v.node.n_outputs = static_cast<int32_t>(v.outputs.size());
+    v.node.outputs = v.outputs.data();
+    for (size_t i = 0; i < v.ids.size() && i < 64; ++i)
+      if (g.value(v.ids[i]).is_constant()) v.node.constant_inputs |= uint64_t{1} << i;
+    v.node.input_ids = v.ids.data();
+    v.node.output_id = outs.empty() ? -1 : outs.front();
+    v.node.name = step.fused_name.c_str();
+    v.node.n_fused = u.count;
+    v.node.fused = step.fused_nodes.data();
   }
   for (Plan::Step& step : P.steps) {
     if (step.is_copy) continue;
-    step.state = step.backend->prepare(step.node);
+    step.state = step.backend->prepare(step.view.node);
     step.prepared = true;
     // Backends that pack weights have their own copy now: let the file's pages go, so the
     // model is not resident twice (a reader that needs them faults them back in).
@@ -349,11 +447,13 @@ Executor::Plan& Executor::plan_for(int64_t batch) {
 }
 
 void Executor::run(const float* pixels, int64_t n, float* logits) {
+  if (!pixels && plans_.find(n) == plans_.end()) throw Error("no earlier input of this batch size to run again");
   Plan& plan = plan_for(n);
-  if (plan.input_host) std::memcpy(plan.input_host, pixels, plan.input_bytes);
+  if (plan.input_host && pixels) std::memcpy(plan.input_host, pixels, plan.input_bytes);
   for (Plan::Step& step : plan.steps) {
+    if (step.is_copy && !step.src && !pixels) continue;  // the input is still in place
     if (step.is_copy) step.backend->copy(step.dst, step.src ? step.src : pixels, step.bytes, step.kind);
-    else step.backend->execute(step.state, step.node);
+    else step.backend->execute(step.state, step.view.node);
   }
   // A copy to the host returns when the backend's earlier work is done.
   if (plan.output_owner) plan.output_owner->copy(logits, plan.output_data, plan.output_bytes, VIT_COPY_DEVICE_TO_HOST);
@@ -365,7 +465,7 @@ std::string Executor::placement(int64_t batch) {
   std::ostringstream os;
   for (const Plan::Step& step : plan.steps) {
     if (step.is_copy) os << "  copy  " << step.what << "\n";
-    else os << "  " << step.backend->name() << "  " << op_name(static_cast<Op>(step.node.op)) << "  " << step.what << "\n";
+    else os << "  " << step.backend->name() << "  " << step.what << "\n";
   }
   return os.str();
 }

@@ -380,6 +380,18 @@ void Backend::synchronize() {
     throw Error("backend '" + name_ + "' failed: " + message);
 }
 
+int Backend::claim(const vit_node* nodes, int n_nodes) {
+  if (!api_->claim || n_nodes < 2) return 0;
+  int32_t length = 0;
+  char message[kMessageSize] = "";
+  if (api_->claim(context_, nodes, n_nodes, &length, message, sizeof message) != VIT_STATUS_OK)
+    throw Error("backend '" + name_ + "' failed while claiming nodes from '" + nodes[0].name + "': " + message);
+  if (length < 0 || length > n_nodes)
+    throw Error("backend '" + name_ + "' claimed " + std::to_string(length) + " nodes of the " +
+                std::to_string(n_nodes) + " offered");
+  return length >= 2 ? length : 0;
+}
+
 std::vector<std::pair<std::string, std::string>> flatten_options(const std::string& options_json) {
   std::vector<std::pair<std::string, std::string>> out;
   nlohmann::json j = nlohmann::json::parse(options_json, nullptr, false);

@@ -10,6 +10,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <iterator>
 #include <map>
@@ -46,7 +47,7 @@ TEST_CASE("a plugin of another ABI version is rejected naming both numbers") {
   REQUIRE(bad != nullptr);
   CHECK(bad->rejected == "plugin ABI version 999, this vitbatch loads ABI versions 1 to 2");
   CHECK_THROWS_WITH_AS(host.find("bad_abi"), doctest::Contains("backend 'bad_abi' was rejected"), Error);
-  CHECK_THROWS_WITH_AS(host.find("nosuch"), "no backend named 'nosuch' (plugin files found for: bad_abi, crash, failing, minimal_v2, spin, v1_layout; see `vitbatch backends`)", Error);
+  CHECK_THROWS_WITH_AS(host.find("nosuch"), "no backend named 'nosuch' (plugin files found for: bad_abi, crash, failing, fusing, minimal_v2, spin, v1_layout; see `vitbatch backends`)", Error);
 }
 
 TEST_CASE("files that are not plugins are rejected with the loader's reason") {
@@ -179,4 +180,27 @@ TEST_CASE("backend options arrive as key/value text") {
   CHECK(vit_plugin::unknown_options(config, {"workspace"}) == "tf32");
   config.struct_size = offsetof(vit_backend_config, n_options);  // an ABI 1 host's config
   CHECK(vit_plugin::option(config, "tf32", "unset") == "unset");
+}
+
+TEST_CASE("a backend may claim a run of nodes: it runs them as one step, the inner value gets no buffer") {
+  PluginHost host({VITBATCH_TEST_PLUGIN_DIR, VITBATCH_PLUGIN_DIR});
+  test_support::TempDir dir;
+  dir.write("model.safetensors", test_support::safetensors_bytes(test_support::tiny_vit(2)));
+  Model model = load_model(dir.path());
+  Backend fusing(host.find("fusing"), BackendOptions{});
+  Backend reference(host.find("reference"), BackendOptions{});
+  std::vector<float> pixels(2 * 3 * 8 * 8);
+  for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = std::sin(0.37f * static_cast<float>(i));
+  std::vector<float> fused(2 * 5), plain(2 * 5);
+  Executor with_fusion(model, {&fusing, &reference});
+  with_fusion.run(pixels.data(), 2, fused.data());
+  Executor without(model, {&reference});
+  without.run(pixels.data(), 2, plain.data());
+  for (size_t i = 0; i < fused.size(); ++i) CHECK(fused[i] == doctest::Approx(plain[i]).epsilon(1e-5));
+  std::string placement = with_fusion.placement(2);
+  CAPTURE(placement);
+  // Each block's attention projection and its residual add, as one step.
+  CHECK(placement.find("fusing  fused(linear+add)  blocks.0.attn.proj blocks.0.residual1") != std::string::npos);
+  CHECK(placement.find("fusing  fused(linear+add)  blocks.1.attn.proj blocks.1.residual1") != std::string::npos);
+  CHECK(placement.find("reference  linear  blocks.0.attn.proj\n") == std::string::npos);
 }

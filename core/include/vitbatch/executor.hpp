@@ -25,7 +25,8 @@ class Executor {
   Executor(const Executor&) = delete;
   Executor& operator=(const Executor&) = delete;
 
-  // pixels: [n, C, S, S] float32, contiguous; logits: room for [n, num_classes].
+  // pixels: [n, C, S, S] float32, contiguous; logits: room for [n, num_classes]. pixels null:
+  // the input of the previous batch of this size again, where it already is (benchmarks).
   void run(const float* pixels, int64_t n, float* logits);
 
   // Bytes of activation buffers a plan for `batch` images needs at most (all composites

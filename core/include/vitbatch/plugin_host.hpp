@@ -92,6 +92,8 @@ class Backend {
   void free(void* data, vit_alloc_kind kind);
   void copy(void* dst, const void* src, size_t bytes, vit_copy_kind kind);
   void synchronize();
+  // How many of `nodes`, from the first, the backend runs as one fused step (0: none).
+  int claim(const vit_node* nodes, int n_nodes);
 
  private:
   std::shared_ptr<const vit_backend_api> api_;
