@@ -4,7 +4,7 @@
 function(vitbatch_add_backend name)
   set(target vitbatch_backend_${name})
   add_library(${target} MODULE ${ARGN})
-  target_link_libraries(${target} PRIVATE vitbatch_plugin_sdk)
+  target_link_libraries(${target} PRIVATE vitbatch::plugin_sdk)
   set_target_properties(${target} PROPERTIES
     PREFIX "lib"
     C_VISIBILITY_PRESET hidden

@@ -135,6 +135,10 @@ class EndToEnd(unittest.TestCase):
         for name in sorted(os.listdir(configs)):
             with self.subTest(name):
                 r = classify("--config", os.path.join(configs, name), photo)
+                if "cuda" in name and "backend 'cuda' failed to start: no CUDA device" in r.stderr + " " or \
+                        "cuda" in name and "no backend named 'cuda'" in r.stderr:
+                    self.assertEqual(r.returncode, 2)  # no GPU here, or no CUDA toolkit at build time
+                    continue
                 self.assertEqual(r.returncode, 0, r.stderr)
                 self.assertEqual(list(csv.reader(io.StringIO(r.stdout)))[1][1:3], ["967", "espresso"])
 

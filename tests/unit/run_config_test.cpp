@@ -83,7 +83,7 @@ TEST_CASE("the configs shipped in configs/ parse") {
   const std::vector<std::pair<std::string, std::string>> configs = {
       {"vit_tiny_reference.yaml", "reference"}, {"preprocess_override.yaml", "reference"},
       {"vit_tiny_onednn.yaml", "onednn"},      {"vit_tiny_onednn_int8.yaml", "onednn"},
-      {"vit_tiny_blas.yaml", "blas"}};
+      {"vit_tiny_blas.yaml", "blas"},          {"vit_tiny_cuda.yaml", "cuda,onednn"}};
   for (const auto& [name, backend] : configs) {
     CAPTURE(name);
     RunConfig c = load_run_config(std::string(VITBATCH_SOURCE_DIR) + "/configs/" + name);
@@ -91,6 +91,9 @@ TEST_CASE("the configs shipped in configs/ parse") {
     CHECK(c.model->find("vit_tiny_patch16_224") != std::string::npos);
     CHECK(*c.backend == backend);
   }
+  RunConfig cuda = load_run_config(std::string(VITBATCH_SOURCE_DIR) + "/configs/vit_tiny_cuda.yaml");
+  CHECK(*cuda.precision == "bf16");
+  CHECK(cuda.backend_options_json == R"({"device":0,"tf32":false})");
 }
 
 TEST_CASE("backend options that are not UTF-8 are an error, not an abort") {
