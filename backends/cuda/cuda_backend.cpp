@@ -1,9 +1,11 @@
 // The CUDA backend: the whole graph on one NVIDIA GPU. Activations live in device memory
 // (ABI 2: this backend allocates them and the host moves data only with copy()); weights are
 // uploaded once, at prepare, in the precision's type. GEMMs run on cuBLASLt with the bias
-// fused as its epilogue, attention's two batched products on cuBLAS, everything else in the
+// fused as its epilogue; attention in one fused kernel (cuda_attention.cu) at bf16/fp16 with
+// head size 64, else as two batched cuBLAS products around a softmax; everything else in the
 // kernels of cuda_kernels.cu. Precisions: fp32 (TF32 only with the option tf32=true), bf16
 // and fp16 (GEMM inputs in that type, float32 accumulation, float32 between nodes).
+#include "cuda_attention.cuh"
 #include "cuda_gemm.hpp"
 #include "cuda_kernels.cuh"
 #include "vit_plugin_helpers.hpp"
@@ -335,6 +337,10 @@ void execute_single(Context* ctx, const State& st, const vit_node& n) {
     }
     case VIT_OP_ATTENTION: {
       const int64_t b = x.shape[0], t = x.shape[1], dim = x.shape[2] / 3, heads = n.ints[0], hd = dim / heads;
+      if (fused_attention_fits(hd, e)) {  // scores stay on chip
+        fused_attention(inf(st, n, 0), outf(n), b, t, heads, n.floats[0], e, s);
+        break;
+      }
       const size_t es = elem_size(e), part = static_cast<size_t>(b * t * dim) * es;
       const size_t scores = static_cast<size_t>(b * heads * t * t);
       char* qkv = scratch;

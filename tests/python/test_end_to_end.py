@@ -188,7 +188,7 @@ class EndToEnd(unittest.TestCase):
         self.assertRegex(out, r"reference  2\.0  ABI 2  precisions: fp32  .*libvitbatch_backend_reference\.so")
         self.assertIn("ops: patchify linear batch_matmul", out)
         if test_plugins:
-            self.assertIn("plugin ABI version 999, this vitbatch needs ABI version 1", out)
+            self.assertIn("plugin ABI version 999, this vitbatch loads ABI versions 1 to 2", out)
 
 
 if __name__ == "__main__":
