@@ -9,6 +9,7 @@
 #include <mma.h>
 
 #include <stdexcept>
+#include <type_traits>
 #include <string>
 
 namespace cuda_backend {
@@ -46,22 +47,35 @@ __host__ __device__ Shared layout() {
 
 // Rows [row0, row0 + 64) of one of q/k/v (which = 0, 1, 2) for batch b, head h, as T; rows
 // past the sequence are zero.
-template <class T>
-__device__ void load_tile(const float* qkv, T* tile, int64_t b, int64_t h, int which, int64_t row0, int64_t t,
+// qkv as float32 (the graph's value) or already in T (inside a fused attention block).
+template <class T, class In>
+__device__ void load_tile(const In* qkv, T* tile, int64_t b, int64_t h, int which, int64_t row0, int64_t t,
                           int64_t heads) {
   const int64_t dim = heads * kHead;
   for (int i = threadIdx.x; i < kTile * kHead / 4; i += blockDim.x) {
     int r = i / (kHead / 4), c = (i % (kHead / 4)) * 4;
     int64_t tok = row0 + r;
-    float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-    if (tok < t) v = *reinterpret_cast<const float4*>(qkv + ((b * t + tok) * 3 + which) * dim + h * kHead + c);
     T* dst = tile + r * kLd + c;
-    dst[0] = to_elem<T>(v.x), dst[1] = to_elem<T>(v.y), dst[2] = to_elem<T>(v.z), dst[3] = to_elem<T>(v.w);
+    const In* src = qkv + ((b * t + tok) * 3 + which) * dim + h * kHead + c;
+    if constexpr (std::is_same<In, float>::value) {
+      float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (tok < t) v = *reinterpret_cast<const float4*>(src);
+      dst[0] = to_elem<T>(v.x), dst[1] = to_elem<T>(v.y), dst[2] = to_elem<T>(v.z), dst[3] = to_elem<T>(v.w);
+    } else {
+      uint2 raw = make_uint2(0u, 0u);  // four 16-bit values
+      if (tok < t) raw = *reinterpret_cast<const uint2*>(src);
+      *reinterpret_cast<uint2*>(dst) = raw;
+    }
   }
 }
 
-template <class T>
-__global__ void __launch_bounds__(kWarps * 32) flash_kernel(const float* qkv, float* out, int64_t t, int64_t heads,
+template <class Out> __device__ Out to_out(float v);
+template <> __device__ float to_out<float>(float v) { return v; }
+template <> __device__ __nv_bfloat16 to_out<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
+template <> __device__ __half to_out<__half>(float v) { return __float2half(v); }
+
+template <class T, class In, class Out>
+__global__ void __launch_bounds__(kWarps * 32) flash_kernel(const In* qkv, Out* out, int64_t t, int64_t heads,
                                                             float scale) {
   extern __shared__ __align__(128) unsigned char smem[];
   const Shared L = layout<T>();
@@ -139,20 +153,20 @@ __global__ void __launch_bounds__(kWarps * 32) flash_kernel(const float* qkv, fl
     int64_t q = q0 + warp * 16 + r;
     if (q >= t) break;
     float inv = 1.0f / row_sum[r];
-    float* dst = out + (b * t + q) * dim + h * kHead;
-    dst[lane] = os[r * kLdf + lane] * inv;
-    dst[lane + 32] = os[r * kLdf + lane + 32] * inv;
+    Out* dst = out + (b * t + q) * dim + h * kHead;
+    dst[lane] = to_out<Out>(os[r * kLdf + lane] * inv);
+    dst[lane + 32] = to_out<Out>(os[r * kLdf + lane + 32] * inv);
   }
 }
 
-template <class T>
-void launch(const float* qkv, float* out, int64_t b, int64_t t, int64_t heads, float scale, cudaStream_t s) {
+template <class T, class In, class Out>
+void launch(const In* qkv, Out* out, int64_t b, int64_t t, int64_t heads, float scale, cudaStream_t s) {
   const size_t bytes = layout<T>().total;
-  static const cudaError_t set =
-      cudaFuncSetAttribute(flash_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  static const cudaError_t set = cudaFuncSetAttribute(flash_kernel<T, In, Out>,
+                                                      cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
   if (set != cudaSuccess) throw std::runtime_error(std::string("fused attention: ") + cudaGetErrorString(set));
   dim3 grid(static_cast<unsigned>((t + kTile - 1) / kTile), static_cast<unsigned>(b * heads));
-  flash_kernel<T><<<grid, kWarps * 32, bytes, s>>>(qkv, out, t, heads, scale);
+  flash_kernel<T, In, Out><<<grid, kWarps * 32, bytes, s>>>(qkv, out, t, heads, scale);
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) throw std::runtime_error(std::string("fused attention: ") + cudaGetErrorString(e));
 }
@@ -165,6 +179,15 @@ void fused_attention(const float* qkv, float* out, int64_t b, int64_t t, int64_t
                      cudaStream_t s) {
   if (e == Elem::BF16) launch<__nv_bfloat16>(qkv, out, b, t, heads, scale, s);
   else if (e == Elem::F16) launch<__half>(qkv, out, b, t, heads, scale, s);
+  else throw std::runtime_error("fused attention runs bf16 or fp16 only");
+}
+
+void fused_attention_same_type(const void* qkv, void* out, int64_t b, int64_t t, int64_t heads, float scale, Elem e,
+                               cudaStream_t s) {
+  if (e == Elem::BF16)
+    launch<__nv_bfloat16>(static_cast<const __nv_bfloat16*>(qkv), static_cast<__nv_bfloat16*>(out), b, t, heads, scale, s);
+  else if (e == Elem::F16)
+    launch<__half>(static_cast<const __half*>(qkv), static_cast<__half*>(out), b, t, heads, scale, s);
   else throw std::runtime_error("fused attention runs bf16 or fp16 only");
 }
 

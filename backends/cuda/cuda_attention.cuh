@@ -13,4 +13,9 @@ bool fused_attention_fits(int64_t head_size, Elem e);
 void fused_attention(const float* qkv, float* out, int64_t b, int64_t t, int64_t heads, float scale, Elem e,
                      cudaStream_t s);
 
+// The same with qkv and out in e itself (inside a fused attention block, where no float32
+// copy of either is ever written).
+void fused_attention_same_type(const void* qkv, void* out, int64_t b, int64_t t, int64_t heads, float scale, Elem e,
+                               cudaStream_t s);
+
 }  // namespace cuda_backend

@@ -143,6 +143,9 @@ enum Fusion {
   kNormLinear = 1,     // layer_norm -> linear: the norm writes the GEMM's input type directly
   kLinearAdd = 2,      // linear -> add (residual): the GEMM adds the residual in its epilogue
   kNormMlpAdd = 3,     // layer_norm -> mlp -> add: both of the above around the MLP
+  kAttentionBlock = 4, // layer_norm -> linear (qkv) -> attention -> linear (proj) -> add, at
+                       // bf16/fp16 with head size 64: qkv and the heads' output stay in that
+                       // type, and no float32 copy of either is written
 };
 
 bool weights_constant(const vit_node& n) {
@@ -163,7 +166,27 @@ int residual_input(const vit_node& add, int32_t inner, int32_t other_inner = -1)
   return -1;
 }
 
-Fusion fusion_at(const vit_node* n, int32_t count) {
+// Whether any of n[from..count) reads n[producer]'s output.
+bool read_from(const vit_node* n, int32_t count, int producer, int from) {
+  for (int32_t k = from; k < count; ++k)
+    for (int32_t i = 0; i < n[k].n_inputs; ++i)
+      if (n[k].input_ids[i] == n[producer].output_id) return true;
+  return false;
+}
+
+Fusion fusion_at(const vit_node* n, int32_t count, Elem e) {
+  if (count >= 5 && n[0].op == VIT_OP_LAYER_NORM && n[1].op == VIT_OP_LINEAR && n[1].n_inputs == 3 &&
+      n[1].input_ids[0] == n[0].output_id && weights_constant(n[1]) && n[2].op == VIT_OP_ATTENTION &&
+      n[2].input_ids[0] == n[1].output_id && n[2].ints[0] > 0 &&
+      fused_attention_fits(n[2].inputs[0].shape[2] / 3 / n[2].ints[0], e) && n[3].op == VIT_OP_LINEAR &&
+      n[3].n_inputs == 3 && n[3].input_ids[0] == n[2].output_id && weights_constant(n[3])) {
+    // The add's other input (the residual) must come from before the block, and nothing
+    // after the block may read the norm's, qkv's or the heads' output.
+    int r = residual_input(n[4], n[3].output_id, n[0].output_id);
+    bool residual_outside = r >= 0 && n[4].input_ids[r] != n[1].output_id && n[4].input_ids[r] != n[2].output_id;
+    bool inner_private = !read_from(n, count, 0, 2) && !read_from(n, count, 1, 3) && !read_from(n, count, 2, 4);
+    if (residual_outside && inner_private) return kAttentionBlock;
+  }
   if (count >= 3 && n[0].op == VIT_OP_LAYER_NORM && n[1].op == VIT_OP_MLP && n[1].input_ids[0] == n[0].output_id &&
       weights_constant(n[1]) && residual_input(n[2], n[1].output_id, n[0].output_id) >= 0)
     return kNormMlpAdd;
@@ -175,7 +198,7 @@ Fusion fusion_at(const vit_node* n, int32_t count) {
   return kNone;
 }
 
-int fusion_length(Fusion f) { return f == kNormMlpAdd ? 3 : f == kNone ? 0 : 2; }
+int fusion_length(Fusion f) { return f == kAttentionBlock ? 5 : f == kNormMlpAdd ? 3 : f == kNone ? 0 : 2; }
 
 const void* in(const State& st, const vit_node& n, int i) {
   return st.constant[i] ? st.constant[i] : n.inputs[i].data;
@@ -293,6 +316,7 @@ std::unique_ptr<State> prepare_single(Context* ctx, const vit_node* node) {
     int64_t b = x.shape[0], t = x.shape[1], dim = x.shape[2] / 3, h = node->ints[0];
     if (h <= 0 || dim % h != 0) throw std::runtime_error("cuda: attention heads do not divide the width");
     int64_t hd = dim / h;
+    if (fused_attention_fits(hd, e)) return st;  // no scratch: the scores stay on chip
     size_t qkv = 3 * static_cast<size_t>(b * t * dim) * elem_size(e);
     size_t scores = static_cast<size_t>(b * h * t * t);
     ctx->need_scratch(aligned(qkv) + aligned(scores * 4) + aligned(scores * elem_size(e)) +
@@ -424,12 +448,19 @@ size_t norm_bytes(const Context& ctx, const vit_node& norm) {
 
 std::unique_ptr<State> prepare_fused(Context* ctx, const vit_node* node) {
   auto st = std::make_unique<State>();
-  st->fusion = fusion_at(node->fused, node->n_fused);
+  st->fusion = fusion_at(node->fused, node->n_fused, ctx->elem);
   if (st->fusion == kNone || fusion_length(static_cast<Fusion>(st->fusion)) != node->n_fused)
     throw std::runtime_error("cuda: asked to run a fused step it did not claim");
   for (int32_t i = 0; i < node->n_fused; ++i) st->parts.push_back(prepare_single(ctx, &node->fused[i]));
   const vit_node* f = node->fused;
   if (st->fusion == kNormLinear) ctx->need_scratch(norm_bytes(*ctx, f[0]));
+  if (st->fusion == kAttentionBlock) {
+    const int64_t d = last_dim(f[0].inputs[0]), m = vit_plugin::element_count(f[0].inputs[0]) / d;
+    const size_t es = elem_size(ctx->elem);
+    // qkv written in the compute type, with its bias in that type.
+    st->g1 = ctx->gemm.plan(m, 3 * d, d, ctx->elem, ctx->elem, ctx->elem, ctx->upload(f[1].inputs[2], ctx->elem, st->held));
+    ctx->need_scratch(aligned(static_cast<size_t>(m * 3 * d) * es) + aligned(static_cast<size_t>(m * d) * es));
+  }
   if (st->fusion == kNormMlpAdd) {
     const int64_t d = last_dim(f[1].inputs[0]), m = vit_plugin::element_count(f[1].inputs[0]) / d;
     ctx->need_scratch(norm_bytes(*ctx, f[0]) + static_cast<size_t>(m * f[1].inputs[1].shape[0]) * elem_size(ctx->elem));
@@ -474,6 +505,22 @@ void execute_fused(Context* ctx, const State& st, const vit_node& node) {
     ctx->gemm.run(*ls.g1, ls.constant[1], a, outf(add), in(*st.parts[1], add, r));
     return;
   }
+  if (st.fusion == kAttentionBlock) {
+    if (f[1].outputs[0].data || f[2].outputs[0].data || f[3].outputs[0].data)
+      throw std::runtime_error("cuda: a fused attention block's inner values are read elsewhere");
+    const vit_node& attn = f[2];
+    const vit_node& add = f[4];
+    const int64_t b = attn.inputs[0].shape[0], t = attn.inputs[0].shape[1], d = attn.inputs[0].shape[2] / 3;
+    char* qkv = scratch;
+    // The normed input, then (once qkv is made) the heads' output.
+    char* rows = scratch + aligned(static_cast<size_t>(b * t * 3 * d) * elem_size(e));
+    norm(f[0], *st.parts[0], rows);
+    ctx->gemm.run(*st.g1, st.parts[1]->constant[1], rows, qkv);
+    fused_attention_same_type(qkv, rows, b, t, attn.ints[0], attn.floats[0], e, s);
+    int r = residual_input(add, f[3].output_id, f[0].output_id);
+    ctx->gemm.run(*st.parts[3]->g1, st.parts[3]->constant[1], rows, outf(add), in(*st.parts[4], add, r));
+    return;
+  }
   // kNormMlpAdd
   const vit_node& mlp = f[1];
   const vit_node& add = f[2];
@@ -513,9 +560,9 @@ vit_status execute(void* context, void* state, const vit_node* node, char* messa
   });
 }
 
-vit_status claim(void*, const vit_node* nodes, int32_t count, int32_t* length, char* message, size_t size) {
+vit_status claim(void* context, const vit_node* nodes, int32_t count, int32_t* length, char* message, size_t size) {
   return vit_plugin::guard(message, size, [&] {
-    *length = fusion_length(fusion_at(nodes, count));
+    *length = fusion_length(fusion_at(nodes, count, static_cast<Context*>(context)->elem));
     return VIT_STATUS_OK;
   });
 }
