@@ -347,6 +347,10 @@ Executor::Plan& Executor::plan_for(int64_t batch) {
     order.push_back({false, u, -1, 0, 0});
   }
   slots[slot_in(output, home[output])].last_use = INT_MAX;
+  // The input's buffers are never recycled within a run, so that run(nullptr) finds the
+  // previous batch's pixels where they were put.
+  for (int s : slot[input])
+    if (s >= 0) slots[s].last_use = INT_MAX;
 
   // 4. Buffers, per domain.
   Pools pools = assign_pools(slots, static_cast<int>(order.size()));

@@ -47,7 +47,7 @@ TEST_CASE("a plugin of another ABI version is rejected naming both numbers") {
   REQUIRE(bad != nullptr);
   CHECK(bad->rejected == "plugin ABI version 999, this vitbatch loads ABI versions 1 to 2");
   CHECK_THROWS_WITH_AS(host.find("bad_abi"), doctest::Contains("backend 'bad_abi' was rejected"), Error);
-  CHECK_THROWS_WITH_AS(host.find("nosuch"), "no backend named 'nosuch' (plugin files found for: bad_abi, crash, failing, fusing, minimal_v2, spin, v1_layout; see `vitbatch backends`)", Error);
+  CHECK_THROWS_WITH_AS(host.find("nosuch"), "no backend named 'nosuch' (plugin files found for: bad_abi, crash, failing, fakedev, fusing, minimal_v2, spin, v1_layout; see `vitbatch backends`)", Error);
 }
 
 TEST_CASE("files that are not plugins are rejected with the loader's reason") {
@@ -185,7 +185,7 @@ TEST_CASE("backend options arrive as key/value text") {
 TEST_CASE("a backend may claim a run of nodes: it runs them as one step, the inner value gets no buffer") {
   PluginHost host({VITBATCH_TEST_PLUGIN_DIR, VITBATCH_PLUGIN_DIR});
   test_support::TempDir dir;
-  dir.write("model.safetensors", test_support::safetensors_bytes(test_support::tiny_vit(2)));
+  dir.write("model.safetensors", test_support::safetensors_bytes(test_support::varied(test_support::tiny_vit(2))));
   Model model = load_model(dir.path());
   Backend fusing(host.find("fusing"), BackendOptions{});
   Backend reference(host.find("reference"), BackendOptions{});
@@ -203,4 +203,39 @@ TEST_CASE("a backend may claim a run of nodes: it runs them as one step, the inn
   CHECK(placement.find("fusing  fused(linear+add)  blocks.0.attn.proj blocks.0.residual1") != std::string::npos);
   CHECK(placement.find("fusing  fused(linear+add)  blocks.1.attn.proj blocks.1.residual1") != std::string::npos);
   CHECK(placement.find("reference  linear  blocks.0.attn.proj\n") == std::string::npos);
+}
+
+TEST_CASE("a device backend's buffers are its own: the executor copies wherever a value crosses, and nowhere else") {
+  // fakedev keeps its floats bit-inverted: a read that skips copy() gives garbage, so equal
+  // logits mean every crossing had its copy.
+  PluginHost host({VITBATCH_TEST_PLUGIN_DIR, VITBATCH_PLUGIN_DIR});
+  test_support::TempDir dir;
+  dir.write("model.safetensors", test_support::safetensors_bytes(test_support::varied(test_support::tiny_vit(2))));
+  Model model = load_model(dir.path());
+  Backend device(host.find("fakedev"), BackendOptions{});
+  Backend reference(host.find("reference"), BackendOptions{});
+  CHECK(device.device_memory());
+  std::vector<float> pixels(3 * 3 * 8 * 8);
+  for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = std::cos(0.21f * static_cast<float>(i));
+  std::vector<float> on_device(3 * 5), plain(3 * 5);
+  Executor mixed(model, {&device, &reference});
+  mixed.run(pixels.data(), 3, on_device.data());
+  Executor host_only(model, {&reference});
+  host_only.run(pixels.data(), 3, plain.data());
+  for (size_t i = 0; i < plain.size(); ++i) CHECK(on_device[i] == doctest::Approx(plain[i]).epsilon(1e-5));
+  // Run again with the input left where it is (the benchmark's resident input): same answer.
+  std::vector<float> again(3 * 5);
+  mixed.run(nullptr, 3, again.data());
+  CHECK(again == on_device);
+  // The images differ, and so do their answers: the comparison above can fail.
+  CHECK(std::fabs(plain[0] - plain[5]) > 1e-4);
+  std::string placement = mixed.placement(3);
+  CAPTURE(placement);
+  CHECK(placement.find("fakedev  linear  patch_embed.proj") != std::string::npos);
+  CHECK(placement.find("fakedev  add  blocks.0.residual1") != std::string::npos);
+  CHECK(placement.find("copy  patch_embed.patchify to fakedev") != std::string::npos);  // host -> device
+  CHECK(placement.find("copy  patch_embed.proj from fakedev") != std::string::npos);    // device -> host (concat)
+  CHECK(placement.find("reference  linear") == std::string::npos);
+  // The logits come from the head on the device, copied straight into the caller's array.
+  CHECK(placement.find("fakedev  linear  head") != std::string::npos);
 }

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <stdlib.h>
@@ -33,6 +34,20 @@ inline RawTensor f32_tensor(std::vector<int64_t> shape, float fill = 0.5f) {
   t.bytes.resize(n * 4);
   std::memcpy(t.bytes.data(), v.data(), n * 4);
   return t;
+}
+
+// The same tensors with varied values (a fixed pattern per tensor, scale ~0.3): a model whose
+// weights are all equal answers the same whatever its input, which hides wrong data flow.
+inline std::map<std::string, RawTensor> varied(std::map<std::string, RawTensor> tensors) {
+  int salt = 0;
+  for (auto& [name, t] : tensors) {
+    ++salt;
+    size_t n = t.bytes.size() / 4;
+    std::vector<float> v(n);
+    for (size_t i = 0; i < n; ++i) v[i] = 0.3f * std::sin(0.7f * static_cast<float>(i) + 1.3f * static_cast<float>(salt));
+    std::memcpy(t.bytes.data(), v.data(), n * 4);
+  }
+  return tensors;
 }
 
 // Serialises tensors as safetensors; `mutate_header` may corrupt the header on purpose.

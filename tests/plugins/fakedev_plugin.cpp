@@ -1,0 +1,146 @@
+// A device backend without a device: its "memory" is host memory holding every float
+// bit-inverted, so anything that reads a buffer of it without copy() (the host, another
+// backend, a missed copy step) gets garbage. It runs linear, gelu and add; the executor must
+// place copies wherever a value crosses between it and the host. It also checks that every
+// activation pointer it is handed is one of its own buffers, and that weights are not.
+#include "vit_plugin_helpers.hpp"
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <set>
+#include <vector>
+
+namespace {
+
+const int32_t kOps[] = {VIT_OP_LINEAR, VIT_OP_GELU, VIT_OP_ADD};
+
+struct Context {
+  std::mutex mutex;
+  std::set<const void*> buffers;
+  bool owns(const void* p) {
+    std::lock_guard<std::mutex> lock(mutex);
+    return buffers.count(p) != 0;
+  }
+};
+
+float flip(float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, 4);
+  bits = ~bits;
+  std::memcpy(&v, &bits, 4);
+  return v;
+}
+
+vit_status create(const vit_backend_config*, void** context, char*, size_t) {
+  *context = new Context;
+  return VIT_STATUS_OK;
+}
+void destroy(void* context) { delete static_cast<Context*>(context); }
+
+vit_status supports(void*, const vit_node* node, char* message, size_t size) {
+  if (node->op == VIT_OP_LINEAR && !(VIT_INPUT_IS_CONSTANT(node, 1))) {
+    vit_plugin::write_message(message, size, "weights must be constants");
+    return VIT_STATUS_UNSUPPORTED;
+  }
+  return VIT_STATUS_OK;
+}
+
+// An activation's values, read back from device form.
+std::vector<float> read(Context& ctx, const vit_node& n, int i) {
+  const vit_tensor& t = n.inputs[i];
+  const float* p = static_cast<const float*>(t.data);
+  std::vector<float> v(static_cast<size_t>(vit_plugin::element_count(t)));
+  if (VIT_INPUT_IS_CONSTANT(&n, i)) {
+    if (ctx.owns(p)) throw std::runtime_error("a constant came in device memory");
+    std::memcpy(v.data(), p, v.size() * 4);
+    return v;
+  }
+  if (!ctx.owns(p)) throw std::runtime_error(std::string("input ") + std::to_string(i) + " of " + n.name + " is not in device memory");
+  for (size_t k = 0; k < v.size(); ++k) v[k] = flip(p[k]);
+  return v;
+}
+
+vit_status execute(void* context, void*, const vit_node* node, char* message, size_t size) {
+  return vit_plugin::guard(message, size, [&] {
+    auto& ctx = *static_cast<Context*>(context);
+    const vit_node& n = *node;
+    float* y = static_cast<float*>(n.outputs[0].data);
+    if (!ctx.owns(y)) throw std::runtime_error(std::string("the output of ") + n.name + " is not in device memory");
+    std::vector<float> x = read(ctx, n, 0), out(static_cast<size_t>(vit_plugin::element_count(n.outputs[0])));
+    if (n.op == VIT_OP_LINEAR) {
+      std::vector<float> w = read(ctx, n, 1), b = n.n_inputs > 2 ? read(ctx, n, 2) : std::vector<float>();
+      const int64_t k = n.inputs[0].shape[n.inputs[0].rank - 1], cols = n.inputs[1].shape[0];
+      const int64_t rows = static_cast<int64_t>(x.size()) / k;
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c) {
+          double acc = b.empty() ? 0.0 : b[c];
+          for (int64_t i = 0; i < k; ++i) acc += double(x[r * k + i]) * w[c * k + i];
+          out[r * cols + c] = static_cast<float>(acc);
+        }
+    } else if (n.op == VIT_OP_GELU) {
+      for (size_t i = 0; i < x.size(); ++i) out[i] = static_cast<float>(0.5 * x[i] * (1.0 + std::erf(x[i] / std::sqrt(2.0))));
+    } else {
+      std::vector<float> b = read(ctx, n, 1);
+      for (size_t i = 0; i < x.size(); ++i) out[i] = x[i] + b[i % b.size()];
+    }
+    for (size_t i = 0; i < out.size(); ++i) y[i] = flip(out[i]);
+    return VIT_STATUS_OK;
+  });
+}
+
+vit_status alloc(void* context, size_t bytes, int32_t, void** data, char* message, size_t size) {
+  auto& ctx = *static_cast<Context*>(context);
+  *data = std::malloc(bytes ? bytes : 1);
+  if (!*data) {
+    vit_plugin::write_message(message, size, "out of memory");
+    return VIT_STATUS_ERROR;
+  }
+  std::lock_guard<std::mutex> lock(ctx.mutex);
+  ctx.buffers.insert(*data);
+  return VIT_STATUS_OK;
+}
+
+void free_buffer(void* context, void* data, int32_t) {
+  auto& ctx = *static_cast<Context*>(context);
+  std::lock_guard<std::mutex> lock(ctx.mutex);
+  ctx.buffers.erase(data);
+  std::free(data);
+}
+
+vit_status copy(void* context, void* dst, const void* src, size_t bytes, int32_t kind, char* message, size_t size) {
+  auto& ctx = *static_cast<Context*>(context);
+  const void* device = kind == VIT_COPY_DEVICE_TO_HOST ? src : dst;
+  if (!ctx.owns(device)) {
+    vit_plugin::write_message(message, size, "copy to or from memory that is not this device's");
+    return VIT_STATUS_ERROR;
+  }
+  const float* s = static_cast<const float*>(src);
+  float* d = static_cast<float*>(dst);
+  for (size_t i = 0; i < bytes / 4; ++i) d[i] = kind == VIT_COPY_DEVICE_TO_DEVICE ? s[i] : flip(s[i]);
+  return VIT_STATUS_OK;
+}
+
+int32_t score(char* message, size_t size) {
+  vit_plugin::write_message(message, size, "a test device: never picked by auto");
+  return 0;
+}
+
+vit_backend_api table() {
+  vit_backend_api api = vit_plugin::make_table("fakedev", "1.0", kOps);
+  api.create = create;
+  api.destroy = destroy;
+  api.supports = supports;
+  api.execute = execute;
+  api.memory = VIT_MEMORY_DEVICE;
+  api.alloc = alloc;
+  api.free = free_buffer;
+  api.copy = copy;
+  api.score = score;
+  return api;
+}
+
+}  // namespace
+
+VIT_PLUGIN_EXPORT(table())
