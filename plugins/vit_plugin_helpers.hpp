@@ -119,9 +119,14 @@ inline const vit_host_api*& host() {
   return h;
 }
 
+// Whether the config carries key/value options (a host of ABI 2 or later).
+inline bool has_options(const vit_backend_config& config) {
+  return config.struct_size >= offsetof(vit_backend_config, options) + sizeof(config.options);
+}
+
 // The value of one option, or `fallback` when the config does not set it (or predates ABI 2).
 inline std::string option(const vit_backend_config& config, const std::string& key, const std::string& fallback = "") {
-  if (config.struct_size < offsetof(vit_backend_config, options) + sizeof(config.options)) return fallback;
+  if (!has_options(config)) return fallback;
   for (int32_t i = 0; i < config.n_options; ++i)
     if (config.options[i].key && key == config.options[i].key) return config.options[i].value ? config.options[i].value : "";
   return fallback;
@@ -131,7 +136,7 @@ inline std::string option(const vit_backend_config& config, const std::string& k
 // YAML must not pass silently.
 inline std::string unknown_options(const vit_backend_config& config, std::initializer_list<const char*> known) {
   std::string unknown;
-  if (config.struct_size < offsetof(vit_backend_config, options) + sizeof(config.options)) return unknown;
+  if (!has_options(config)) return unknown;
   for (int32_t i = 0; i < config.n_options; ++i) {
     bool found = false;
     for (const char* k : known) found = found || (config.options[i].key && std::strcmp(k, config.options[i].key) == 0);

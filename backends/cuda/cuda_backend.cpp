@@ -267,12 +267,7 @@ vit_status supports(void*, const vit_node* node, char* message, size_t size) {
         return VIT_STATUS_UNSUPPORTED;
       }
     // Weights are uploaded once, in the compute type: they must be constants.
-    bool weights_constant = true;
-    if (node->op == VIT_OP_LINEAR)
-      for (int32_t i = 1; i < node->n_inputs; ++i) weights_constant = weights_constant && VIT_INPUT_IS_CONSTANT(node, i);
-    if (node->op == VIT_OP_MLP)
-      for (int32_t i = 1; i <= 4; ++i) weights_constant = weights_constant && VIT_INPUT_IS_CONSTANT(node, i);
-    if (!weights_constant) {
+    if ((node->op == VIT_OP_LINEAR || node->op == VIT_OP_MLP) && !weights_constant(*node)) {
       vit_plugin::write_message(message, size, "cuda runs linear and mlp with constant weights only");
       return VIT_STATUS_UNSUPPORTED;
     }

@@ -49,17 +49,10 @@ ModelBenchResult bench_model(Runtime& runtime, int64_t batch, double min_seconds
 GemmBenchResult bench_gemm(Backend& backend, int64_t m, int64_t k, int64_t n, double min_seconds) {
   std::vector<float> x = random_floats(static_cast<size_t>(m * k), 2), w = random_floats(static_cast<size_t>(n * k), 3),
                      b = random_floats(static_cast<size_t>(n), 4), y(static_cast<size_t>(m * n));
-  vit_tensor in[3] = {describe({m, k}, x.data()), describe({n, k}, w.data()), describe({n}, b.data())};
-  vit_tensor out = describe({m, n}, y.data());
-  vit_node node{};
-  node.struct_size = sizeof node;
-  node.op = VIT_OP_LINEAR;
-  node.n_inputs = 3;
-  node.inputs = in;
-  node.n_outputs = 1;
-  node.outputs = &out;
-  node.name = "gemm ceiling";
-  node.constant_inputs = 0b110;  // the weight and bias
+  std::vector<vit_tensor> in = {describe({m, k}, x.data()), describe({n, k}, w.data()), describe({n}, b.data())};
+  std::vector<vit_tensor> out = {describe({m, n}, y.data())};
+  // The weight and bias are constants.
+  vit_node node = vit_plugin::make_node(VIT_OP_LINEAR, in, out, {}, {}, "gemm ceiling", {false, true, true});
   // A device backend computes in its own memory: the activations go there first.
   void* device_x = nullptr;
   void* device_y = nullptr;
@@ -68,7 +61,7 @@ GemmBenchResult bench_gemm(Backend& backend, int64_t m, int64_t k, int64_t n, do
     device_y = backend.alloc(y.size() * sizeof(float), VIT_ALLOC_DEVICE);
     backend.copy(device_x, x.data(), x.size() * sizeof(float), VIT_COPY_HOST_TO_DEVICE);
     in[0].data = device_x;
-    out.data = device_y;
+    out[0].data = device_y;
   }
   std::string why;
   if (!backend.supports(node, &why)) throw Error("backend '" + backend.name() + "' declines a linear node: " + why);

@@ -60,15 +60,7 @@ class WithoutGpu(unittest.TestCase):
 class OnGpu(unittest.TestCase):
     def test_real_model_against_torch_on_every_photo(self):
         import numpy as np
-        import torch
-        from PIL import Image
-        sd = vitref.read_safetensors(os.path.join(vitref.MODEL_DIR, "model.safetensors"))
-        model = vitref.TorchViT().load_timm(sd)
-        crop, to_tensor = vitref.model_eval_transform(vitref.MODEL_DIR)
-        paths = vitref.photos()
-        x = torch.stack([to_tensor(crop(Image.open(p).convert("RGB"))) for p in paths])
-        with torch.no_grad():
-            expected = model(x).numpy()
+        paths, x, expected = vitref.torch_logits_on_photos()
         with tempfile.TemporaryDirectory() as tmp:
             for precision in ("fp32", "bf16", "fp16"):
                 got = vitref.vitbatch_logits(vitref.MODEL_DIR, x.numpy(), tmp, "cuda", precision)

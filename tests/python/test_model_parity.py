@@ -6,22 +6,14 @@ import tempfile
 import unittest
 
 import numpy as np
-import torch
-from PIL import Image
 
 import vitref
 
 
 class RealModelParity(unittest.TestCase):
     def test_logits_match_torch_on_every_photo(self):
-        sd = vitref.read_safetensors(os.path.join(vitref.MODEL_DIR, "model.safetensors"))
-        model = vitref.TorchViT().load_timm(sd)
-        crop, to_tensor = vitref.model_eval_transform(vitref.MODEL_DIR)
-        paths = vitref.photos()
+        paths, x, expected = vitref.torch_logits_on_photos()
         self.assertGreaterEqual(len(paths), 10)
-        x = torch.stack([to_tensor(crop(Image.open(p).convert("RGB"))) for p in paths])
-        with torch.no_grad():
-            expected = model(x).numpy()
         with tempfile.TemporaryDirectory() as tmp:
             got = vitref.vitbatch_logits(vitref.MODEL_DIR, x.numpy(), tmp)
         self.assertEqual(got.shape, expected.shape)

@@ -226,6 +226,19 @@ def random_timm_state(seed, image=32, patch=8, dim=48, depth=2, mlp=96, classes=
     return sd
 
 
+def torch_logits_on_photos():
+    """The real ViT-Ti on every shared photo, by the independent torch.nn ViT: (paths, the
+    input tensor [N,3,S,S] fed to it, its logits as a NumPy array)."""
+    sd = read_safetensors(os.path.join(MODEL_DIR, "model.safetensors"))
+    model = TorchViT().load_timm(sd)
+    crop, to_tensor = model_eval_transform(MODEL_DIR)
+    paths = photos()
+    x = torch.stack([to_tensor(crop(Image.open(p).convert("RGB"))) for p in paths])
+    with torch.no_grad():
+        expected = model(x).numpy()
+    return paths, x, expected
+
+
 def vitbatch_logits(model_path, inputs, workdir, backend=None, precision=None):
     """Runs vitbatch's executor on exactly these input tensors [N,3,S,S]."""
     src = os.path.join(workdir, "inputs.f32")
