@@ -214,8 +214,13 @@ int run_classify(const ClassifyFlags& flags) {
     options.decode_threads =
         flags.decode_threads.value_or(default_decode_threads(runtime->backends().front()->device_memory()));
     const vitbatch::Model& model = runtime->model();
+    if (!model.config.has_head())
+      throw vitbatch::Error(model.path + ": the model has no classifier head (a backbone or embedder: its output is a " +
+                            std::to_string(model.config.dim) + "-wide feature, not class scores), so it cannot classify");
     std::optional<std::string> labels_path = flags.labels ? flags.labels : config.labels;
-    labels = labels_path ? vitbatch::load_labels(*labels_path) : vitbatch::imagenet1k_labels();
+    // The model's own class names (timm's label_names, Hugging Face's id2label) come first.
+    labels = labels_path ? vitbatch::load_labels(*labels_path)
+                         : !model.labels.empty() ? model.labels : vitbatch::imagenet1k_labels();
     int64_t classes = model.config.num_classes;
     if (static_cast<int64_t>(labels.size()) != classes)
       throw vitbatch::Error((labels_path ? *labels_path : std::string("built-in ImageNet-1k labels")) + " has " +
@@ -328,7 +333,7 @@ void set_classify_command(CLI::App& app, int* exit_code) {
                   "file to write (default: stdout); FILE.meta.json beside it records the run for --resume");
   cmd->add_option("--format", flags->format, "csv or jsonl (default: jsonl for -o *.jsonl/*.ndjson/*.json, else csv)")
       ->check(CLI::IsMember({"csv", "jsonl"}));
-  cmd->add_option("--labels", flags->labels, "class names, one per line (default: built-in ImageNet-1k)");
+  cmd->add_option("--labels", flags->labels, "class names, one per line (default: the model's own, else built-in ImageNet-1k)");
   cmd->add_option("--decode-threads", flags->decode_threads,
                   "threads decoding and preprocessing ahead of the model (default: one per core, at most 4 when the "
                   "model runs on the CPU)")

@@ -30,6 +30,9 @@ void add_common_flags(CLI::App& command, CommonFlags& flags) {
                                                                       : std::string();
       });
   command.add_option("--plugin-dir", flags.plugin_dirs, "directory searched first for backend plugins");
+  command.add_option("--heads", flags.heads,
+                     "attention heads, for a checkpoint whose config.json names none (as the YAML's model_options.heads)")
+      ->check(int_range(1, vitbatch::kMaxHeads));
 }
 
 vitbatch::RuntimeOptions resolve_runtime_options(const CommonFlags& flags, vitbatch::RunConfig& config) {
@@ -39,6 +42,7 @@ vitbatch::RuntimeOptions resolve_runtime_options(const CommonFlags& flags, vitba
   else if (config.model) o.model = *config.model;
   else throw vitbatch::Error("no model: pass --model PATH or set 'model' in the --config file");
   o.model_options = config.model_options;
+  if (flags.heads) o.model_options.heads = *flags.heads;
   o.preprocess = config.preprocess;
   o.backend = flags.backend.value_or(config.backend.value_or("auto"));
   int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));

@@ -21,6 +21,7 @@ struct CommonFlags {
   std::optional<std::string> precision;
   std::vector<std::string> backend_option_pairs;  // --backend-option KEY=VALUE
   std::vector<std::string> plugin_dirs;
+  std::optional<int> heads;  // where neither config.json nor timm's registry gives them
 };
 
 void add_common_flags(CLI::App& command, CommonFlags& flags);

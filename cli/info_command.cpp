@@ -38,10 +38,20 @@ int run_info(const InfoFlags& flags) {
                             {"image_size", c.image_size}, {"dim", c.dim}, {"depth", c.depth}, {"heads", c.heads},
                             {"mlp_dim", c.mlp_dim}, {"tokens", c.tokens()}, {"classes", c.num_classes},
                             {"in_chans", c.in_chans}, {"layer_norm_eps", c.layer_norm_eps}}},
+          {"variant", {{"timm_architecture", c.architecture}, {"class_token", c.class_token}, {"register_tokens", c.reg_tokens},
+                       {"distillation_token", c.distilled}, {"prefix_tokens", c.prefix_tokens()},
+                       {"pos_embed_covers_prefix", !c.no_embed_class}, {"patch_bias", c.patch_bias}, {"norm_pre", c.norm_pre},
+                       {"qkv_bias", c.qkv_bias}, {"qk_norm", c.qk_norm}, {"attn_norm", c.attn_norm},
+                       {"layer_scale", c.layer_scale}, {"mlp", vitbatch::mlp_kind_name(c.mlp)},
+                       {"activation", vitbatch::activation_name(c.act)}, {"mlp_norm", c.mlp_norm},
+                       {"pooling", vitbatch::pooling_name(c.pool)}, {"final_norm", c.final_norm}, {"fc_norm", c.fc_norm},
+                       {"head", c.has_head()}, {"output_width", c.output_width()}}},
           {"parameters", m.weights.parameter_count()},
           {"gmacs_per_image", gmacs},
-          {"preprocess", {{"input_size", p.input_size}, {"crop_pct", p.crop_pct}, {"interpolation", p.interpolation},
-                          {"mean", p.mean}, {"std", p.std}}},
+          {"preprocess", {{"input_size", p.input_size}, {"crop_pct", p.crop_pct}, {"crop_mode", p.crop_mode},
+                          {"interpolation", p.interpolation}, {"mean", p.mean}, {"std", p.std},
+                          {"huggingface_processor", p.hf_processor}}},
+          {"labels", m.labels.empty() ? "none in the model's files" : std::to_string(m.labels.size()) + " from config.json"},
           {"defaults_used", m.defaulted},
           {"running", runtime.running()}};
       nlohmann::json backends = nlohmann::json::array();
@@ -59,15 +69,11 @@ int run_info(const InfoFlags& flags) {
               << ", mlp " << c.mlp_dim << ", tokens " << c.tokens() << ", classes " << c.num_classes << "\n";
     std::snprintf(line, sizeof line, "layer norm:   eps %g\n", c.layer_norm_eps);
     std::cout << line;
+    std::cout << "variant:      " << vitbatch::describe_variant(c) << "\n";
     std::cout << "parameters:   " << m.weights.parameter_count() << "\n";
     std::snprintf(line, sizeof line, "compute:      %.3f GMACs = %.3f GFLOPs per image\n", gmacs, 2 * gmacs);
     std::cout << line;
-    std::snprintf(line, sizeof line,
-                  "preprocess:   resize shortest side to %d (%s, crop_pct %g), centre crop %d, "
-                  "mean [%g, %g, %g], std [%g, %g, %g]\n",
-                  static_cast<int>(p.input_size / p.crop_pct), p.interpolation.c_str(), p.crop_pct,
-                  static_cast<int>(p.input_size), p.mean[0], p.mean[1], p.mean[2], p.std[0], p.std[1], p.std[2]);
-    std::cout << line;
+    std::cout << "preprocess:   " << vitbatch::describe_preprocess(p) << "\n";
     for (const auto& [key, text] : m.defaulted) std::cout << "default:      " << text << "\n";
     std::cout << "runs on:      " << runtime.running() << "\n";
     std::cout << "backends:    ";

@@ -6,6 +6,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 shared="${VITBATCH_SHARED:-$root/../shared}"
 "$root/scripts/setup.sh"
 [ -d "$shared/models" ] || { echo "test: no shared/ folder at $shared (set VITBATCH_SHARED)" >&2; exit 1; }
-cmake -S "$root" -B "$root/build" -DVITBATCH_SHARED_DIR="$shared" >/dev/null
+timm_python="$("$root/scripts/timm_venv.sh")"
+cmake -S "$root" -B "$root/build" -DVITBATCH_SHARED_DIR="$shared" -DVITBATCH_TIMM_PYTHON="$timm_python" >/dev/null
 cd "$root/build"
 ctest --output-on-failure

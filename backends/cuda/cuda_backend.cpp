@@ -177,7 +177,7 @@ bool read_from(const vit_node* n, int32_t count, int producer, int from) {
 Fusion fusion_at(const vit_node* n, int32_t count, Elem e) {
   if (count >= 5 && n[0].op == VIT_OP_LAYER_NORM && n[1].op == VIT_OP_LINEAR && n[1].n_inputs == 3 &&
       n[1].input_ids[0] == n[0].output_id && weights_constant(n[1]) && n[2].op == VIT_OP_ATTENTION &&
-      n[2].input_ids[0] == n[1].output_id && n[2].ints[0] > 0 &&
+      n[2].n_inputs == 1 && n[2].input_ids[0] == n[1].output_id && n[2].ints[0] > 0 &&
       fused_attention_fits(n[2].inputs[0].shape[2] / 3 / n[2].ints[0], e) && n[3].op == VIT_OP_LINEAR &&
       n[3].n_inputs == 3 && n[3].input_ids[0] == n[2].output_id && weights_constant(n[3])) {
     // The add's other input (the residual) must come from before the block, and nothing
@@ -269,6 +269,14 @@ vit_status supports(void*, const vit_node* node, char* message, size_t size) {
     // Weights are uploaded once, in the compute type: they must be constants.
     if ((node->op == VIT_OP_LINEAR || node->op == VIT_OP_MLP) && !weights_constant(*node)) {
       vit_plugin::write_message(message, size, "cuda runs linear and mlp with constant weights only");
+      return VIT_STATUS_UNSUPPORTED;
+    }
+    if (node->op == VIT_OP_ATTENTION && node->n_inputs != 1) {
+      vit_plugin::write_message(message, size, "cuda's attention has no q/k norm");
+      return VIT_STATUS_UNSUPPORTED;
+    }
+    if (node->op == VIT_OP_BATCH_MATMUL && node->inputs[0].shape[0] != node->inputs[1].shape[0]) {
+      vit_plugin::write_message(message, size, "cuda's batch_matmul takes equal batches");
       return VIT_STATUS_UNSUPPORTED;
     }
     if (node->op == VIT_OP_PERMUTE && node->ints[0] > 8) {

@@ -415,10 +415,14 @@ std::unique_ptr<Kernel> layer_norm(Context& ctx, const vit_node& n) {
   return k;
 }
 
-std::unique_ptr<Kernel> add(Context& ctx, const vit_node& n) {
-  memory::desc a = plain(dims_of(n.inputs[0]), dt::f32), b = plain(dims_of(n.inputs[1]), dt::f32);
+// add, mul: b broadcast over a (vit_ops.def); a per-channel b [D] is seen as [1, .., 1, D].
+std::unique_ptr<Kernel> binary(Context& ctx, const vit_node& n) {
+  memory::dims bd = dims_of(n.inputs[1]);
+  bd.insert(bd.begin(), n.inputs[0].rank - n.inputs[1].rank, 1);
+  memory::desc a = plain(dims_of(n.inputs[0]), dt::f32), b = plain(bd, dt::f32);
+  auto algorithm = n.op == VIT_OP_MUL ? dnnl::algorithm::binary_mul : dnnl::algorithm::binary_add;
   auto k = std::make_unique<BoundPrimitive>(dnnl::binary(
-      dnnl::binary::primitive_desc(dnnl::binary::desc(dnnl::algorithm::binary_add, a, b, a), ctx.engine)));
+      dnnl::binary::primitive_desc(dnnl::binary::desc(algorithm, a, b, a), ctx.engine)));
   k->bind(ctx, DNNL_ARG_SRC_0, a, 0).bind(ctx, DNNL_ARG_SRC_1, b, 1).bind(ctx, DNNL_ARG_DST, a, BoundPrimitive::kOutput);
   return k;
 }
@@ -436,6 +440,22 @@ std::unique_ptr<Kernel> unary(Context& ctx, const vit_node& n) {
   int from = DNNL_ARG_SRC, to = DNNL_ARG_DST;
   switch (n.op) {
     case VIT_OP_GELU: primitive = eltwise(dnnl::algorithm::eltwise_gelu_erf, 0.0f); break;
+    case VIT_OP_GELU_TANH: primitive = eltwise(dnnl::algorithm::eltwise_gelu_tanh, 0.0f); break;
+    case VIT_OP_QUICK_GELU: primitive = eltwise(dnnl::algorithm::eltwise_swish, 1.702f); break;
+    case VIT_OP_SILU: primitive = eltwise(dnnl::algorithm::eltwise_swish, 1.0f); break;
+    case VIT_OP_REDUCE_MEAN: case VIT_OP_REDUCE_MAX: {
+      // oneDNN refuses a reduction over a length-1 axis: that is a copy.
+      if (n.inputs[0].shape[n.ints[0]] == 1) {
+        primitive = eltwise(dnnl::algorithm::eltwise_linear, 1.0f);
+        break;
+      }
+      memory::dims kept = dims_of(n.inputs[0]);
+      kept[n.ints[0]] = 1;  // the output is the input with the axis reduced to 1, dropped
+      out = plain(kept, dt::f32);
+      auto algorithm = n.op == VIT_OP_REDUCE_MEAN ? dnnl::algorithm::reduction_mean : dnnl::algorithm::reduction_max;
+      primitive = dnnl::reduction(dnnl::reduction::primitive_desc(dnnl::reduction::desc(algorithm, in, out, 0.0f, 0.0f), ctx.engine));
+      break;
+    }
     case VIT_OP_SCALE: primitive = eltwise(dnnl::algorithm::eltwise_linear, n.floats[0]); break;
     case VIT_OP_SOFTMAX:
       primitive = dnnl::softmax_forward(dnnl::softmax_forward::primitive_desc(
@@ -469,9 +489,21 @@ bool accepts(const vit_node& n, std::string* why) {
       return false;
     }
   switch (n.op) {
-    case VIT_OP_LINEAR: case VIT_OP_MLP: case VIT_OP_ATTENTION: case VIT_OP_BATCH_MATMUL:
-    case VIT_OP_LAYER_NORM: case VIT_OP_GELU: case VIT_OP_SCALE: case VIT_OP_SOFTMAX:
-    case VIT_OP_PATCHIFY: case VIT_OP_ADD:
+    case VIT_OP_ATTENTION:
+      if (n.n_inputs != 1) {
+        *why = "onednn's fused attention has no q/k norm";
+        return false;
+      }
+      return true;
+    case VIT_OP_BATCH_MATMUL:
+      if (n.inputs[0].rank > 2 && n.inputs[0].shape[0] != n.inputs[1].shape[0]) {
+        *why = "onednn's batch_matmul takes equal batches";
+        return false;
+      }
+      return true;
+    case VIT_OP_LINEAR: case VIT_OP_MLP: case VIT_OP_LAYER_NORM: case VIT_OP_GELU: case VIT_OP_SCALE:
+    case VIT_OP_SOFTMAX: case VIT_OP_PATCHIFY: case VIT_OP_ADD: case VIT_OP_MUL: case VIT_OP_REDUCE_MEAN:
+    case VIT_OP_REDUCE_MAX: case VIT_OP_GELU_TANH: case VIT_OP_QUICK_GELU: case VIT_OP_SILU:
       return true;
     default:
       // Pure data movement (concat, slice, reshape, permute) runs once per batch at the
@@ -488,7 +520,7 @@ std::unique_ptr<Kernel> make_kernel(Context& ctx, const vit_node& n) {
     case VIT_OP_ATTENTION: return std::make_unique<AttentionKernel>(ctx, n);
     case VIT_OP_BATCH_MATMUL: return batch_matmul(ctx, n);
     case VIT_OP_LAYER_NORM: return layer_norm(ctx, n);
-    case VIT_OP_ADD: return add(ctx, n);
+    case VIT_OP_ADD: case VIT_OP_MUL: return binary(ctx, n);
     default: return unary(ctx, n);
   }
 }

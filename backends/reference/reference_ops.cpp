@@ -73,14 +73,17 @@ void batch_matmul(const vit_node& n, int threads) {
   int r = a.rank;
   int64_t M = a.shape[r - 2], K = a.shape[r - 1];
   int64_t N = transpose_b ? b.shape[r - 2] : b.shape[r - 1];
-  int64_t batches = element_count(a) / (M * K);
+  // a's batch may be 1 for all of b's (see vit_ops.def): count batches from the output.
+  int64_t batches = element_count(n.outputs[0]) / (M * N);
+  int64_t a_batches = element_count(a) / (M * K);  // batches, or batches / b's first dim
   const float* ap = static_cast<const float*>(a.data);
   const float* bp = static_cast<const float*>(b.data);
   float* cp = static_cast<float*>(n.outputs[0].data);
   parallel_rows(batches * M, threads, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       int64_t bi = row / M;
-      const float* arow = ap + row * K;
+      // With a shared, item i of b's batch reads a's matrices of item 0.
+      const float* arow = ap + (row % (a_batches * M)) * K;
       const float* bmat = bp + bi * K * N;
       for (int64_t j = 0; j < N; ++j) {
         double acc = 0.0;
@@ -127,6 +130,43 @@ void softmax(const vit_node& n) {
   }
 }
 
+// reduce_mean / reduce_max over one axis: [outer, len, inner] -> [outer, inner].
+void reduce(const vit_node& n, bool mean) {
+  const vit_tensor& x = n.inputs[0];
+  int64_t axis = n.ints[0], outer = 1, inner = 1, len = x.shape[axis];
+  for (int64_t d = 0; d < axis; ++d) outer *= x.shape[d];
+  for (int64_t d = axis + 1; d < x.rank; ++d) inner *= x.shape[d];
+  const float* xp = static_cast<const float*>(x.data);
+  float* yp = static_cast<float*>(n.outputs[0].data);
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t i = 0; i < inner; ++i) {
+      double acc = mean ? 0.0 : -INFINITY;
+      for (int64_t l = 0; l < len; ++l) {
+        double v = xp[(o * len + l) * inner + i];
+        acc = mean ? acc + v : std::max(acc, v);
+      }
+      yp[o * inner + i] = static_cast<float>(mean ? acc / double(len) : acc);
+    }
+}
+
+// b broadcast over a (vit_ops.def): b's index is a's modulo b's element count.
+template <class F>
+void elementwise(const vit_node& n, F&& f) {
+  const float* a = static_cast<const float*>(n.inputs[0].data);
+  const float* b = static_cast<const float*>(n.inputs[1].data);
+  float* y = static_cast<float*>(n.outputs[0].data);
+  int64_t count = element_count(n.inputs[0]), period = element_count(n.inputs[1]);
+  for (int64_t i = 0; i < count; ++i) y[i] = f(a[i], b[i % period]);
+}
+
+template <class F>
+void unary(const vit_node& n, F&& f) {
+  const float* x = static_cast<const float*>(n.inputs[0].data);
+  float* y = static_cast<float*>(n.outputs[0].data);
+  int64_t count = element_count(n.inputs[0]);
+  for (int64_t i = 0; i < count; ++i) y[i] = static_cast<float>(f(double(x[i])));
+}
+
 void concat(const vit_node& n) {
   auto out = view(n.outputs[0]);
   size_t axis = n.ints[0], offset = 0;
@@ -160,7 +200,14 @@ void run_node(const vit_node& n, int threads) {
     case VIT_OP_PATCHIFY: return patchify(n);
     case VIT_OP_LINEAR: return linear(n, threads);
     case VIT_OP_BATCH_MATMUL: return batch_matmul(n, threads);
-    case VIT_OP_ADD: view(n.outputs[0]) = view(n.inputs[0]) + view(n.inputs[1]); return;
+    case VIT_OP_ADD: return elementwise(n, [](float a, float b) { return a + b; });
+    case VIT_OP_MUL: return elementwise(n, [](float a, float b) { return a * b; });
+    case VIT_OP_REDUCE_MEAN: return reduce(n, true);
+    case VIT_OP_REDUCE_MAX: return reduce(n, false);
+    case VIT_OP_GELU_TANH:
+      return unary(n, [](double x) { return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x))); });
+    case VIT_OP_QUICK_GELU: return unary(n, [](double x) { return x / (1.0 + std::exp(-1.702 * x)); });
+    case VIT_OP_SILU: return unary(n, [](double x) { return x / (1.0 + std::exp(-x)); });
     case VIT_OP_LAYER_NORM: return layer_norm(n);
     case VIT_OP_GELU: {
       auto x = view(n.inputs[0]);

@@ -31,7 +31,7 @@ ModelBenchResult bench_model(Runtime& runtime, int64_t batch, double min_seconds
   const Model& m = runtime.model();
   size_t image = static_cast<size_t>(m.config.in_chans * m.config.image_size * m.config.image_size);
   std::vector<float> pixels = random_floats(image * batch, 1);
-  std::vector<float> logits(static_cast<size_t>(m.config.num_classes * batch));
+  std::vector<float> logits(static_cast<size_t>(m.config.output_width() * batch));
   ModelBenchResult r;
   r.batch = batch;
   auto t = Clock::now();

@@ -2,7 +2,9 @@
 
 #include "vitbatch/error.hpp"
 #include "vitbatch/file_io.hpp"
+#include "vitbatch/model_layout.hpp"
 #include "vitbatch/safetensors.hpp"
+#include "vitbatch/timm_table.hpp"
 #include "vitbatch/weight_names.hpp"
 
 #include <nlohmann/json.hpp>
@@ -95,19 +97,96 @@ nlohmann::json read_json(const std::string& path) {
   }
 }
 
-// Reads what config.json says: timm's pretrained_cfg (preprocessing) or a Hugging Face
-// config (heads, eps, image size).
-// Returns the names of the settings it found (for the note on defaults).
-std::set<std::string> apply_config_json(const std::string& path, PreprocessConfig& pre,
-                                        std::optional<int64_t>& heads, std::optional<double>& eps) {
+std::string triple_string(const std::array<float, 3>& v) {
+  std::ostringstream out;
+  out << v[0] << ", " << v[1] << ", " << v[2];
+  return out.str();
+}
+
+std::string describe_expected(const std::string& name, const Shape& expected) {
+  return "'" + name + "' (expected shape " + shape_string(expected) + ")";
+}
+
+std::optional<int64_t> square_root(int64_t n) {
+  if (n <= 0) return std::nullopt;
+  auto r = static_cast<int64_t>(std::lround(std::sqrt(double(n))));
+  return r * r == n ? std::optional<int64_t>(r) : std::nullopt;
+}
+
+Activation parse_activation(const std::string& name, const std::string& where) {
+  if (name == "gelu") return Activation::Gelu;
+  if (name == "gelu_tanh" || name == "gelu_pytorch_tanh" || name == "gelu_new") return Activation::GeluTanh;
+  if (name == "quick_gelu") return Activation::QuickGelu;
+  if (name == "silu" || name == "swish") return Activation::Silu;
+  throw Error(where + ": activation '" + name + "' is not one vitbatch runs (gelu, gelu_tanh, quick_gelu, silu)");
+}
+
+std::optional<Pooling> parse_pooling(const std::string& name) {
+  if (name == "token") return Pooling::Token;
+  if (name == "avg") return Pooling::Avg;
+  if (name == "avgmax") return Pooling::AvgMax;
+  if (name == "max") return Pooling::Max;
+  if (name == "map") return Pooling::Map;
+  return std::nullopt;
+}
+
+// timm's classes and layers that vitbatch runs; anything else in the table is refused by name.
+std::string unsupported_reason(const TimmArchitecture& a) {
+  if (!a.error.empty()) return "timm 1.0.31 cannot build it with one block (" + a.error + ")";
+  if (a.model_class != "VisionTransformer" && a.model_class != "VisionTransformerDistilled")
+    return "its model class is " + a.model_class + " (vitbatch runs timm's VisionTransformer family)";
+  if (a.block != "Block") return "its blocks are " + a.block;
+  if (a.attention != "Attention") return "its attention is " + a.attention;
+  if (a.norm != "LayerNorm") return "its norm is " + a.norm;
+  if (a.patch_embed != "PatchEmbed") return "its patch embedding is " + a.patch_embed;
+  if (a.mlp != "Mlp" && a.mlp != "GluMlp" && a.mlp != "SwiGLU") return "its MLP is " + a.mlp;
+  if (a.global_pool == "prr") return "its pooling is 'prr'";
+  if (a.map_pos_embed) return "its attention pool has a position embedding";
+  return "";
+}
+
+// Settings config.json gives. timm's hub config: architecture, global_pool, label_names and
+// pretrained_cfg (preprocessing); a Hugging Face config: heads, eps, act, image size, id2label.
+struct ConfigJson {
+  std::optional<std::string> architecture;
+  std::optional<std::string> global_pool;
+  std::optional<int64_t> heads;
+  std::optional<double> eps;
+  std::optional<std::string> act;
+  std::optional<bool> qkv_bias;
+  ModelLabels labels;
+  std::set<std::string> preprocessing;  // the preprocessing keys it set
+};
+
+ModelLabels read_labels(const nlohmann::json& j) {
+  ModelLabels out;
+  if (j.is_array()) {
+    for (const auto& v : j) out.push_back(v.get<std::string>());
+  } else if (j.is_object()) {  // {"0": "tench", ...}: by index
+    out.resize(j.size());
+    for (const auto& [key, v] : j.items()) {
+      size_t i = std::stoul(key);
+      if (i >= out.size()) throw Error("label index " + key + " out of range");
+      out[i] = v.get<std::string>();
+    }
+  }
+  return out;
+}
+
+ConfigJson read_config_json(const std::string& path, PreprocessConfig& pre) {
   nlohmann::json j = read_json(path);
-  std::set<std::string> found;
+  ConfigJson c;
+  auto& found = c.preprocessing;
   try {
     const nlohmann::json& cfg = j.contains("pretrained_cfg") ? j["pretrained_cfg"] : j;
     if (cfg.contains("input_size")) pre.input_size = cfg["input_size"].at(2).get<int64_t>();
     if (cfg.contains("crop_pct") && !cfg["crop_pct"].is_null()) {
       pre.crop_pct = cfg["crop_pct"].get<double>();
       found.insert("crop_pct");
+    }
+    if (cfg.contains("crop_mode") && cfg["crop_mode"].is_string()) {
+      pre.crop_mode = cfg["crop_mode"].get<std::string>();
+      found.insert("crop_mode");
     }
     if (cfg.contains("interpolation")) {
       pre.interpolation = cfg["interpolation"].get<std::string>();
@@ -121,41 +200,187 @@ std::set<std::string> apply_config_json(const std::string& path, PreprocessConfi
       pre.std = cfg["std"].get<std::array<float, 3>>();
       found.insert("std");
     }
-    // timm's ViT/DeiT of these sizes have 64-wide heads and LayerNorm eps 1e-6 by
-    // construction: naming the architecture settles both (other sizes do not: vit_huge).
-    if (j.contains("architecture") && j["architecture"].is_string()) {
-      std::string arch = j["architecture"].get<std::string>();
-      for (const char* family : {"vit_tiny_", "vit_small_", "vit_base_", "vit_large_", "deit_tiny_", "deit_small_",
-                                 "deit_base_"})
-        if (arch.rfind(family, 0) == 0) found.insert({"heads64", "eps"});
+    if (j.contains("architecture") && j["architecture"].is_string()) c.architecture = j["architecture"].get<std::string>();
+    if (j.contains("global_pool") && j["global_pool"].is_string()) c.global_pool = j["global_pool"].get<std::string>();
+    if (j.contains("num_attention_heads")) c.heads = j["num_attention_heads"].get<int64_t>();
+    if (j.contains("num_heads")) c.heads = j["num_heads"].get<int64_t>();
+    if (j.contains("layer_norm_eps")) c.eps = j["layer_norm_eps"].get<double>();
+    if (j.contains("hidden_act") && j["hidden_act"].is_string()) c.act = j["hidden_act"].get<std::string>();
+    if (j.contains("qkv_bias") && j["qkv_bias"].is_boolean()) c.qkv_bias = j["qkv_bias"].get<bool>();
+    if (j.contains("image_size") && j["image_size"].is_number_integer()) pre.input_size = j["image_size"].get<int64_t>();
+    if (j.contains("label_names")) c.labels = read_labels(j["label_names"]);
+    else if (cfg.contains("label_names")) c.labels = read_labels(cfg["label_names"]);
+    else if (j.contains("id2label")) c.labels = read_labels(j["id2label"]);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(path + ": unexpected value: " + e.what());
+  } catch (const std::exception& e) {  // stoul on a bad id2label key
+    throw Error(path + ": unexpected value: " + e.what());
+  }
+  return c;
+}
+
+// Hugging Face's image processor (preprocessor_config.json beside config.json): resize to a
+// fixed size (no crop unless it says so), rescale, normalise. It replaces timm's transform.
+void read_preprocessor_config(const std::string& path, PreprocessConfig& pre, std::set<std::string>& found) {
+  nlohmann::json j = read_json(path);
+  try {
+    pre.hf_processor = true;
+    pre.hf_do_resize = j.value("do_resize", true);
+    if (j.contains("size")) {
+      const auto& size = j["size"];
+      if (size.is_number_integer()) pre.hf_resize_height = pre.hf_resize_width = size.get<int64_t>();
+      else if (size.contains("shortest_edge")) pre.hf_shortest_edge = size["shortest_edge"].get<int64_t>();
+      else {
+        pre.hf_resize_height = size.at("height").get<int64_t>();
+        pre.hf_resize_width = size.at("width").get<int64_t>();
+      }
     }
-    if (j.contains("num_attention_heads")) heads = j["num_attention_heads"].get<int64_t>();
-    if (j.contains("num_heads")) heads = j["num_heads"].get<int64_t>();
-    if (j.contains("layer_norm_eps")) eps = j["layer_norm_eps"].get<double>();
-    if (j.contains("image_size") && j["image_size"].is_number_integer())
-      pre.input_size = j["image_size"].get<int64_t>();
+    // PIL's resample codes: 0 nearest, 2 bilinear, 3 bicubic (HF's default is bilinear).
+    int resample = j.value("resample", 2);
+    if (resample == 2) pre.interpolation = "bilinear";
+    else if (resample == 3) pre.interpolation = "bicubic";
+    else throw Error(path + ": resample " + std::to_string(resample) + " is not one vitbatch runs (2 bilinear, 3 bicubic)");
+    pre.hf_do_center_crop = j.value("do_center_crop", false);
+    if (pre.hf_do_center_crop && j.contains("crop_size")) {
+      const auto& crop = j["crop_size"];
+      pre.input_size = crop.is_number_integer() ? crop.get<int64_t>() : crop.at("height").get<int64_t>();
+      if (crop.is_object() && crop.at("width").get<int64_t>() != pre.input_size)
+        throw Error(path + ": crop_size " + crop.dump() + " is not square");
+    } else if (pre.hf_resize_height) {
+      if (pre.hf_resize_height != pre.hf_resize_width)
+        throw Error(path + ": size " + j["size"].dump() + " is not square");
+      pre.input_size = pre.hf_resize_height;
+    }
+    pre.hf_do_rescale = j.value("do_rescale", true);
+    pre.hf_rescale_factor = j.value("rescale_factor", 1.0 / 255.0);
+    pre.hf_do_normalize = j.value("do_normalize", true);
+    if (j.contains("image_mean")) pre.mean = j["image_mean"].get<std::array<float, 3>>();
+    if (j.contains("image_std")) pre.std = j["image_std"].get<std::array<float, 3>>();
+    found.insert({"mean", "std", "crop_pct", "interpolation", "crop_mode"});
   } catch (const nlohmann::json::exception& e) {
     throw Error(path + ": unexpected value: " + e.what());
   }
-  return found;
 }
 
-std::string triple_string(const std::array<float, 3>& v) {
-  std::ostringstream out;
-  out << v[0] << ", " << v[1] << ", " << v[2];
-  return out.str();
-}
-
-std::string describe_expected(const std::string& name, const Shape& expected) {
-  return "'" + name + "' (expected shape " + shape_string(expected) + ")";
+// Hugging Face keeps q, k and v apart: the layout check expects them where timm has qkv.
+std::vector<ExpectedWeight> split_qkv(const std::vector<ExpectedWeight>& expected) {
+  std::vector<ExpectedWeight> out;
+  for (const ExpectedWeight& w : expected) {
+    auto at = w.name.find(".attn.qkv.");
+    if (at == std::string::npos || w.name.rfind("blocks.", 0) != 0) {
+      out.push_back(w);
+      continue;
+    }
+    Shape part = w.shape;
+    part[0] /= 3;
+    for (const char* n : {"q", "k", "v"})
+      out.push_back({w.name.substr(0, at) + ".attn." + n + "." + w.name.substr(at + 10), part});
+  }
+  return out;
 }
 
 }  // namespace
+
+const char* pooling_name(Pooling p) {
+  switch (p) {
+    case Pooling::Token: return "token";
+    case Pooling::Avg: return "avg";
+    case Pooling::AvgMax: return "avgmax";
+    case Pooling::Max: return "max";
+    case Pooling::Map: return "map";
+  }
+  return "?";
+}
+
+const char* activation_name(Activation a) {
+  switch (a) {
+    case Activation::Gelu: return "gelu";
+    case Activation::GeluTanh: return "gelu_tanh";
+    case Activation::QuickGelu: return "quick_gelu";
+    case Activation::Silu: return "silu";
+  }
+  return "?";
+}
+
+const char* mlp_kind_name(MlpKind m) {
+  switch (m) {
+    case MlpKind::Plain: return "mlp";
+    case MlpKind::GluPacked: return "glu";
+    case MlpKind::SwiGlu: return "swiglu";
+  }
+  return "?";
+}
+
+std::string describe_variant(const ViTConfig& c) {
+  std::ostringstream o;
+  std::vector<std::string> prefix;
+  if (c.class_token) prefix.push_back("class token");
+  if (c.reg_tokens) prefix.push_back(std::to_string(c.reg_tokens) + " register token" + (c.reg_tokens > 1 ? "s" : ""));
+  if (c.distilled) prefix.push_back("distillation token");
+  for (size_t i = 0; i < prefix.size(); ++i) o << (i ? " + " : "") << prefix[i];
+  if (prefix.empty()) o << "no prefix tokens";
+  o << (c.no_embed_class ? " (position embedding on patches only)" : "");
+  o << "; " << (c.patch_bias ? "" : "patch embedding without bias; ") << (c.norm_pre ? "norm_pre; " : "");
+  o << "attention" << (c.qkv_bias ? "" : " without qkv bias") << (c.qk_norm ? " with qk-norm" : "")
+    << (c.attn_norm ? " + norm" : "") << "; " << mlp_kind_name(c.mlp) << " " << activation_name(c.act)
+    << (c.mlp_norm ? " + norm" : "") << (c.layer_scale ? "; layer scale" : "") << "; pooling " << pooling_name(c.pool);
+  if (c.pool == Pooling::Map) o << " (" << c.map_heads << " heads, " << c.map_latent_len << " queries)";
+  o << (c.final_norm ? ", final norm" : "") << (c.fc_norm ? ", fc_norm" : "");
+  o << (c.has_head() ? "; head " + std::to_string(c.num_classes) + " classes" : "; no head (features " + std::to_string(c.dim) + ")");
+  if (!c.architecture.empty()) o << "; timm " << c.architecture;
+  return o.str();
+}
+
+std::string describe_preprocess(const PreprocessConfig& p) {
+  char line[320];
+  if (p.hf_processor) {
+    std::string resize = !p.hf_do_resize ? "no resize"
+                         : p.hf_shortest_edge ? "resize shortest side to " + std::to_string(p.hf_shortest_edge)
+                                              : "resize to " + std::to_string(p.hf_resize_width) + "x" + std::to_string(p.hf_resize_height);
+    std::snprintf(line, sizeof line, "Hugging Face processor: %s (%s)%s, x * %g%s, mean [%g, %g, %g], std [%g, %g, %g]",
+                  resize.c_str(), p.interpolation.c_str(),
+                  p.hf_do_center_crop ? (", centre crop " + std::to_string(p.input_size)).c_str() : "",
+                  p.hf_do_rescale ? p.hf_rescale_factor : 1.0, p.hf_do_normalize ? "" : " (no normalisation)",
+                  p.mean[0], p.mean[1], p.mean[2], p.std[0], p.std[1], p.std[2]);
+    return line;
+  }
+  const int scaled = static_cast<int>(p.input_size / p.crop_pct);
+  std::string how = p.crop_mode == "squash" ? "resize both sides to " + std::to_string(scaled) + " (squash)"
+                    : p.crop_mode == "border" ? "resize longest side to " + std::to_string(scaled) + " (border)"
+                                              : "resize shortest side to " + std::to_string(scaled);
+  std::snprintf(line, sizeof line, "%s (%s, crop_pct %g), %s %d, mean [%g, %g, %g], std [%g, %g, %g]", how.c_str(),
+                p.interpolation.c_str(), p.crop_pct, p.crop_mode == "border" ? "centre crop or pad to" : "centre crop",
+                static_cast<int>(p.input_size), p.mean[0], p.mean[1], p.mean[2], p.std[0], p.std[1], p.std[2]);
+  return line;
+}
 
 Model load_model(const std::string& path, const ModelOverrides& overrides) {
   Located where = locate(path);
   SafetensorsFile file = SafetensorsFile::open(where.weights);
   const std::string& label = file.label();
+
+  Model model;
+  model.path = where.weights;
+  ConfigJson json;
+  std::set<std::string>& found = json.preprocessing;
+  if (where.config) json = read_config_json(*where.config, model.preprocess);
+  model.has_config_json = where.config.has_value();
+  if (where.config) {
+    fs::path processor = fs::path(*where.config).parent_path() / "preprocessor_config.json";
+    std::error_code ec;
+    if (fs::is_regular_file(processor, ec)) read_preprocessor_config(processor.string(), model.preprocess, found);
+  }
+
+  // The architecture's entry in timm's registry, and whether vitbatch runs it.
+  std::optional<TimmArchitecture> timm;
+  if (json.architecture) {
+    timm = find_timm_architecture(*json.architecture);
+    if (timm) {
+      std::string why = unsupported_reason(*timm);
+      if (!why.empty())
+        throw Error(label + ": timm architecture '" + *json.architecture + "' (config.json) is not one vitbatch runs: " + why);
+    }
+  }
 
   // Map names; keep the checkpoint's own name for messages.
   std::map<std::string, const TensorView*> by_canonical;
@@ -164,36 +389,38 @@ Model load_model(const std::string& path, const ModelOverrides& overrides) {
   for (const auto& [name, tensor] : file.tensors()) {
     if (is_ignored_weight_name(name)) continue;
     auto canonical = canonical_weight_name(name);
-    if (!canonical)
+    if (!canonical) {
+      std::string family = foreign_family(name);
       throw Error(label + ": unexpected tensor '" + name + "' " + shape_string(tensor.shape) +
-                  " (not a timm or Hugging Face ViT/DeiT weight)");
+                  (family.empty() ? " (not a timm or Hugging Face ViT/DeiT weight)"
+                                  : " (" + family + " checkpoints are not supported: vitbatch runs timm's VisionTransformer family)"));
+    }
     styles.insert(canonical->style);
     by_canonical[canonical->name] = &tensor;
     original_name[canonical->name] = name;
   }
   if (styles.size() > 1) throw Error(label + ": mixes timm and Hugging Face tensor names");
   bool hf = styles.count(NameStyle::HuggingFace) != 0;
+  auto has = [&](const std::string& canonical) { return by_canonical.count(canonical) != 0; };
   auto shape_of = [&](const std::string& canonical) -> const Shape& {
     auto it = by_canonical.find(canonical);
     if (it == by_canonical.end()) throw Error(label + ": missing tensor '" + canonical + "'");
     return it->second->shape;
   };
+  auto tensor_name = [&](const std::string& canonical) { return "tensor '" + original_name[canonical] + "'"; };
 
-  Model model;
-  model.path = where.weights;
   ViTConfig& c = model.config;
   c.naming = hf ? "huggingface" : "timm";
-  c.layer_norm_eps = hf ? 1e-12 : 1e-6;
+  c.architecture = json.architecture.value_or("");
 
-  // Architecture from shapes.
+  // The description, from which tensors are there and their shapes.
   const Shape& patch = shape_of("patch_embed.proj.weight");
   if (patch.size() != 4 || patch[2] != patch[3])
-    throw Error(label + ": tensor '" + original_name["patch_embed.proj.weight"] + "' has shape " +
-                shape_string(patch) + ", expected [dim, channels, patch, patch]");
+    throw Error(label + ": " + tensor_name("patch_embed.proj.weight") + " has shape " + shape_string(patch) +
+                ", expected [dim, channels, patch, patch]");
   c.dim = patch[0];
   c.in_chans = patch[1];
   c.patch_size = patch[2];
-  auto tensor_name = [&](const char* canonical) { return "tensor '" + original_name[canonical] + "'"; };
   // Preprocessing makes RGB: a patch embedding for another channel count would read past
   // each image (4 channels) or mix images of a batch (1 channel).
   if (c.in_chans != 3)
@@ -202,90 +429,140 @@ Model load_model(const std::string& path, const ModelOverrides& overrides) {
   if (c.dim <= 0 || c.patch_size <= 0)
     throw Error(label + ": " + tensor_name("patch_embed.proj.weight") + " has shape " + shape_string(patch) +
                 ": width and patch size must be positive");
-  c.distilled = by_canonical.count("dist_token") != 0;
-  while (by_canonical.count("blocks." + std::to_string(c.depth) + ".norm1.weight")) ++c.depth;
+  c.patch_bias = has("patch_embed.proj.bias");
+  c.class_token = has("cls_token");
+  c.distilled = has("dist_token");
+  if (has("reg_token")) {
+    const Shape& reg = shape_of("reg_token");
+    if (reg.size() != 3 || reg[1] <= 0)
+      throw Error(label + ": " + tensor_name("reg_token") + " has shape " + shape_string(reg) + ", expected [1, registers, dim]");
+    c.reg_tokens = reg[1];
+  }
+  c.norm_pre = has("norm_pre.weight");
+  while (has("blocks." + std::to_string(c.depth) + ".norm1.weight")) ++c.depth;
   if (c.depth == 0) throw Error(label + ": missing tensor 'blocks.0.norm1.weight' (no transformer blocks)");
-  const Shape& fc1 = shape_of("blocks.0.mlp.fc1.weight");
-  c.mlp_dim = fc1.empty() ? 0 : fc1[0];
-  if (c.mlp_dim <= 0)
-    throw Error(label + ": " + tensor_name("blocks.0.mlp.fc1.weight") + " has shape " + shape_string(fc1) +
-                ": the MLP width must be positive");
-  const Shape& head = shape_of("head.weight");
-  c.num_classes = head.empty() ? 0 : head[0];
-  if (c.num_classes <= 0)
-    throw Error(label + ": " + tensor_name("head.weight") + " has shape " + shape_string(head) +
-                ": a classifier needs at least one class");
-  const Shape& pos = shape_of("pos_embed");
-  int64_t prefix = c.distilled ? 2 : 1;
-  int64_t grid = pos.size() == 3 && pos[1] > prefix ? static_cast<int64_t>(std::lround(std::sqrt(double(pos[1] - prefix)))) : 0;
-  if (pos.size() != 3 || grid <= 0 || grid * grid != pos[1] - prefix)
-    throw Error(label + ": tensor '" + original_name["pos_embed"] + "' has shape " + shape_string(pos) +
-                ", expected [1, " + std::to_string(prefix) + " + grid*grid, dim]");
-  c.image_size = grid * c.patch_size;
+  c.qkv_bias = has("blocks.0.attn.qkv.bias") || has("blocks.0.attn.q.bias");
+  c.qk_norm = has("blocks.0.attn.q_norm.weight");
+  c.attn_norm = has("blocks.0.attn.norm.weight");
+  c.proj_bias = has("blocks.0.attn.proj.bias");
+  c.layer_scale = has("blocks.0.ls1.gamma");
+  c.mlp_norm = has("blocks.0.mlp.norm.weight");
+  c.mlp_bias = has("blocks.0.mlp.fc2.bias");
+  const Shape& fc2 = shape_of("blocks.0.mlp.fc2.weight");
+  if (fc2.size() != 2 || fc2[1] <= 0)
+    throw Error(label + ": " + tensor_name("blocks.0.mlp.fc2.weight") + " has shape " + shape_string(fc2) + ", expected [dim, hidden]");
+  c.mlp_dim = fc2[1];
+  if (has("blocks.0.mlp.fc1_g.weight")) {
+    c.mlp = MlpKind::SwiGlu;
+  } else {
+    const Shape& fc1 = shape_of("blocks.0.mlp.fc1.weight");
+    // A packed gated MLP's fc1 is twice as wide as fc2 reads.
+    c.mlp = fc1.size() == 2 && fc1[0] == 2 * c.mlp_dim ? MlpKind::GluPacked : MlpKind::Plain;
+  }
+  c.final_norm = has("norm.weight");
+  c.fc_norm = has("fc_norm.weight");
+  if (has("head.weight")) {
+    const Shape& head = shape_of("head.weight");
+    c.num_classes = head.empty() ? 0 : head[0];
+    if (c.num_classes <= 0)
+      throw Error(label + ": " + tensor_name("head.weight") + " has shape " + shape_string(head) +
+                  ": a classifier needs at least one class");
+  }
+  if (has("attn_pool.latent")) {
+    const Shape& latent = shape_of("attn_pool.latent");
+    if (latent.size() != 3 || latent[1] <= 0)
+      throw Error(label + ": " + tensor_name("attn_pool.latent") + " has shape " + shape_string(latent) + ", expected [1, queries, dim]");
+    c.map_latent_len = latent[1];
+    const Shape& map_fc1 = shape_of("attn_pool.mlp.fc1.weight");
+    c.map_mlp_dim = map_fc1.empty() ? 0 : map_fc1[0];
+  }
 
-  std::optional<int64_t> heads;
-  std::optional<double> eps;
-  std::set<std::string> found;
-  if (where.config) found = apply_config_json(*where.config, model.preprocess, heads, eps);
-  model.has_config_json = where.config.has_value();
-  if (overrides.heads) heads = overrides.heads;
-  if (overrides.layer_norm_eps) eps = overrides.layer_norm_eps;
-  // Every setting that nothing gave is said once (Runtime drops those the YAML sets).
-  const PreprocessConfig& p = model.preprocess;
+  // The position embedding gives the grid, hence the image size, and whether it covers the
+  // prefix tokens (timm's no_embed_class: DeiT-III, DINOv2 with registers).
+  const Shape& pos = shape_of("pos_embed");
+  if (pos.size() != 3 || pos[0] != 1)
+    throw Error(label + ": " + tensor_name("pos_embed") + " has shape " + shape_string(pos) + ", expected [1, tokens, dim]");
+  std::optional<int64_t> with_prefix = square_root(pos[1] - c.prefix_tokens()), without = square_root(pos[1]);
+  if (timm) c.no_embed_class = timm->no_embed_class;
+  else c.no_embed_class = !with_prefix && without;
+  std::optional<int64_t> grid = c.no_embed_class ? without : with_prefix;
+  if (!grid)
+    throw Error(label + ": " + tensor_name("pos_embed") + " has shape " + shape_string(pos) + ", expected [1, " +
+                (c.no_embed_class ? "" : std::to_string(c.prefix_tokens()) + " + ") + "grid*grid, dim]");
+  c.image_size = *grid * c.patch_size;
+
+  // What the tensors cannot say: config.json, the overrides, timm's table, else refuse or say.
   std::map<std::string, std::string>& d = model.defaulted;
+  std::optional<int64_t> heads = overrides.heads ? overrides.heads : json.heads;
+  if (!heads && timm) heads = timm->heads;
+  if (!heads)
+    throw Error(label + ": the number of attention heads is not known: " +
+                (json.architecture ? "config.json's architecture '" + *json.architecture + "' is not in timm's registry"
+                                   : std::string("there is no config.json naming a timm architecture")) +
+                "; give it with --heads N (or model_options: {heads: N} in the YAML)");
+  c.heads = *heads;
+  if (c.heads <= 0 || c.dim % c.heads)
+    throw Error(label + ": " + std::to_string(c.heads) + " heads do not divide dim " + std::to_string(c.dim));
+  std::optional<double> eps = overrides.layer_norm_eps ? overrides.layer_norm_eps : json.eps;
+  const char* eps_source = overrides.layer_norm_eps ? " (model_options)" : json.eps ? " (config.json)" : " (timm's registry)";
+  if (!eps && timm && timm->eps > 0) eps = timm->eps;
+  if (!eps) d["layer_norm_eps"] = std::string("layer_norm_eps ") + (hf ? "1e-12 (Hugging Face)" : "1e-06 (timm)");
+  c.layer_norm_eps = eps.value_or(hf ? 1e-12 : 1e-6);
+  if (!(c.layer_norm_eps > 0 && c.layer_norm_eps < 1))
+    throw Error(label + ": layer_norm_eps " + std::to_string(c.layer_norm_eps) + eps_source + " must be in (0, 1)");
+  if (json.act) c.act = parse_activation(*json.act, *where.config);
+  else if (timm && !timm->act.empty()) c.act = parse_activation(timm->act, "timm's table for " + timm->name);
+  else {
+    c.act = c.mlp == MlpKind::Plain ? Activation::Gelu : Activation::Silu;
+    d["act"] = std::string("activation ") + activation_name(c.act);
+  }
+  if (timm) c.gate_last = timm->gate_last;
+  if (timm) c.pool_include_prefix = timm->pool_include_prefix;
+
+  std::optional<Pooling> pool;
+  if (json.global_pool) {
+    pool = parse_pooling(*json.global_pool);
+    if (!pool) throw Error(label + ": global_pool '" + *json.global_pool + "' (config.json) is not one vitbatch runs (token, avg, avgmax, max, map)");
+  } else if (timm) {
+    pool = parse_pooling(timm->global_pool);
+    if (!pool) throw Error(label + ": timm architecture '" + timm->name + "' pools with '" + timm->global_pool + "', which vitbatch does not run");
+  }
+  if (!pool) {
+    pool = has("attn_pool.latent") ? Pooling::Map : c.class_token && !c.fc_norm ? Pooling::Token : Pooling::Avg;
+    d["pool"] = std::string("pooling ") + pooling_name(*pool);
+  }
+  c.pool = *pool;
+  if (c.pool == Pooling::Token && !c.class_token)
+    throw Error(label + ": pooling 'token' needs a class token, and the checkpoint has no 'cls_token'");
+  if (c.pool == Pooling::Map) {
+    if (!has("attn_pool.latent")) throw Error(label + ": pooling 'map' needs the attention pool, and the checkpoint has no 'attn_pool.latent'");
+    c.map_heads = timm && timm->map_heads ? timm->map_heads : c.heads;
+    if (c.map_heads <= 0 || c.dim % c.map_heads) throw Error(label + ": the attention pool's heads do not divide dim");
+    c.map_token = !timm || timm->map_pool != "avg";
+    c.map_act = timm && !timm->map_act.empty() ? parse_activation(timm->map_act, "timm's table for " + timm->name) : c.act;
+  }
+  if (c.distilled && (c.pool != Pooling::Token || !c.class_token))
+    throw Error(label + ": a distilled (DeiT) checkpoint pools its class and distillation tokens; pooling '" +
+                pooling_name(c.pool) + "' is not one it has");
+  if (timm && timm->dim && timm->dim != c.dim)
+    throw Error(label + ": config.json names '" + timm->name + "' (width " + std::to_string(timm->dim) +
+                "), but " + tensor_name("patch_embed.proj.weight") + " is " + std::to_string(c.dim) + " wide");
+
+  // Preprocessing: every setting nothing gave is said once (Runtime drops those the YAML sets).
+  const PreprocessConfig& p = model.preprocess;
   if (!found.count("mean")) d["mean"] = "mean " + triple_string(p.mean) + " (ImageNet)";
   if (!found.count("std")) d["std"] = "std " + triple_string(p.std) + " (ImageNet)";
   if (!found.count("crop_pct")) d["crop_pct"] = "crop_pct " + std::to_string(p.crop_pct).substr(0, 5);
   if (!found.count("interpolation")) d["interpolation"] = "interpolation " + p.interpolation;
-  if (!heads && !found.count("heads64")) d["heads"] = "heads " + std::to_string(std::max<int64_t>(1, c.dim / 64)) + " (width/64)";
-  if (!eps && !found.count("eps")) d["layer_norm_eps"] = std::string("layer_norm_eps ") + (hf ? "1e-12 (Hugging Face)" : "1e-06 (timm)");
-  c.heads = heads.value_or(std::max<int64_t>(1, c.dim / 64));
-  if (eps) c.layer_norm_eps = *eps;
-  if (!(c.layer_norm_eps > 0 && c.layer_norm_eps < 1))
-    throw Error(label + ": layer_norm_eps " + std::to_string(c.layer_norm_eps) + " (config.json) must be in (0, 1)");
-  if (c.heads <= 0 || c.dim % c.heads)
-    throw Error(label + ": " + std::to_string(c.heads) + " heads do not divide dim " + std::to_string(c.dim));
   if (model.preprocess.input_size != c.image_size) model.preprocess.input_size = c.image_size;
+  model.labels = json.labels;
+  if (!model.labels.empty() && static_cast<int64_t>(model.labels.size()) != c.num_classes)
+    throw Error(label + ": config.json lists " + std::to_string(model.labels.size()) + " class names, the head has " +
+                std::to_string(c.num_classes) + " classes");
 
-  // Every tensor the graph needs, with the shape it must have (canonical timm layout).
-  int64_t D = c.dim, H = c.mlp_dim;
-  std::vector<std::pair<std::string, Shape>> expected = {
-      {"patch_embed.proj.weight", {D, c.in_chans, c.patch_size, c.patch_size}},
-      {"patch_embed.proj.bias", {D}},
-      {"cls_token", {1, 1, D}},
-      {"pos_embed", {1, c.tokens(), D}},
-      {"norm.weight", {D}},
-      {"norm.bias", {D}},
-      {"head.weight", {c.num_classes, D}},
-      {"head.bias", {c.num_classes}}};
-  if (c.distilled) {
-    expected.push_back({"dist_token", {1, 1, D}});
-    expected.push_back({"head_dist.weight", {c.num_classes, D}});
-    expected.push_back({"head_dist.bias", {c.num_classes}});
-  }
-  for (int64_t i = 0; i < c.depth; ++i) {
-    std::string b = "blocks." + std::to_string(i) + ".";
-    for (const char* n : {"norm1", "norm2"}) {
-      expected.push_back({b + n + ".weight", {D}});
-      expected.push_back({b + n + ".bias", {D}});
-    }
-    if (hf) {
-      for (const char* n : {"q", "k", "v"}) {
-        expected.push_back({b + "attn." + n + ".weight", {D, D}});
-        expected.push_back({b + "attn." + n + ".bias", {D}});
-      }
-    } else {
-      expected.push_back({b + "attn.qkv.weight", {3 * D, D}});
-      expected.push_back({b + "attn.qkv.bias", {3 * D}});
-    }
-    expected.push_back({b + "attn.proj.weight", {D, D}});
-    expected.push_back({b + "attn.proj.bias", {D}});
-    expected.push_back({b + "mlp.fc1.weight", {H, D}});
-    expected.push_back({b + "mlp.fc1.bias", {H}});
-    expected.push_back({b + "mlp.fc2.weight", {D, H}});
-    expected.push_back({b + "mlp.fc2.bias", {D}});
-  }
-
+  // Every tensor the description needs, with the shape it must have; nothing else.
+  std::vector<ExpectedWeight> expected = expected_weights(c);
+  if (hf) expected = split_qkv(expected);
   std::set<std::string> used;
   for (const auto& [name, shape] : expected) {
     auto it = by_canonical.find(name);
@@ -323,14 +600,15 @@ Model load_model(const std::string& path, const ModelOverrides& overrides) {
     else convert_to_f32(t, model.weights.add(name, shape));
   }
   if (hf) {
+    const int64_t D = c.dim;
     for (int64_t i = 0; i < c.depth; ++i) {
       std::string b = "blocks." + std::to_string(i) + ".attn.";
       float* w = model.weights.add(b + "qkv.weight", {3 * D, D});
-      float* bias = model.weights.add(b + "qkv.bias", {3 * D});
+      float* bias = c.qkv_bias ? model.weights.add(b + "qkv.bias", {3 * D}) : nullptr;
       int64_t k = 0;
       for (const char* n : {"q", "k", "v"}) {
         convert_to_f32(*by_canonical[b + n + ".weight"], w + k * D * D);
-        convert_to_f32(*by_canonical[b + n + ".bias"], bias + k * D);
+        if (bias) convert_to_f32(*by_canonical[b + n + ".bias"], bias + k * D);
         ++k;
       }
     }

@@ -49,24 +49,40 @@ Shape batch_matmul(const std::vector<Shape>& in, const Params& p) {
   expect_rank(a, 2, "a");
   if (a.size() != b.size()) fail("a " + shape_string(a) + " and b " + shape_string(b) + " differ in rank");
   size_t r = a.size();
-  if (!std::equal(a.begin(), a.end() - 2, b.begin()))
+  bool a_broadcast = r > 2 && a[0] == 1 && std::equal(a.begin() + 1, a.end() - 2, b.begin() + 1);
+  if (!std::equal(a.begin(), a.end() - 2, b.begin()) && !a_broadcast)
     fail("leading dims of " + shape_string(a) + " and " + shape_string(b) + " differ");
   bool tb = p.ints[0] != 0;
   int64_t kb = tb ? b[r - 1] : b[r - 2], n = tb ? b[r - 2] : b[r - 1];
   if (a[r - 1] != kb) fail("a " + shape_string(a) + " and b " + shape_string(b) + " disagree on K");
   Shape out = a;
+  out[0] = r > 2 ? b[0] : a[0];
   out[r - 1] = n;
   return out;
 }
 
-Shape add(const std::vector<Shape>& in) {
+// add and mul: b broadcast over a's batch, or b being a's last dims (see vit_ops.def).
+Shape elementwise(const std::vector<Shape>& in, const char* verb) {
   expect_inputs(in, 2, 2);
   const Shape &a = in[0], &b = in[1];
   bool batch_broadcast = a.size() == b.size() && !a.empty() && b[0] == 1 &&
                          std::equal(a.begin() + 1, a.end(), b.begin() + 1);
-  if (a != b && !batch_broadcast)
-    fail("cannot add " + shape_string(a) + " and " + shape_string(b));
+  bool suffix = !b.empty() && b.size() < a.size() && std::equal(b.begin(), b.end(), a.end() - b.size());
+  if (a != b && !batch_broadcast && !suffix)
+    fail(std::string("cannot ") + verb + " " + shape_string(a) + " and " + shape_string(b));
   return a;
+}
+
+Shape reduce(const std::vector<Shape>& in, const Params& p) {
+  expect_inputs(in, 1, 1);
+  const Shape& x = in[0];
+  int64_t axis = p.ints[0];
+  if (x.size() < 2) fail("input must have rank >= 2, got " + shape_string(x));
+  if (axis < 0 || axis >= static_cast<int64_t>(x.size()))
+    fail("axis " + std::to_string(axis) + " out of range for " + shape_string(x));
+  Shape out = x;
+  out.erase(out.begin() + axis);
+  return out;
 }
 
 Shape layer_norm(const std::vector<Shape>& in, const Params& p) {
@@ -140,11 +156,15 @@ Shape permute(const std::vector<Shape>& in, const Params& p) {
 }
 
 Shape attention(const std::vector<Shape>& in, const Params& p) {
-  expect_inputs(in, 1, 1);
+  if (in.size() != 1 && in.size() != 5) fail("takes 1 input (qkv) or 5 (qkv and the q/k norms), got " + std::to_string(in.size()));
   const Shape& qkv = in[0];
   int64_t heads = p.ints[0];
   if (qkv.size() != 3 || qkv[2] % 3) fail("qkv must be [B,T,3*D], got " + shape_string(qkv));
   if (heads <= 0 || (qkv[2] / 3) % heads) fail("heads " + std::to_string(heads) + " does not divide D=" + std::to_string(qkv[2] / 3));
+  Shape head{qkv[2] / 3 / heads};
+  for (size_t i = 1; i < in.size(); ++i)
+    if (in[i] != head) fail("q/k norm parameter " + shape_string(in[i]) + " must be " + shape_string(head));
+  if (in.size() == 5 && !(p.floats[1] > 0)) fail("q/k norm eps must be > 0");
   return {qkv[0], qkv[1], qkv[2] / 3};
 }
 
@@ -159,7 +179,38 @@ Shape unary(const std::vector<Shape>& in) {
   return in[0];
 }
 
+Params with_ints(std::initializer_list<int64_t> ints) {
+  Params p;
+  std::copy(ints.begin(), ints.end(), p.ints.begin());
+  return p;
+}
+
 }  // namespace
+
+namespace params {
+Params patchify(int64_t patch_size) { return with_ints({patch_size}); }
+Params batch_matmul(bool transpose_b) { return with_ints({transpose_b ? 1 : 0}); }
+Params concat(int64_t axis) { return with_ints({axis}); }
+Params slice(int64_t axis, int64_t start, int64_t end) { return with_ints({axis, start, end}); }
+Params reduce(int64_t axis) { return with_ints({axis}); }
+Params layer_norm(double eps) {
+  Params p;
+  p.floats[0] = static_cast<float>(eps);
+  return p;
+}
+Params scale(double factor) {
+  Params p;
+  p.floats[0] = static_cast<float>(factor);
+  return p;
+}
+Params attention(int64_t heads, double scale, double qk_norm_eps) {
+  Params p;
+  p.ints[0] = heads;
+  p.floats[0] = static_cast<float>(scale);
+  p.floats[1] = static_cast<float>(qk_norm_eps);
+  return p;
+}
+}  // namespace params
 
 const char* op_name(Op op) {
   switch (op) {
@@ -190,7 +241,16 @@ size_t dtype_size(DType d) {
   }
 }
 
-bool is_composite(Op op) { return op == Op::ATTENTION || op == Op::MLP; }
+bool is_composite(Op op) {
+  switch (op) {
+#define VIT_OP(id, name)
+#define VIT_COMPOSITE(id, name) case Op::id: return true;
+#include "vit_ops.def"
+#undef VIT_COMPOSITE
+#undef VIT_OP
+    default: return false;
+  }
+}
 
 std::string shape_string(const Shape& shape) {
   std::string s = "[";
@@ -207,9 +267,12 @@ Shape infer_shape(Op op, const std::vector<Shape>& in, const Params& p) {
     case Op::PATCHIFY: return patchify(in, p);
     case Op::LINEAR: return linear(in);
     case Op::BATCH_MATMUL: return batch_matmul(in, p);
-    case Op::ADD: return add(in);
+    case Op::ADD: return elementwise(in, "add");
+    case Op::MUL: return elementwise(in, "multiply");
+    case Op::REDUCE_MEAN: case Op::REDUCE_MAX: return reduce(in, p);
     case Op::LAYER_NORM: return layer_norm(in, p);
-    case Op::GELU: case Op::SOFTMAX: case Op::SCALE: return unary(in);
+    case Op::GELU: case Op::SOFTMAX: case Op::SCALE: case Op::GELU_TANH: case Op::QUICK_GELU: case Op::SILU:
+      return unary(in);
     case Op::CONCAT: return concat(in, p);
     case Op::SLICE: return slice(in, p);
     case Op::RESHAPE: return reshape(in, p);

@@ -179,31 +179,60 @@ RgbImage resize_pillow(const RgbImage& image, int64_t width, int64_t height, con
   return resize_window(image, width, height, filter, 0, 0, width, height);
 }
 
-RgbImage center_crop(const RgbImage& image, int64_t size) {
-  RgbImage src = image;
-  if (size > image.width || size > image.height) {  // pad with black, as torchvision does
-    int64_t pad_left = size > image.width ? (size - image.width) / 2 : 0;
-    int64_t pad_top = size > image.height ? (size - image.height) / 2 : 0;
-    int64_t pad_right = size > image.width ? (size - image.width + 1) / 2 : 0;
-    int64_t pad_bottom = size > image.height ? (size - image.height + 1) / 2 : 0;
-    src.width = image.width + pad_left + pad_right;
-    src.height = image.height + pad_top + pad_bottom;
-    src.pixels.assign(static_cast<size_t>(src.width * src.height * 3), 0);
-    for (int64_t y = 0; y < image.height; ++y)
-      std::copy_n(&image.pixels[y * image.width * 3], image.width * 3,
-                  &src.pixels[((y + pad_top) * src.width + pad_left) * 3]);
-  }
-  int64_t top = crop_offset(src.height, size), left = crop_offset(src.width, size);
+// The size x size window whose top-left corner is (left, top) in the image (negative or past
+// the edge: those pixels are `fill`).
+static RgbImage window(const RgbImage& src, int64_t size, int64_t left, int64_t top, std::array<uint8_t, 3> fill) {
   RgbImage out;
   out.width = out.height = size;
   out.pixels.resize(static_cast<size_t>(size * size * 3));
   for (int64_t y = 0; y < size; ++y)
-    std::copy_n(&src.pixels[((y + top) * src.width + left) * 3], size * 3, &out.pixels[y * size * 3]);
+    for (int64_t x = 0; x < size; ++x) {
+      int64_t sy = y + top, sx = x + left;
+      bool inside = sy >= 0 && sy < src.height && sx >= 0 && sx < src.width;
+      for (int c = 0; c < 3; ++c)
+        out.pixels[(y * size + x) * 3 + c] = inside ? src.pixels[(sy * src.width + sx) * 3 + c] : fill[c];
+    }
   return out;
 }
 
+RgbImage center_crop(const RgbImage& image, int64_t size, std::array<uint8_t, 3> fill) {
+  // torchvision pads (size - w) // 2 on the left first, then crops at round-half-even offsets.
+  auto offset = [&](int64_t length) { return length < size ? -((size - length) / 2) : crop_offset(length, size); };
+  return window(image, size, offset(image.width), offset(image.height), fill);
+}
+
+namespace {
+
+// Hugging Face's center_crop: floor offsets; a smaller image is centred with the extra pixel
+// of an odd margin before it.
+RgbImage hf_center_crop(const RgbImage& image, int64_t size) {
+  auto offset = [&](int64_t length) { return length < size ? -((size - length + 1) / 2) : (length - size) / 2; };
+  return window(image, size, offset(image.width), offset(image.height), {0, 0, 0});
+}
+
+RgbImage hf_crop(const RgbImage& image, const PreprocessConfig& c) {
+  RgbImage img = image;
+  if (c.hf_do_resize) {
+    int64_t w = c.hf_resize_width, h = c.hf_resize_height;
+    if (c.hf_shortest_edge) {  // the short side to shortest_edge, the long one int(edge * long / short)
+      bool portrait = image.width <= image.height;
+      int64_t shorter = portrait ? image.width : image.height, longer = portrait ? image.height : image.width;
+      int64_t new_long = std::max<int64_t>(1, static_cast<int64_t>(double(c.hf_shortest_edge * longer) / double(shorter)));
+      w = portrait ? c.hf_shortest_edge : new_long;
+      h = portrait ? new_long : c.hf_shortest_edge;
+    }
+    img = resize_pillow(image, w, h, c.interpolation);
+  }
+  if (c.hf_do_center_crop || img.width != c.input_size || img.height != c.input_size) img = hf_center_crop(img, c.input_size);
+  return img;
+}
+
+}  // namespace
+
 void validate(const PreprocessConfig& config) {
   filter_named(config.interpolation);
+  if (config.crop_mode != "center" && config.crop_mode != "squash" && config.crop_mode != "border")
+    throw Error("crop_mode '" + config.crop_mode + "' is not supported (center, squash, border)");
   if (config.input_size <= 0 || config.input_size > 8192) throw Error("input size must be in 1..8192");
   // Below 0.1 the resized image would be over 10x the crop a side (and overflow soon after).
   if (!(config.crop_pct >= 0.1 && config.crop_pct <= 4.0))
@@ -218,6 +247,20 @@ void validate(const PreprocessConfig& config) {
 
 RgbImage eval_crop(const RgbImage& image, const PreprocessConfig& config) {
   if (image.width <= 0 || image.height <= 0) throw Error("image has no pixels");
+  if (config.hf_processor) return hf_crop(image, config);
+  const int64_t scaled = static_cast<int64_t>(std::floor(double(config.input_size) / config.crop_pct));
+  if (config.crop_mode == "squash")  // both sides to floor(size / crop_pct), then the centre
+    return center_crop(resize_pillow(image, scaled, scaled, config.interpolation), config.input_size);
+  if (config.crop_mode == "border") {
+    // timm's ResizeKeepRatio(longest=1): the long side to the scaled size, round() halves to
+    // even; then CenterCropOrPad with the mean as fill.
+    double ratio = std::max(double(image.height) / double(scaled), double(image.width) / double(scaled));
+    int64_t h = std::max<int64_t>(1, static_cast<int64_t>(std::nearbyint(image.height / ratio)));
+    int64_t w = std::max<int64_t>(1, static_cast<int64_t>(std::nearbyint(image.width / ratio)));
+    std::array<uint8_t, 3> fill{};
+    for (int c = 0; c < 3; ++c) fill[c] = static_cast<uint8_t>(std::clamp(std::nearbyint(255.0 * config.mean[c]), 0.0, 255.0));
+    return center_crop(resize_pillow(image, w, h, config.interpolation), config.input_size, fill);
+  }
   // torchvision Resize(int): the short side becomes `size`, the long one int(size * long / short).
   int64_t size = static_cast<int64_t>(std::floor(double(config.input_size) / config.crop_pct));
   bool portrait = image.width <= image.height;
@@ -235,6 +278,15 @@ RgbImage eval_crop(const RgbImage& image, const PreprocessConfig& config) {
 
 void normalize_to_chw(const RgbImage& img, const PreprocessConfig& config, float* out) {
   size_t plane = static_cast<size_t>(img.width * img.height);
+  if (config.hf_processor) {  // numpy: float64 product cast to float32, then float32 arithmetic
+    for (int ch = 0; ch < 3; ++ch)
+      for (size_t i = 0; i < plane; ++i) {
+        double v = img.pixels[i * 3 + ch];
+        float x = static_cast<float>(config.hf_do_rescale ? v * config.hf_rescale_factor : v);
+        out[ch * plane + i] = config.hf_do_normalize ? (x - config.mean[ch]) / config.std[ch] : x;
+      }
+    return;
+  }
   for (int ch = 0; ch < 3; ++ch)
     for (size_t i = 0; i < plane; ++i) {
       float x = static_cast<float>(img.pixels[i * 3 + ch]) / 255.0f;  // ToTensor, in float32

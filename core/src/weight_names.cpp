@@ -13,11 +13,17 @@ struct Rule {
 
 const std::vector<Rule>& timm_rules() {
   static const std::vector<Rule> rules = [] {
+    // timm's VisionTransformer vocabulary; which of these a checkpoint must have is the
+    // layout table's business (model_layout.cpp), not this list's.
     std::vector<std::string> patterns = {
-        R"(cls_token)", R"(dist_token)", R"(pos_embed)", R"(patch_embed\.proj\.(weight|bias))",
+        R"(cls_token)", R"(dist_token)", R"(reg_token)", R"(pos_embed)", R"(patch_embed\.proj\.(weight|bias))",
+        R"((norm_pre|norm|fc_norm)\.(weight|bias))",
         R"(blocks\.\d+\.(norm1|norm2)\.(weight|bias))",
-        R"(blocks\.\d+\.attn\.(qkv|proj)\.(weight|bias))",
-        R"(blocks\.\d+\.mlp\.(fc1|fc2)\.(weight|bias))", R"(norm\.(weight|bias))",
+        R"(blocks\.\d+\.attn\.(qkv|proj|q_norm|k_norm|norm)\.(weight|bias))",
+        R"(blocks\.\d+\.(ls1|ls2)\.gamma)",
+        R"(blocks\.\d+\.mlp\.(fc1|fc2|fc1_g|fc1_x|norm)\.(weight|bias))",
+        R"(attn_pool\.latent)", R"(attn_pool\.(q|kv|proj|norm)\.(weight|bias))",
+        R"(attn_pool\.mlp\.(fc1|fc2)\.(weight|bias))",
         R"(head\.(weight|bias))", R"(head_dist\.(weight|bias))"};
     std::vector<Rule> out;
     for (const auto& p : patterns) out.push_back({std::regex(p), "$&"});
@@ -69,6 +75,19 @@ std::optional<CanonicalName> canonical_weight_name(const std::string& name) {
   if (auto t = apply(timm_rules(), name)) return CanonicalName{*t, NameStyle::Timm};
   if (auto h = apply(hf_rules(), name)) return CanonicalName{*h, NameStyle::HuggingFace};
   return std::nullopt;
+}
+
+std::string foreign_family(const std::string& name) {
+  static const std::vector<std::pair<std::regex, std::string>> families = {
+      {std::regex(R"(.*(relative_position_bias_table|relative_position_index|attn\.q_bias|attn\.v_bias|gamma_1|gamma_2).*)"), "BEiT"},
+      {std::regex(R"(.*(rope|freqs_cos|freqs_sin|mlp\.ffn_ln).*)"), "EVA"},
+      {std::regex(R"((dinov2|embeddings\.mask_token|.*layer_scale\d?\.lambda1).*)"), "Hugging Face DINOv2"},
+      {std::regex(R"((beit|data2vec)\..*)"), "Hugging Face BEiT"},
+      {std::regex(R"((vision_model|text_model|visual)\..*)"), "CLIP/SigLIP (Hugging Face or OpenCLIP naming)"},
+  };
+  for (const auto& [pattern, family] : families)
+    if (std::regex_match(name, pattern)) return family;
+  return "";
 }
 
 bool is_ignored_weight_name(const std::string& name) {

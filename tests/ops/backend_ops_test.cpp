@@ -263,6 +263,75 @@ std::vector<OpCase> make_cases(std::mt19937& rng) {
                        for (float& v : out) v *= 0.125f;
                        return out;
                      }});
+
+    // mul with each broadcast of vit_ops.def: same shape, over the batch, a per-channel [N].
+    const std::vector<std::pair<const char*, Shape>> mul_b = {{"mul", {B, T, N}}, {"mul (batch broadcast)", {1, T, N}},
+                                                               {"mul (per channel)", {N}}};
+    for (const auto& [label, b_shape] : mul_b) {
+      int64_t period = count(b_shape);
+      cases.push_back({label, Op::MUL, {{B, T, N}, b_shape}, {false, b_shape.size() == 1}, {},
+                       [=](const std::vector<Tensor>& in) {
+                         Tensor out(in[0].size());
+                         for (size_t i = 0; i < out.size(); ++i) out[i] = in[0][i] * in[1][i % period];
+                         return out;
+                       }});
+    }
+    cases.push_back({"add (per channel)", Op::ADD, {{B, T, N}, {N}}, {false, true}, {}, [=](const std::vector<Tensor>& in) {
+                       Tensor out(in[0].size());
+                       for (size_t i = 0; i < out.size(); ++i) out[i] = in[0][i] + in[1][i % N];
+                       return out;
+                     }});
+
+    for (bool mean : {true, false})
+      for (int64_t axis : {int64_t{1}, int64_t{2}}) {
+        Shape x{B, T, N};
+        cases.push_back({std::string(mean ? "reduce_mean" : "reduce_max") + " axis " + std::to_string(axis),
+                         mean ? Op::REDUCE_MEAN : Op::REDUCE_MAX, {x}, {false}, ints({axis}),
+                         [=](const std::vector<Tensor>& in) {
+                           int64_t len = x[axis], inner = axis == 1 ? N : 1, outer = axis == 1 ? B : B * T;
+                           Tensor out(static_cast<size_t>(outer * inner));
+                           for (int64_t o = 0; o < outer; ++o)
+                             for (int64_t i = 0; i < inner; ++i) {
+                               double acc = mean ? 0.0 : -1e300;
+                               for (int64_t l = 0; l < len; ++l) {
+                                 double v = in[0][(o * len + l) * inner + i];
+                                 acc = mean ? acc + v / double(len) : std::max(acc, v);
+                               }
+                               out[o * inner + i] = float(acc);
+                             }
+                           return out;
+                         }});
+      }
+
+    const std::vector<std::tuple<const char*, Op, double (*)(double)>> activations = {
+        {"gelu_tanh", Op::GELU_TANH,
+         [](double x) { return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x))); }},
+        {"quick_gelu", Op::QUICK_GELU, [](double x) { return x / (1.0 + std::exp(-1.702 * x)); }},
+        {"silu", Op::SILU, [](double x) { return x / (1.0 + std::exp(-x)); }}};
+    for (const auto& [label, op, f] : activations) {
+      auto fn = f;
+      cases.push_back({label, op, {{B, T, N}}, {false}, {}, [fn](const std::vector<Tensor>& in) {
+                         Tensor out(in[0].size());
+                         for (size_t i = 0; i < out.size(); ++i) out[i] = float(fn(in[0][i]));
+                         return out;
+                       }});
+    }
+
+    // Learned queries shared by a batch (attention pooling): a's first dim 1.
+    cases.push_back({"batch_matmul (a shared)", Op::BATCH_MATMUL, {{1, H, M, K}, {B, H, N, K}}, {false, false}, ints({1}),
+                     [=](const std::vector<Tensor>& in) {
+                       Tensor out(static_cast<size_t>(B * H * M * N));
+                       for (int64_t b = 0; b < B; ++b)
+                         for (int64_t h = 0; h < H; ++h)
+                           for (int64_t i = 0; i < M; ++i)
+                             for (int64_t j = 0; j < N; ++j) {
+                               double acc = 0;
+                               for (int64_t k = 0; k < K; ++k)
+                                 acc += double(in[0][(h * M + i) * K + k]) * in[1][((b * H + h) * N + j) * K + k];
+                               out[((b * H + h) * M + i) * N + j] = float(acc);
+                             }
+                       return out;
+                     }});
   }
   return cases;
 }

@@ -46,7 +46,12 @@ class FrontDoor(unittest.TestCase):
         bare = os.path.join(self.tmp, "bare")
         os.mkdir(bare)
         os.symlink(os.path.abspath(os.path.join(MODEL, "model.safetensors")), os.path.join(bare, "model.safetensors"))
+        # Bare weights do not say how many heads: refused, with how to give them.
         r = run("classify", "--model", bare, GOOD[0])
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("the number of attention heads is not known", r.stderr)
+        self.assertIn("give it with --heads N", r.stderr)
+        r = run("classify", "--model", bare, "--heads", "3", GOOD[0])
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("no config.json beside the weights", r.stderr)
         for default in ("mean 0.485, 0.456, 0.406 (ImageNet)", "crop_pct 0.875", "interpolation bicubic"):

@@ -73,7 +73,8 @@ class Hostile(unittest.TestCase):
             "one_channel": ({"patch_embed.proj.weight": np.zeros((dim, 1, 8, 8), np.float32)}, "takes 1 input channels"),
             "zero_channels": ({"patch_embed.proj.weight": np.zeros((dim, 0, 8, 8), np.float32)}, "input channels"),
             "patch_0x0": ({"patch_embed.proj.weight": np.zeros((dim, 3, 0, 0), np.float32)}, "patch size must be positive"),
-            "mlp_width_0": ({"blocks.0.mlp.fc1.weight": np.zeros((0, dim), np.float32)}, "MLP width must be positive"),
+            "mlp_width_0": ({"blocks.0.mlp.fc1.weight": np.zeros((0, dim), np.float32)},
+                            "tensor 'blocks.0.mlp.fc1.weight' has shape [0,48], expected [96,48]"),
             "zero_classes": ({"head.weight": np.zeros((0, dim), np.float32), "head.bias": np.zeros((0,), np.float32)},
                              "at least one class"),
             "pos_embed_empty": ({"pos_embed": np.zeros((1, 0, dim), np.float32)}, "pos_embed"),
@@ -98,7 +99,7 @@ class Hostile(unittest.TestCase):
         self.assert_refused(run("info", "--model", bad_eps), "layer_norm_eps -1.000000 (config.json) must be in (0, 1)")
         zero_heads = self.checkpoint("zero_heads", config={"num_heads": 0})
         self.assert_refused(run("info", "--model", zero_heads), "0 heads do not divide dim 48")
-        tiny_crop = self.checkpoint("tiny_crop", config={"pretrained_cfg": {"crop_pct": 1e-9}})
+        tiny_crop = self.checkpoint("tiny_crop", config={"num_heads": 3, "pretrained_cfg": {"crop_pct": 1e-9}})
         self.assert_refused(run("info", "--model", tiny_crop), "crop_pct must be in [0.1, 4]")
         self.assert_refused(run("classify", "--model", self.checkpoint("c0", {"head.weight": np.zeros((0, 48), np.float32),
                                                                                "head.bias": np.zeros((0,), np.float32)}),

@@ -16,8 +16,8 @@ import torch
 import vitref
 
 CASES = [
-    # name, naming, dtype, distilled, dim, heads (None: default dim/64), eps
-    ("timm_vit_f32_default_heads", "timm", "F32", False, 128, None, 1e-6),
+    # name, naming, dtype, distilled, dim, heads, eps
+    ("timm_vit_f32", "timm", "F32", False, 128, 2, 1e-6),
     ("hf_vit_f16", "hf", "F16", False, 48, 3, 1e-12),
     ("timm_deit_bf16", "timm", "BF16", True, 48, 4, 1e-6),
     ("hf_deit_f32", "hf", "F32", True, 64, 2, 1e-12),
@@ -40,7 +40,7 @@ def make_checkpoint(root, name, naming, dtype, distilled, dim, heads, eps, seed)
             config["num_heads"] = heads
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(config, f)
-    twin = vitref.TorchViT(image=32, patch=8, dim=dim, depth=2, heads=heads or max(1, dim // 64), mlp=2 * dim,
+    twin = vitref.TorchViT(image=32, patch=8, dim=dim, depth=2, heads=heads or 1, mlp=2 * dim,
                            classes=10, distilled=distilled, eps=eps)
     return folder, twin.load_timm(vitref.rounded_through(sd, dtype))
 
@@ -59,6 +59,19 @@ class SyntheticCheckpoints(unittest.TestCase):
                         diff = float(np.abs(got - expected).max())
                         print(f"{name:30s} {backend:10s} max|dlogit| = {diff:.2e}")
                         self.assertLessEqual(diff, 1e-4)
+
+    def test_heads_are_never_guessed(self):
+        # A timm checkpoint whose config.json names no architecture timm registers, and no
+        # heads: refused with the ways to say it; --heads then loads it.
+        with tempfile.TemporaryDirectory() as tmp:
+            folder, _ = make_checkpoint(tmp, "noheads", "timm", "F32", False, 128, None, 1e-6, 3)
+            r = subprocess.run([vitref.VITBATCH, "info", "--model", folder], capture_output=True, text=True)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn("the number of attention heads is not known: config.json's architecture 'synthetic' is not in "
+                          "timm's registry; give it with --heads N (or model_options: {heads: N} in the YAML)", r.stderr)
+            r = subprocess.run([vitref.VITBATCH, "info", "--model", folder, "--heads", "4"], capture_output=True, text=True)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn("heads 4", r.stdout)
 
     def test_info_reports_inferred_architecture(self):
         with tempfile.TemporaryDirectory() as tmp:

@@ -3,7 +3,8 @@
 //   vitbatch_dump decode IMAGE OUT.rgb [exif]      raw RGB bytes; prints "WIDTH HEIGHT"
 //   vitbatch_dump crop MODEL IMAGE OUT.rgb         the resized, centre-cropped uint8 image
 //   vitbatch_dump logits MODEL IN.f32 N OUT.f32 [BACKEND [PRECISION]]
-//                                                  logits of N normalised [3,S,S] inputs
+//                                                  logits (a headless model: its pooled
+//                                                  features) of N normalised [3,S,S] inputs
 #include "vitbatch/error.hpp"
 #include "vitbatch/image.hpp"
 #include "vitbatch/model.hpp"
@@ -57,7 +58,7 @@ int run(const std::vector<std::string>& a) {
     const vitbatch::ViTConfig& c = runtime.model().config;
     int64_t n = std::stoll(a[3]);
     std::vector<float> pixels = read_floats(a[2], static_cast<size_t>(n * 3 * c.image_size * c.image_size));
-    std::vector<float> logits(static_cast<size_t>(n * c.num_classes));
+    std::vector<float> logits(static_cast<size_t>(n * c.output_width()));
     runtime.executor().run(pixels.data(), n, logits.data());
     write_file(a[4], logits.data(), logits.size() * sizeof(float));
     return 0;

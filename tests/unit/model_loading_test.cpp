@@ -16,13 +16,24 @@ using test_support::tiny_vit;
 TEST_CASE("architecture is inferred from the tensor shapes") {
   TempDir dir;
   dir.write("m/model.safetensors", safetensors_bytes(tiny_vit(3)));
-  Model m = load_model(dir.file("m"));
+  // Nothing says how many heads: refused, with the way to say it.
+  CHECK_THROWS_WITH_AS(load_model(dir.file("m")), doctest::Contains("the number of attention heads is not known: there is no config.json "
+                                                                  "naming a timm architecture; give it with --heads N"), Error);
+  ModelOverrides heads;
+  heads.heads = 1;
+  Model m = load_model(dir.file("m"), heads);
   const ViTConfig& c = m.config;
   CHECK(c.patch_size == 4);
   CHECK(c.image_size == 8);
   CHECK(c.dim == 8);
   CHECK(c.depth == 3);
-  CHECK(c.heads == 1);  // dim / 64, at least 1
+  CHECK(c.heads == 1);
+  CHECK(c.class_token);
+  CHECK(c.reg_tokens == 0);
+  CHECK_FALSE(c.no_embed_class);
+  CHECK(c.pool == Pooling::Token);
+  CHECK(m.defaulted.count("pool"));
+  CHECK(c.mlp == MlpKind::Plain);
   CHECK(c.mlp_dim == 16);
   CHECK(c.num_classes == 5);
   CHECK_FALSE(c.distilled);
@@ -56,6 +67,7 @@ TEST_CASE("config.json and overrides set heads, eps and preprocessing") {
 
 TEST_CASE("bad checkpoints name the tensor and both shapes") {
   TempDir dir;
+  dir.write("config.json", R"({"num_heads": 1})");
   SUBCASE("missing") {
     auto t = tiny_vit(2);
     t.erase("blocks.1.mlp.fc1.bias");
@@ -76,9 +88,27 @@ TEST_CASE("bad checkpoints name the tensor and both shapes") {
   }
   SUBCASE("extra, unknown name") {
     auto t = tiny_vit(1);
+    t["fc_normx.weight"] = f32_tensor({8});
+    std::string p = dir.write("m.safetensors", safetensors_bytes(t));
+    CHECK_THROWS_WITH_AS(load_model(p), doctest::Contains("unexpected tensor 'fc_normx.weight' [8] (not a timm or Hugging Face ViT/DeiT weight)"), Error);
+  }
+  SUBCASE("half of a pair") {  // fc_norm.weight makes fc_norm.bias expected
+    auto t = tiny_vit(1);
     t["fc_norm.weight"] = f32_tensor({8});
     std::string p = dir.write("m.safetensors", safetensors_bytes(t));
-    CHECK_THROWS_WITH_AS(load_model(p), doctest::Contains("unexpected tensor 'fc_norm.weight' [8] (not a timm or Hugging Face ViT/DeiT weight)"), Error);
+    CHECK_THROWS_WITH_AS(load_model(p), (p + ": missing tensor 'fc_norm.bias' (expected shape [8])").c_str(), Error);
+  }
+  SUBCASE("a family vitbatch does not run") {
+    auto t = tiny_vit(1);
+    t["blocks.0.attn.relative_position_bias_table"] = f32_tensor({10, 1});
+    std::string p = dir.write("m.safetensors", safetensors_bytes(t));
+    CHECK_THROWS_WITH_AS(load_model(p), doctest::Contains("(BEiT checkpoints are not supported"), Error);
+  }
+  SUBCASE("a timm architecture vitbatch does not run") {
+    dir.write("arch/model.safetensors", safetensors_bytes(tiny_vit(1)));
+    dir.write("arch/config.json", R"({"architecture": "eva02_tiny_patch14_224.mim_in22k"})");
+    CHECK_THROWS_WITH_AS(load_model(dir.file("arch")), doctest::Contains("timm architecture 'eva02_tiny_patch14_224.mim_in22k' (config.json) "
+                                                                        "is not one vitbatch runs: its model class is Eva"), Error);
   }
   SUBCASE("position embedding that is no square grid") {
     auto t = tiny_vit(1);
@@ -126,8 +156,10 @@ TEST_CASE("Hugging Face q, k, v are packed into timm's qkv in that order") {
     fill += 1.0f;
   }
   hf["vit.pooler.dense.weight"] = f32_tensor({8, 8});  // ignored: classification never reads it
+  dir.write("config.json", R"({"num_attention_heads": 2, "hidden_act": "gelu"})");
   Model m = load_model(dir.write("hf.safetensors", safetensors_bytes(hf)));
   CHECK(m.config.naming == "huggingface");
+  CHECK(m.config.heads == 2);
   CHECK(m.config.layer_norm_eps == 1e-12);
   const float* qkv = m.weights.get("blocks.0.attn.qkv.weight");
   CHECK(m.weights.shape("blocks.0.attn.qkv.weight") == Shape{24, 8});

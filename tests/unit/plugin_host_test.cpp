@@ -66,6 +66,7 @@ TEST_CASE("a backend failing to start or mid-run gives an error, not a crash") {
 
   test_support::TempDir dir;
   dir.write("model.safetensors", test_support::safetensors_bytes(test_support::tiny_vit()));
+  dir.write("config.json", R"({"num_heads": 1})");
   Model model = load_model(dir.path());
   Backend failing(host.find("failing"), BackendOptions{});
   Backend reference(host.find("reference"), BackendOptions{});
@@ -83,6 +84,7 @@ TEST_CASE("the executor keeps a bounded number of plans and results do not depen
   PluginHost host({VITBATCH_PLUGIN_DIR});
   test_support::TempDir dir;
   dir.write("model.safetensors", test_support::safetensors_bytes(test_support::tiny_vit()));
+  dir.write("config.json", R"({"num_heads": 1})");
   Model model = load_model(dir.path());
   Backend reference(host.find("reference"), BackendOptions{});
   Executor executor(model, {&reference});
@@ -186,6 +188,7 @@ TEST_CASE("a backend may claim a run of nodes: it runs them as one step, the inn
   PluginHost host({VITBATCH_TEST_PLUGIN_DIR, VITBATCH_PLUGIN_DIR});
   test_support::TempDir dir;
   dir.write("model.safetensors", test_support::safetensors_bytes(test_support::varied(test_support::tiny_vit(2))));
+  dir.write("config.json", R"({"num_heads": 1})");
   Model model = load_model(dir.path());
   Backend fusing(host.find("fusing"), BackendOptions{});
   Backend reference(host.find("reference"), BackendOptions{});
@@ -211,6 +214,7 @@ TEST_CASE("a device backend's buffers are its own: the executor copies wherever 
   PluginHost host({VITBATCH_TEST_PLUGIN_DIR, VITBATCH_PLUGIN_DIR});
   test_support::TempDir dir;
   dir.write("model.safetensors", test_support::safetensors_bytes(test_support::varied(test_support::tiny_vit(2))));
+  dir.write("config.json", R"({"num_heads": 1})");
   Model model = load_model(dir.path());
   Backend device(host.find("fakedev"), BackendOptions{});
   Backend reference(host.find("reference"), BackendOptions{});

@@ -44,7 +44,11 @@ TEST_CASE("Hugging Face ViT and DeiT names map to timm's") {
 
 TEST_CASE("unknown names and ignorable extras") {
   CHECK(canon("blocks.0.attn.qkv.weightx") == "<none>");
-  CHECK(canon("fc_norm.weight") == "<none>");
+  CHECK(canon("fc_norm.weight") == "fc_norm.weight");  // timm's vocabulary; the layout decides if expected
+  CHECK(canon("blocks.3.ls2.gamma") == "blocks.3.ls2.gamma");
+  CHECK(canon("blocks.0.attn.q_bias") == "<none>");  // BEiT
+  CHECK(foreign_family("blocks.0.attn.q_bias") == "BEiT");
+  CHECK(foreign_family("blocks.0.attn.rope.freqs_cos") == "EVA");
   CHECK(canon("model.encoder.layer.0.output.dense.weight") == "<none>");
   CHECK(is_ignored_weight_name("vit.pooler.dense.weight"));
   CHECK(is_ignored_weight_name("vit.embeddings.position_ids"));

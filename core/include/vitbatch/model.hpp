@@ -14,6 +14,21 @@
 
 namespace vitbatch {
 
+// How the model pools its tokens into the one vector the head reads (timm's global_pool).
+enum class Pooling { Token, Avg, AvgMax, Max, Map };
+// The MLP's activation.
+enum class Activation { Gelu, GeluTanh, QuickGelu, Silu };
+// Plain: fc1 -> act -> fc2. GluPacked: fc1 gives [a | b], then act(a) * b (or a * act(b) with
+// gate_last) -> fc2 (timm's GluMlp / SwiGLUPacked). SwiGlu: act(fc1_g) * fc1_x -> fc2.
+enum class MlpKind { Plain, GluPacked, SwiGlu };
+
+const char* pooling_name(Pooling p);
+const char* activation_name(Activation a);
+const char* mlp_kind_name(MlpKind m);
+
+// The model description: what the checkpoint's tensors and config.json say the network is.
+// The table of expected weights (model_layout.hpp), the graph builder and `vitbatch info` all
+// read this one struct, so a new variant is a new field here, not a new special case there.
 struct ViTConfig {
   int64_t image_size = 224;
   int64_t patch_size = 16;
@@ -21,14 +36,52 @@ struct ViTConfig {
   int64_t dim = 0;
   int64_t depth = 0;
   int64_t heads = 0;
-  int64_t mlp_dim = 0;
-  int64_t num_classes = 0;
-  bool distilled = false;  // DeiT: a distillation token and a second head
+  int64_t mlp_dim = 0;      // the hidden width (of each half, for gated MLPs)
+  int64_t num_classes = 0;  // 0: no classifier head (a backbone / embedder)
+
+  // Prefix tokens, in timm's order: class token, register tokens, distillation token (DeiT).
+  bool class_token = true;
+  int64_t reg_tokens = 0;
+  bool distilled = false;   // DeiT: a distillation token and a second head, averaged
+  bool no_embed_class = false;  // the position embedding covers the patch tokens only
+  bool patch_bias = true;
+  bool norm_pre = false;    // a LayerNorm before the blocks (CLIP)
+
+  // Each block.
+  bool qkv_bias = true;
+  bool qk_norm = false;     // LayerNorm over each head's q and k
+  bool attn_norm = false;   // LayerNorm over the heads' output before the projection
+  bool proj_bias = true;
+  bool layer_scale = false; // ls1.gamma / ls2.gamma multiply each branch
+  MlpKind mlp = MlpKind::Plain;
+  Activation act = Activation::Gelu;
+  bool gate_last = false;   // GluPacked: a * act(b) instead of act(a) * b
+  bool mlp_bias = true;
+  bool mlp_norm = false;    // LayerNorm on the hidden layer (timm's scale_mlp_norm, EVA's SwiGLU)
+
+  // The head.
+  bool final_norm = true;   // `norm` over every token after the blocks
+  bool fc_norm = false;     // a LayerNorm after pooling instead
+  Pooling pool = Pooling::Token;
+  bool pool_include_prefix = false;
+  // Attention pooling (pool == Map): heads, learned queries, its MLP's width and activation.
+  int64_t map_heads = 0;
+  int64_t map_latent_len = 1;
+  int64_t map_mlp_dim = 0;
+  bool map_token = true;    // take latent 0 (timm's pool 'token'), else average the latents
+  Activation map_act = Activation::Gelu;
+
   double layer_norm_eps = 1e-6;
-  std::string naming;      // "timm" or "huggingface"
-  int64_t tokens() const {
-    return (image_size / patch_size) * (image_size / patch_size) + 1 + (distilled ? 1 : 0);
-  }
+  std::string naming;       // "timm" or "huggingface"
+  std::string architecture; // timm's name from config.json, when given
+
+  int64_t grid() const { return image_size / patch_size; }
+  int64_t prefix_tokens() const { return (class_token ? 1 : 0) + reg_tokens + (distilled ? 1 : 0); }
+  int64_t tokens() const { return grid() * grid() + prefix_tokens(); }
+  int64_t pos_embed_rows() const { return no_embed_class ? grid() * grid() : tokens(); }
+  bool has_head() const { return num_classes > 0; }
+  // What the graph outputs per image: the logits, or without a head the pooled feature.
+  int64_t output_width() const { return has_head() ? num_classes : dim; }
 };
 
 // timm's eval transform: resize shortest side to floor(input_size / crop_pct), centre crop
@@ -36,6 +89,20 @@ struct ViTConfig {
 struct PreprocessConfig {
   int64_t input_size = 224;
   double crop_pct = 0.875;
+  // center: resize the short side to input_size / crop_pct, centre crop; squash: resize
+  // both sides to input_size / crop_pct (aspect not kept), centre crop; border: resize the
+  // long side to input_size / crop_pct, pad with the fill (mean) to input_size.
+  std::string crop_mode = "center";
+  // Hugging Face's image processor (preprocessor_config.json) instead of timm's transform:
+  // resize to height x width (or the short side to shortest_edge), optional centre crop to
+  // input_size with floor offsets, x * rescale_factor in float64 cast to float32, normalise.
+  bool hf_processor = false;
+  bool hf_do_resize = true;
+  int64_t hf_resize_height = 0, hf_resize_width = 0, hf_shortest_edge = 0;
+  bool hf_do_center_crop = false;
+  bool hf_do_rescale = true;
+  double hf_rescale_factor = 1.0 / 255.0;
+  bool hf_do_normalize = true;
   std::string interpolation = "bicubic";
   std::array<float, 3> mean{0.485f, 0.456f, 0.406f};
   std::array<float, 3> std{0.229f, 0.224f, 0.225f};
@@ -80,6 +147,10 @@ struct ModelOverrides {
   std::optional<double> layer_norm_eps;
 };
 
+// Labels the model's own files carry (timm's label_names, Hugging Face's id2label), in
+// class-index order; empty when they carry none.
+using ModelLabels = std::vector<std::string>;
+
 struct Model {
   std::string path;  // the safetensors file
   ViTConfig config;
@@ -89,7 +160,12 @@ struct Model {
   // key ("mean", "crop_pct", "heads", ...) -> "mean 0.485, 0.456, 0.406 (ImageNet)".
   std::map<std::string, std::string> defaulted;
   bool has_config_json = false;
+  ModelLabels labels;
 };
+
+// One line each for `vitbatch info`: "class token + 4 registers, ...", "resize ... crop ...".
+std::string describe_variant(const ViTConfig& c);
+std::string describe_preprocess(const PreprocessConfig& p);
 
 // Loads a safetensors file, or a directory holding model.safetensors (+ config.json).
 // Throws Error naming the file / tensor and the reason (missing, extra, mis-shaped, bad dtype).

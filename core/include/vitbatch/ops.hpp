@@ -17,7 +17,7 @@ enum class Op : int32_t {
 };
 
 // Ops are appended, never renumbered: a change here is a change of the plugin ABI.
-static_assert(VIT_OP_COUNT == 14, "op list changed: append only, then update this count");
+static_assert(VIT_OP_COUNT == 20, "op list changed: append only, then update this count");
 
 enum class DType : int32_t {
   F32 = VIT_DTYPE_F32,
@@ -35,6 +35,20 @@ struct Params {
   std::array<int64_t, VIT_MAX_INTS> ints{};
   std::array<float, VIT_MAX_FLOATS> floats{};
 };
+
+// Typed builders for each op's parameters (vit_ops.def says where each one travels), so a
+// graph builder never writes positional ints.
+namespace params {
+Params patchify(int64_t patch_size);
+Params batch_matmul(bool transpose_b);
+Params layer_norm(double eps);
+Params concat(int64_t axis);
+Params slice(int64_t axis, int64_t start, int64_t end);
+Params scale(double factor);
+Params reduce(int64_t axis);
+// qk_norm_eps > 0: the node carries q/k LayerNorm weights (inputs 1..4).
+Params attention(int64_t heads, double scale, double qk_norm_eps = 0);
+}  // namespace params
 
 const char* op_name(Op op);
 const char* dtype_name(DType dtype);

@@ -14,13 +14,15 @@ namespace vitbatch {
 // "bilinear", "lanczos", "box" or "hamming".
 RgbImage resize_pillow(const RgbImage& image, int64_t width, int64_t height, const std::string& filter);
 
-// torchvision's CenterCrop: zero-pads first when the image is smaller than the crop.
-RgbImage center_crop(const RgbImage& image, int64_t size);
+// torchvision's CenterCrop: pads first (with `fill`) when the image is smaller than the crop.
+RgbImage center_crop(const RgbImage& image, int64_t size, std::array<uint8_t, 3> fill = {0, 0, 0});
 
-// Resize + centre crop: the uint8 image the model will see.
+// Resize + crop as the model's files say (timm's crop_mode center/squash/border, or Hugging
+// Face's image processor): the uint8 image the model will see.
 RgbImage eval_crop(const RgbImage& image, const PreprocessConfig& config);
 
-// Writes (x / 255 - mean) / std as float32 [3, S, S] (channel-major) into out.
+// Writes (x / 255 - mean) / std as float32 [3, S, S] (channel-major) into out (Hugging Face:
+// x * rescale_factor, then the optional normalisation, as its processor computes them).
 void normalize_to_chw(const RgbImage& cropped, const PreprocessConfig& config, float* out);
 
 // Checks interpolation names and sizes; throws Error naming the bad value.

@@ -19,6 +19,10 @@ struct CanonicalName {
 // The canonical name of a checkpoint tensor, or nothing if it is not a ViT/DeiT weight we know.
 std::optional<CanonicalName> canonical_weight_name(const std::string& checkpoint_name);
 
+// The family a tensor name belongs to when vitbatch does not run that family ("BEiT", "EVA",
+// ...), for the error message; empty when it cannot tell.
+std::string foreign_family(const std::string& checkpoint_name);
+
 // Tensors that checkpoints carry but inference never reads (HF's pooler, position ids).
 bool is_ignored_weight_name(const std::string& checkpoint_name);
 

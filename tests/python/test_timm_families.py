@@ -1,0 +1,162 @@
+"""vitbatch against timm itself, on the ViT variants timm builds.
+
+Runs under the timm venv (scripts/timm_venv.sh): timm 1.0.31 on Debian's torch. For each
+model name below, timm.create_model(name, pretrained=False) builds the architecture (fewer
+blocks, and for the widest ones a smaller input, to keep the reference backend quick; the
+option each name stands for is unchanged), its parameters are perturbed so that the
+zero-initialised ones (layer-scale gammas, biases, tokens) matter, and the state dict is
+written as safetensors with a config.json as timm's hub writes it. vitbatch must give timm's
+logits (or, without a head, its pooled features) on the same input tensor, on reference and on
+onednn fp32: max |diff| <= 1e-4 x max |output|.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import warnings
+
+warnings.filterwarnings("ignore")
+
+import numpy as np
+import torch
+import timm
+import timm.layers
+from safetensors.torch import save_file
+
+BIN = os.environ.get("VITBATCH_BIN", os.path.join(os.path.dirname(__file__), "..", "..", "build", "bin"))
+DUMP = os.path.join(BIN, "vitbatch_dump")
+VITBATCH = os.path.join(BIN, "vitbatch")
+
+# (timm name, create_model overrides, what it exercises). "depth" keeps the run short;
+# "img_size" shrinks only the widest models' token count (their heads and widths stay).
+CASES = [
+    ("vit_tiny_patch16_224", {}, "plain ViT, class token"),
+    ("vit_small_patch32_224", {}, "patch 32"),
+    ("vit_small_patch8_224", {"img_size": 112}, "patch 8, no head"),
+    ("vit_huge_patch14_224", {"depth": 1, "img_size": 112}, "16 heads of 80, patch 14"),
+    ("vit_base_patch16_plus_240", {"depth": 1}, "14 heads of 64, layer scale, input 240"),
+    ("deit_tiny_patch16_224", {}, "DeiT"),
+    ("deit_tiny_distilled_patch16_224", {}, "DeiT distillation token and head"),
+    ("deit3_small_patch16_224", {}, "DeiT-III: no_embed_class, layer scale"),
+    ("vit_small_patch14_dinov2", {"depth": 1, "img_size": 224}, "DINOv2: layer scale, no head"),
+    ("vit_small_patch14_reg4_dinov2", {"depth": 1}, "DINOv2 with 4 registers, input 518"),
+    ("vit_giant_patch14_dinov2", {"depth": 1, "img_size": 70}, "SwiGLUPacked MLP (silu)"),
+    ("vit_base_patch16_clip_224", {"depth": 1}, "CLIP: norm_pre, no patch bias, eps 1e-5"),
+    ("vit_base_patch32_clip_quickgelu_224", {"depth": 1}, "QuickGELU"),
+    ("vit_base_patch16_siglip_224", {"depth": 1}, "SigLIP: attention pooling (map), no head"),
+    ("vit_base_patch32_siglip_256", {"depth": 1}, "SigLIP map with gelu_tanh"),
+    ("vit_base_patch16_siglip_gap_224", {"depth": 1}, "no class token, avg pooling"),
+    ("vit_medium_patch16_gap_256", {}, "gap: no qkv bias, layer scale, avg + final norm"),
+    ("vit_base_patch16_224_miil", {"depth": 1}, "no qkv bias"),
+    ("flexivit_small", {}, "FlexiViT: no_embed_class, input 240"),
+    ("vit_little_patch16_reg1_gap_256", {}, "register + avg + fc_norm, no final norm"),
+    ("vit_wee_patch16_reg1_gap_256", {}, "register, fc_norm"),
+    ("vit_so150m_patch16_reg4_map_256", {"depth": 1}, "4 registers, map pooling with a head"),
+    ("beit3_base_patch16_224", {"depth": 1}, "BEiT-3 as timm builds it: attention and MLP norms"),
+    ("eva_large_patch14_196", {"depth": 1}, "EVA (vision_transformer.py): fc_norm, avg"),
+    ("test_vit2", {}, "timm's test model: register, layer scale, fc_norm"),
+    ("test_vit3", {}, "timm's test model: map pooling over the prefix tokens too"),
+    ("vit_small_patch16_224", {"qk_norm": True}, "qk-norm (LayerNorm on q and k)"),
+    ("vit_small_patch16_224", {"global_pool": "avgmax"}, "avgmax pooling"),
+    ("vit_small_patch16_224", {"global_pool": "max", "class_token": False}, "max pooling without class token"),
+    ("vit_small_patch16_224", {"mlp_layer": "swiglu"}, "SwiGLU MLP (fc1_g, fc1_x), no architecture name"),
+]
+
+
+def build(name, overrides, seed):
+    kwargs = dict(overrides)
+    kwargs.setdefault("depth", 2)
+    named = True
+    if kwargs.get("mlp_layer") == "swiglu":
+        # A custom model: timm's name no longer describes it, so config.json names none.
+        kwargs["mlp_layer"] = timm.layers.SwiGLU
+        kwargs["act_layer"] = torch.nn.SiLU
+        named = False
+    torch.manual_seed(seed)
+    model = timm.create_model(name, pretrained=False, **kwargs).eval()
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if p.dim() <= 1:  # norms, biases, layer-scale gammas: all visibly away from 0 / 1
+                p.add_(0.1 * torch.randn_like(p))
+            elif p.std() < 1e-3:  # zero- or 1e-6-initialised tokens, latents, heads
+                p.add_(0.02 * torch.randn_like(p))
+    return model, named
+
+
+def write_checkpoint(folder, name, model, named):
+    os.makedirs(folder)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, os.path.join(folder, "model.safetensors"))
+    cfg = dict(model.pretrained_cfg or {})
+    config = {"num_classes": model.num_classes, "num_features": model.num_features,
+              "global_pool": model.global_pool,
+              "pretrained_cfg": {k: v for k, v in cfg.items() if k in ("input_size", "interpolation", "mean", "std",
+                                                                       "crop_pct", "crop_mode")}}
+    if named:
+        config["architecture"] = name
+    else:
+        config["num_heads"] = model.blocks[0].attn.num_heads
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(config, f)
+
+
+def vitbatch_output(folder, x, backend):
+    with tempfile.TemporaryDirectory() as tmp:
+        inp, out = os.path.join(tmp, "in.f32"), os.path.join(tmp, "out.f32")
+        x.numpy().astype(np.float32).tofile(inp)
+        r = subprocess.run([DUMP, "logits", folder, inp, str(x.shape[0]), out, backend], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise AssertionError(f"vitbatch_dump failed on {folder} ({backend}): {r.stderr.strip()}")
+        return np.fromfile(out, dtype=np.float32).reshape(x.shape[0], -1)
+
+
+class TimmFamilies(unittest.TestCase):
+    def test_same_outputs_as_timm(self):
+        self.assertGreaterEqual(len({(n, tuple(sorted(o))) for n, o, _ in CASES}), 25)
+        with tempfile.TemporaryDirectory() as tmp:
+            for seed, (name, overrides, what) in enumerate(CASES):
+                with self.subTest(model=name, overrides=str(overrides)):
+                    started = time.time()
+                    model, named = build(name, overrides, seed)
+                    folder = os.path.join(tmp, f"{seed:02d}_{name}")
+                    write_checkpoint(folder, name, model, named)
+                    size = model.patch_embed.img_size[0]
+                    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(seed))
+                    with torch.no_grad():
+                        expected = model(x).numpy()
+                    scale = float(np.abs(expected).max())
+                    for backend in ("reference", "onednn"):
+                        got = vitbatch_output(folder, x, backend)
+                        self.assertEqual(got.shape, expected.shape, f"{name} on {backend}")
+                        err = float(np.abs(got - expected).max())
+                        self.assertLessEqual(err, 1e-4 * scale, f"{name} ({what}) on {backend}: max |diff| {err:.3g}, "
+                                                                f"max |output| {scale:.3g}")
+                    print(f"{name:40s} {str(overrides):45s} {what}: max |out| {scale:.3g}, "
+                          f"{time.time() - started:.1f} s", file=sys.stderr, flush=True)
+
+    def test_info_shows_the_variant(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            model, named = build("vit_small_patch14_reg4_dinov2", {"depth": 1, "img_size": 56}, 0)
+            folder = os.path.join(tmp, "dinov2")
+            write_checkpoint(folder, "vit_small_patch14_reg4_dinov2", model, named)
+            r = subprocess.run([VITBATCH, "info", "--model", folder, "--json"], capture_output=True, text=True)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            v = json.loads(r.stdout)["variant"]
+            self.assertEqual(v["register_tokens"], 4)
+            self.assertEqual(v["prefix_tokens"], 5)
+            self.assertFalse(v["pos_embed_covers_prefix"])
+            self.assertTrue(v["layer_scale"])
+            self.assertEqual(v["pooling"], "token")
+            self.assertFalse(v["head"])
+            self.assertEqual(v["output_width"], 384)
+            # No head: classify says so instead of inventing classes.
+            r = subprocess.run([VITBATCH, "classify", "--model", folder, "/dev/null"], capture_output=True, text=True)
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("the model has no classifier head", r.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
