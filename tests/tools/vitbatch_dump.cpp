@@ -2,6 +2,7 @@
 // each stage is compared with Pillow / PyTorch on its own.
 //   vitbatch_dump decode IMAGE OUT.rgb [exif]      raw RGB bytes; prints "WIDTH HEIGHT"
 //   vitbatch_dump crop MODEL IMAGE OUT.rgb         the resized, centre-cropped uint8 image
+//   vitbatch_dump pixels MODEL IMAGE OUT.f32       the normalised float32 [3,S,S] the model reads
 //   vitbatch_dump logits MODEL IN.f32 N OUT.f32 [BACKEND [PRECISION]]
 //                                                  logits (a headless model: its pooled
 //                                                  features) of N normalised [3,S,S] inputs
@@ -48,6 +49,14 @@ int run(const std::vector<std::string>& a) {
     write_file(a[3], crop.pixels.data(), crop.pixels.size());
     return 0;
   }
+  if (a.size() == 4 && a[0] == "pixels") {
+    vitbatch::Model model = vitbatch::load_model(a[1]);
+    vitbatch::RgbImage crop = vitbatch::eval_crop(vitbatch::read_image(a[2]), model.preprocess);
+    std::vector<float> pixels(crop.pixels.size());
+    vitbatch::normalize_to_chw(crop, model.preprocess, pixels.data());
+    write_file(a[3], pixels.data(), pixels.size() * sizeof(float));
+    return 0;
+  }
   if (a.size() >= 5 && a.size() <= 7 && a[0] == "logits") {
     vitbatch::RuntimeOptions options;
     options.model = a[1];
@@ -63,7 +72,7 @@ int run(const std::vector<std::string>& a) {
     write_file(a[4], logits.data(), logits.size() * sizeof(float));
     return 0;
   }
-  std::cerr << "usage: vitbatch_dump decode IMAGE OUT [exif] | crop MODEL IMAGE OUT | logits MODEL IN N OUT [BACKEND [PRECISION]]\n";
+  std::cerr << "usage: vitbatch_dump decode IMAGE OUT [exif] | crop MODEL IMAGE OUT | pixels MODEL IMAGE OUT | logits MODEL IN N OUT [BACKEND [PRECISION]]\n";
   return 2;
 }
 
