@@ -6,7 +6,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv-timm"
-if ! "$venv/bin/python" -c "import timm, safetensors; assert timm.__version__ == '1.0.31'" 2>/dev/null; then
+if ! "$venv/bin/python" -c "import timm, safetensors; assert timm.__version__ == '1.0.31'" >/dev/null 2>&1; then
   echo "timm_venv: creating $venv (timm 1.0.31 on Debian's torch)" >&2
   rm -rf "$venv"
   /usr/bin/python3 -m venv --system-site-packages "$venv" >&2
