@@ -33,6 +33,15 @@ void add_common_flags(CLI::App& command, CommonFlags& flags) {
   command.add_option("--heads", flags.heads,
                      "attention heads, for a checkpoint whose config.json names none (as the YAML's model_options.heads)")
       ->check(int_range(1, vitbatch::kMaxHeads));
+  command.add_option("--image-size", flags.image_size,
+                     "run at this input size (a multiple of the patch size): the position embedding is resampled as "
+                     "timm does and the preprocessing follows; 'test': timm's test_input_size (as the YAML's "
+                     "model_options.image_size)")
+      ->check([](const std::string& v) {
+        if (v == "test") return std::string();
+        return int_range(1, vitbatch::kMaxInputSize)(v).empty() ? std::string() : "expected a size in 1.." +
+               std::to_string(vitbatch::kMaxInputSize) + " or 'test', got '" + v + "'";
+      });
 }
 
 vitbatch::RuntimeOptions resolve_runtime_options(const CommonFlags& flags, vitbatch::RunConfig& config) {
@@ -43,6 +52,11 @@ vitbatch::RuntimeOptions resolve_runtime_options(const CommonFlags& flags, vitba
   else throw vitbatch::Error("no model: pass --model PATH or set 'model' in the --config file");
   o.model_options = config.model_options;
   if (flags.heads) o.model_options.heads = *flags.heads;
+  if (flags.image_size) {
+    o.model_options.test_input_size = *flags.image_size == "test";
+    o.model_options.image_size.reset();
+    if (!o.model_options.test_input_size) o.model_options.image_size = std::stoll(*flags.image_size);
+  }
   o.preprocess = config.preprocess;
   o.backend = flags.backend.value_or(config.backend.value_or("auto"));
   int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));

@@ -22,6 +22,7 @@ struct CommonFlags {
   std::vector<std::string> backend_option_pairs;  // --backend-option KEY=VALUE
   std::vector<std::string> plugin_dirs;
   std::optional<int> heads;  // where neither config.json nor timm's registry gives them
+  std::optional<std::string> image_size;  // N, or "test"
 };
 
 void add_common_flags(CLI::App& command, CommonFlags& flags);

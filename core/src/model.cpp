@@ -3,6 +3,7 @@
 #include "vitbatch/error.hpp"
 #include "vitbatch/file_io.hpp"
 #include "vitbatch/model_layout.hpp"
+#include "vitbatch/pos_embed.hpp"
 #include "vitbatch/safetensors.hpp"
 #include "vitbatch/timm_table.hpp"
 #include "vitbatch/weight_names.hpp"
@@ -29,6 +30,12 @@ float* WeightStore::add(const std::string& name, const Shape& shape) {
   entries_[name] = Entry{data, shape};
   parameters_ += n;
   return data;
+}
+
+float* WeightStore::replace(const std::string& name, const Shape& shape) {
+  auto it = entries_.find(name);
+  if (it != entries_.end()) parameters_ -= static_cast<size_t>(element_count(it->second.shape));
+  return add(name, shape);
 }
 
 void WeightStore::add_mapped(const std::string& name, const Shape& shape, const float* data) {
@@ -154,6 +161,7 @@ struct ConfigJson {
   std::optional<double> eps;
   std::optional<std::string> act;
   std::optional<bool> qkv_bias;
+  std::optional<int64_t> test_input_size;
   ModelLabels labels;
   std::set<std::string> preprocessing;  // the preprocessing keys it set
 };
@@ -184,6 +192,8 @@ ConfigJson read_config_json(const std::string& path, PreprocessConfig& pre) {
       pre.crop_pct = cfg["crop_pct"].get<double>();
       found.insert("crop_pct");
     }
+    if (cfg.contains("test_input_size") && cfg["test_input_size"].is_array())
+      c.test_input_size = cfg["test_input_size"].at(2).get<int64_t>();
     if (cfg.contains("crop_mode") && cfg["crop_mode"].is_string()) {
       pre.crop_mode = cfg["crop_mode"].get<std::string>();
       found.insert("crop_mode");
@@ -560,6 +570,21 @@ Model load_model(const std::string& path, const ModelOverrides& overrides) {
     throw Error(label + ": config.json lists " + std::to_string(model.labels.size()) + " class names, the head has " +
                 std::to_string(c.num_classes) + " classes");
 
+  // Another input size: the grid the position embedding is resampled to.
+  model.trained_image_size = c.image_size;
+  std::optional<int64_t> target = overrides.image_size;
+  if (overrides.test_input_size) {
+    target = json.test_input_size ? json.test_input_size : timm && timm->test_input_size ? std::optional<int64_t>(timm->test_input_size)
+                                                                                          : std::nullopt;
+    if (!target)
+      throw Error(label + ": --image-size test: neither config.json's pretrained_cfg nor timm's registry" +
+                  (timm ? " entry for '" + timm->name + "'" : std::string()) + " names a test_input_size");
+  }
+  if (target && (*target < c.patch_size || *target > 8192 || *target % c.patch_size))
+    throw Error(label + ": image size " + std::to_string(*target) + " must be a multiple of the patch size " +
+                std::to_string(c.patch_size) + " between " + std::to_string(c.patch_size) + " and 8192");
+  const int64_t trained_grid = c.grid();
+
   // Every tensor the description needs, with the shape it must have; nothing else.
   std::vector<ExpectedWeight> expected = expected_weights(c);
   if (hf) expected = split_qkv(expected);
@@ -591,6 +616,8 @@ Model load_model(const std::string& path, const ModelOverrides& overrides) {
   size_t arena_floats = 0;
   for (const auto& [name, shape] : expected)
     if (is_qkv_part(name) || !in_place(*by_canonical[name])) arena_floats += static_cast<size_t>(element_count(shape));
+  const int64_t new_grid = target ? *target / c.patch_size : trained_grid;
+  if (new_grid != trained_grid) arena_floats += static_cast<size_t>((new_grid * new_grid + c.prefix_tokens()) * c.dim);
   model.weights.reserve(arena_floats);
   model.weights.keep_mapping(file.owner(), file.mapping_base(), file.mapping_bytes());
   for (const auto& [name, shape] : expected) {
@@ -612,6 +639,18 @@ Model load_model(const std::string& path, const ModelOverrides& overrides) {
         ++k;
       }
     }
+  }
+  if (new_grid != trained_grid) {
+    // timm's resample_abs_pos_embed: the grid rows resized, the prefix rows kept.
+    const int64_t prefix = c.no_embed_class ? 0 : c.prefix_tokens();
+    const float* old = model.weights.get("pos_embed");
+    std::vector<float> grid = resample_grid(old + prefix * c.dim, trained_grid, trained_grid, new_grid, new_grid, c.dim);
+    std::vector<float> head(old, old + prefix * c.dim);
+    c.image_size = new_grid * c.patch_size;
+    float* resized = model.weights.replace("pos_embed", {1, c.pos_embed_rows(), c.dim});
+    std::copy(head.begin(), head.end(), resized);
+    std::copy(grid.begin(), grid.end(), resized + prefix * c.dim);
+    model.preprocess.input_size = c.image_size;
   }
   return model;
 }

@@ -151,7 +151,11 @@ class ConfigReader {
                           "labels", "output", "plugin_dirs"});
     if (auto n = root["model"]) c.model = path(n, "model");
     if (auto m = root["model_options"]) {
-      expect_map(m, "model_options", {"heads", "layer_norm_eps"});
+      expect_map(m, "model_options", {"heads", "layer_norm_eps", "image_size"});
+      if (auto n = m["image_size"]) {
+        if (n.IsScalar() && n.Scalar() == "test") c.model_options.test_input_size = true;
+        else c.model_options.image_size = bounded_int(n, "model_options.image_size", 1, kMaxInputSize);
+      }
       if (auto n = m["heads"]) c.model_options.heads = bounded_int(n, "model_options.heads", 1, kMaxHeads);
       if (auto n = m["layer_norm_eps"]) {
         double eps = scalar<double>(n, "model_options.layer_norm_eps", "a number");

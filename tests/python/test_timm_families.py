@@ -103,11 +103,13 @@ def write_checkpoint(folder, name, model, named):
         json.dump(config, f)
 
 
-def vitbatch_output(folder, x, backend):
+def vitbatch_output(folder, x, backend, image_size=None):
     with tempfile.TemporaryDirectory() as tmp:
         inp, out = os.path.join(tmp, "in.f32"), os.path.join(tmp, "out.f32")
         x.numpy().astype(np.float32).tofile(inp)
-        r = subprocess.run([DUMP, "logits", folder, inp, str(x.shape[0]), out, backend], capture_output=True, text=True)
+        extra = ["fp32", str(image_size)] if image_size else []
+        r = subprocess.run([DUMP, "logits", folder, inp, str(x.shape[0]), out, backend] + extra, capture_output=True,
+                           text=True)
         if r.returncode != 0:
             raise AssertionError(f"vitbatch_dump failed on {folder} ({backend}): {r.stderr.strip()}")
         return np.fromfile(out, dtype=np.float32).reshape(x.shape[0], -1)
@@ -137,6 +139,32 @@ class TimmFamilies(unittest.TestCase):
                     print(f"{name:40s} {str(overrides):45s} {what}: max |out| {scale:.3g}, "
                           f"{time.time() - started:.1f} s", file=sys.stderr, flush=True)
 
+    def test_other_input_sizes_resample_the_position_embedding(self):
+        # timm's way to run a checkpoint at another size: create the model at that size and
+        # load the state dict through its checkpoint filter (resample_abs_pos_embed, bicubic,
+        # antialiased, prefix rows kept). vitbatch --image-size must give the same outputs.
+        from timm.models.vision_transformer import checkpoint_filter_fn
+        cases = [("vit_small_patch16_224", 384), ("vit_small_patch16_224", 160), ("deit3_small_patch16_224", 320),
+                 ("vit_small_patch14_reg4_dinov2", 224), ("vit_base_patch16_siglip_224", 288)]
+        with tempfile.TemporaryDirectory() as tmp:
+            for seed, (name, size) in enumerate(cases):
+                with self.subTest(model=name, size=size):
+                    trained, named = build(name, {"depth": 1}, 100 + seed)
+                    folder = os.path.join(tmp, f"{seed}_{name}")
+                    write_checkpoint(folder, name, trained, named)
+                    resized = timm.create_model(name, pretrained=False, depth=1, img_size=size).eval()
+                    resized.load_state_dict(checkpoint_filter_fn(trained.state_dict(), resized))
+                    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(seed))
+                    with torch.no_grad():
+                        expected = resized(x).numpy()
+                    scale = float(np.abs(expected).max())
+                    for backend in ("reference", "onednn"):
+                        got = vitbatch_output(folder, x, backend, image_size=size)
+                        err = float(np.abs(got - expected).max())
+                        self.assertLessEqual(err, 1e-4 * scale, f"{name} at {size} on {backend}: max |diff| {err:.3g}")
+                    print(f"{name} trained at {trained.patch_embed.img_size[0]}, run at {size}: max |out| {scale:.3g}",
+                          file=sys.stderr)
+
     def test_info_shows_the_variant(self):
         with tempfile.TemporaryDirectory() as tmp:
             model, named = build("vit_small_patch14_reg4_dinov2", {"depth": 1, "img_size": 56}, 0)
@@ -152,6 +180,20 @@ class TimmFamilies(unittest.TestCase):
             self.assertEqual(v["pooling"], "token")
             self.assertFalse(v["head"])
             self.assertEqual(v["output_width"], 384)
+            # Other sizes: a multiple of the patch size, or timm's test_input_size when it has one.
+            r = subprocess.run([VITBATCH, "info", "--model", folder, "--json", "--image-size", "70"], capture_output=True,
+                               text=True)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            j = json.loads(r.stdout)
+            self.assertEqual(j["architecture"]["image_size"], 70)
+            self.assertEqual(j["architecture"]["tokens"], 25 + 5)
+            self.assertEqual(j["preprocess"]["input_size"], 70)
+            r = subprocess.run([VITBATCH, "info", "--model", folder, "--image-size", "71"], capture_output=True, text=True)
+            self.assertEqual(r.returncode, 2)
+            self.assertIn("image size 71 must be a multiple of the patch size 14", r.stderr)
+            r = subprocess.run([VITBATCH, "info", "--model", folder, "--image-size", "test"], capture_output=True, text=True)
+            self.assertEqual(r.returncode, 2)
+            self.assertIn("names a test_input_size", r.stderr)
             # No head: classify says so instead of inventing classes.
             r = subprocess.run([VITBATCH, "classify", "--model", folder, "/dev/null"], capture_output=True, text=True)
             self.assertNotEqual(r.returncode, 0)

@@ -3,7 +3,7 @@
 //   vitbatch_dump decode IMAGE OUT.rgb [exif]      raw RGB bytes; prints "WIDTH HEIGHT"
 //   vitbatch_dump crop MODEL IMAGE OUT.rgb         the resized, centre-cropped uint8 image
 //   vitbatch_dump pixels MODEL IMAGE OUT.f32       the normalised float32 [3,S,S] the model reads
-//   vitbatch_dump logits MODEL IN.f32 N OUT.f32 [BACKEND [PRECISION]]
+//   vitbatch_dump logits MODEL IN.f32 N OUT.f32 [BACKEND [PRECISION [IMAGE_SIZE]]]
 //                                                  logits (a headless model: its pooled
 //                                                  features) of N normalised [3,S,S] inputs
 #include "vitbatch/error.hpp"
@@ -57,12 +57,13 @@ int run(const std::vector<std::string>& a) {
     write_file(a[3], pixels.data(), pixels.size() * sizeof(float));
     return 0;
   }
-  if (a.size() >= 5 && a.size() <= 7 && a[0] == "logits") {
+  if (a.size() >= 5 && a.size() <= 8 && a[0] == "logits") {
     vitbatch::RuntimeOptions options;
     options.model = a[1];
+    if (a.size() == 8) options.model_options.image_size = std::stoll(a[7]);
     options.backend_options.threads = 2;
     if (a.size() >= 6) options.backend = a[5];
-    if (a.size() == 7) options.backend_options.precision = a[6];
+    if (a.size() >= 7) options.backend_options.precision = a[6];
     vitbatch::Runtime runtime(options);
     const vitbatch::ViTConfig& c = runtime.model().config;
     int64_t n = std::stoll(a[3]);
@@ -72,7 +73,7 @@ int run(const std::vector<std::string>& a) {
     write_file(a[4], logits.data(), logits.size() * sizeof(float));
     return 0;
   }
-  std::cerr << "usage: vitbatch_dump decode IMAGE OUT [exif] | crop MODEL IMAGE OUT | pixels MODEL IMAGE OUT | logits MODEL IN N OUT [BACKEND [PRECISION]]\n";
+  std::cerr << "usage: vitbatch_dump decode IMAGE OUT [exif] | crop MODEL IMAGE OUT | pixels MODEL IMAGE OUT | logits MODEL IN N OUT [BACKEND [PRECISION [IMAGE_SIZE]]]\n";
   return 2;
 }
 

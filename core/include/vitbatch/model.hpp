@@ -115,6 +115,8 @@ class WeightStore {
  public:
   // Reserves space for a tensor in the arena and returns where to write it.
   float* add(const std::string& name, const Shape& shape);
+  // Replaces a tensor by a new one in the arena (the position embedding at another size).
+  float* replace(const std::string& name, const Shape& shape);
   // Records a tensor that lives in the mapping given to keep_mapping().
   void add_mapped(const std::string& name, const Shape& shape, const float* data);
   const float* get(const std::string& name) const;  // throws Error if absent
@@ -145,6 +147,10 @@ class WeightStore {
 struct ModelOverrides {
   std::optional<int64_t> heads;
   std::optional<double> layer_norm_eps;
+  // Run at this input size: the position embedding is resampled as timm does, and the
+  // preprocessing follows. test_input_size: the size timm's pretrained_cfg names for testing.
+  std::optional<int64_t> image_size;
+  bool test_input_size = false;
 };
 
 // Labels the model's own files carry (timm's label_names, Hugging Face's id2label), in
@@ -161,6 +167,7 @@ struct Model {
   std::map<std::string, std::string> defaulted;
   bool has_config_json = false;
   ModelLabels labels;
+  int64_t trained_image_size = 0;  // the size the position embedding was trained at
 };
 
 // One line each for `vitbatch info`: "class token + 4 registers, ...", "resize ... crop ...".
