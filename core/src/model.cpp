@@ -21,14 +21,14 @@ namespace fs = std::filesystem;
 
 namespace vitbatch {
 
-float* WeightStore::add(const std::string& name, const Shape& shape) {
+float* WeightStore::add(const std::string& name, const Shape& shape, bool derived) {
   size_t n = static_cast<size_t>(element_count(shape));
   if (arena_.size() + n > arena_.capacity())
     throw Error("internal: weight arena reserved too small for '" + name + "'");
   arena_.resize(arena_.size() + n);
   float* data = arena_.data() + arena_.size() - n;
   entries_[name] = Entry{data, shape};
-  parameters_ += n;
+  if (!derived) parameters_ += n;
   return data;
 }
 
@@ -140,8 +140,8 @@ std::optional<Pooling> parse_pooling(const std::string& name) {
 // timm's classes and layers that vitbatch runs; anything else in the table is refused by name.
 std::string unsupported_reason(const TimmArchitecture& a) {
   if (!a.error.empty()) return "timm 1.0.31 cannot build it with one block (" + a.error + ")";
-  if (a.model_class != "VisionTransformer" && a.model_class != "VisionTransformerDistilled")
-    return "its model class is " + a.model_class + " (vitbatch runs timm's VisionTransformer family)";
+  if (a.model_class != "VisionTransformer" && a.model_class != "VisionTransformerDistilled" && a.model_class != "Beit")
+    return "its model class is " + a.model_class + " (vitbatch runs timm's VisionTransformer family and BEiT)";
   if (a.block != "Block") return "its blocks are " + a.block;
   if (a.attention != "Attention") return "its attention is " + a.attention;
   if (a.norm != "LayerNorm") return "its norm is " + a.norm;
@@ -329,9 +329,10 @@ std::string describe_variant(const ViTConfig& c) {
   if (c.distilled) prefix.push_back("distillation token");
   for (size_t i = 0; i < prefix.size(); ++i) o << (i ? " + " : "") << prefix[i];
   if (prefix.empty()) o << "no prefix tokens";
-  o << (c.no_embed_class ? " (position embedding on patches only)" : "");
+  o << (!c.abs_pos_embed ? " (no absolute position embedding)" : c.no_embed_class ? " (position embedding on patches only)" : "");
   o << "; " << (c.patch_bias ? "" : "patch embedding without bias; ") << (c.norm_pre ? "norm_pre; " : "");
   o << "attention" << (c.qkv_bias ? "" : " without qkv bias") << (c.qk_norm ? " with qk-norm" : "")
+    << (c.rel_pos_bias ? " with relative position bias" : "")
     << (c.attn_norm ? " + norm" : "") << "; " << mlp_kind_name(c.mlp) << " " << activation_name(c.act)
     << (c.mlp_norm ? " + norm" : "") << (c.layer_scale ? "; layer scale" : "") << "; pooling " << pooling_name(c.pool);
   if (c.pool == Pooling::Map) o << " (" << c.map_heads << " heads, " << c.map_latent_len << " queries)";
@@ -451,7 +452,9 @@ Model load_model(const std::string& path, const ModelOverrides& overrides) {
   c.norm_pre = has("norm_pre.weight");
   while (has("blocks." + std::to_string(c.depth) + ".norm1.weight")) ++c.depth;
   if (c.depth == 0) throw Error(label + ": missing tensor 'blocks.0.norm1.weight' (no transformer blocks)");
-  c.qkv_bias = has("blocks.0.attn.qkv.bias") || has("blocks.0.attn.q.bias");
+  c.qkv_bias_split = has("blocks.0.attn.q_bias");
+  c.qkv_bias = has("blocks.0.attn.qkv.bias") || has("blocks.0.attn.q.bias") || c.qkv_bias_split;
+  c.rel_pos_bias = has("blocks.0.attn.relative_position_bias_table");
   c.qk_norm = has("blocks.0.attn.q_norm.weight");
   c.attn_norm = has("blocks.0.attn.norm.weight");
   c.proj_bias = has("blocks.0.attn.proj.bias");
@@ -488,17 +491,34 @@ Model load_model(const std::string& path, const ModelOverrides& overrides) {
   }
 
   // The position embedding gives the grid, hence the image size, and whether it covers the
-  // prefix tokens (timm's no_embed_class: DeiT-III, DINOv2 with registers).
-  const Shape& pos = shape_of("pos_embed");
-  if (pos.size() != 3 || pos[0] != 1)
-    throw Error(label + ": " + tensor_name("pos_embed") + " has shape " + shape_string(pos) + ", expected [1, tokens, dim]");
-  std::optional<int64_t> with_prefix = square_root(pos[1] - c.prefix_tokens()), without = square_root(pos[1]);
-  if (timm) c.no_embed_class = timm->no_embed_class;
-  else c.no_embed_class = !with_prefix && without;
-  std::optional<int64_t> grid = c.no_embed_class ? without : with_prefix;
-  if (!grid)
-    throw Error(label + ": " + tensor_name("pos_embed") + " has shape " + shape_string(pos) + ", expected [1, " +
-                (c.no_embed_class ? "" : std::to_string(c.prefix_tokens()) + " + ") + "grid*grid, dim]");
+  // prefix tokens (timm's no_embed_class: DeiT-III, DINOv2 with registers). Without one
+  // (BEiT), the relative position table gives the grid.
+  c.abs_pos_embed = has("pos_embed");
+  std::optional<int64_t> grid;
+  if (c.abs_pos_embed) {
+    const Shape& pos = shape_of("pos_embed");
+    if (pos.size() != 3 || pos[0] != 1)
+      throw Error(label + ": " + tensor_name("pos_embed") + " has shape " + shape_string(pos) + ", expected [1, tokens, dim]");
+    std::optional<int64_t> with_prefix = square_root(pos[1] - c.prefix_tokens()), without = square_root(pos[1]);
+    if (timm) c.no_embed_class = timm->no_embed_class;
+    else c.no_embed_class = !with_prefix && without;
+    grid = c.no_embed_class ? without : with_prefix;
+    if (!grid)
+      throw Error(label + ": " + tensor_name("pos_embed") + " has shape " + shape_string(pos) + ", expected [1, " +
+                  (c.no_embed_class ? "" : std::to_string(c.prefix_tokens()) + " + ") + "grid*grid, dim]");
+  } else if (c.rel_pos_bias) {
+    const std::string table = "blocks.0.attn.relative_position_bias_table";
+    const Shape& t = shape_of(table);
+    std::optional<int64_t> side = t.size() == 2 ? square_root(t[0] - 3) : std::nullopt;  // (2 grid - 1)^2 + 3 rows
+    if (!side || *side % 2 == 0)
+      throw Error(label + ": " + tensor_name(table) + " has shape " + shape_string(t) + ", expected [(2 grid - 1)^2 + 3, heads]");
+    grid = (*side + 1) / 2;
+    if (!c.class_token || c.reg_tokens || c.distilled)
+      throw Error(label + ": a relative position bias (BEiT) needs exactly one prefix token, the class token");
+  } else {
+    throw Error(label + ": missing tensor 'pos_embed' (and no relative position bias either: the model would not know "
+                        "where its patches are)");
+  }
   c.image_size = *grid * c.patch_size;
 
   // What the tensors cannot say: config.json, the overrides, timm's table, else refuse or say.
@@ -580,6 +600,9 @@ Model load_model(const std::string& path, const ModelOverrides& overrides) {
       throw Error(label + ": --image-size test: neither config.json's pretrained_cfg nor timm's registry" +
                   (timm ? " entry for '" + timm->name + "'" : std::string()) + " names a test_input_size");
   }
+  if (target && c.rel_pos_bias && *target != c.image_size)
+    throw Error(label + ": --image-size: resizing a relative position bias table (BEiT) is not supported; this model runs at " +
+                std::to_string(c.image_size));
   if (target && (*target < c.patch_size || *target > 8192 || *target % c.patch_size))
     throw Error(label + ": image size " + std::to_string(*target) + " must be a multiple of the patch size " +
                 std::to_string(c.patch_size) + " between " + std::to_string(c.patch_size) + " and 8192");
@@ -618,6 +641,8 @@ Model load_model(const std::string& path, const ModelOverrides& overrides) {
     if (is_qkv_part(name) || !in_place(*by_canonical[name])) arena_floats += static_cast<size_t>(element_count(shape));
   const int64_t new_grid = target ? *target / c.patch_size : trained_grid;
   if (new_grid != trained_grid) arena_floats += static_cast<size_t>((new_grid * new_grid + c.prefix_tokens()) * c.dim);
+  if (c.qkv_bias_split) arena_floats += static_cast<size_t>(c.depth * 3 * c.dim);
+  if (c.rel_pos_bias) arena_floats += static_cast<size_t>(c.depth * c.heads * c.tokens() * c.tokens());
   model.weights.reserve(arena_floats);
   model.weights.keep_mapping(file.owner(), file.mapping_base(), file.mapping_bytes());
   for (const auto& [name, shape] : expected) {
@@ -638,6 +663,23 @@ Model load_model(const std::string& path, const ModelOverrides& overrides) {
         if (bias) convert_to_f32(*by_canonical[b + n + ".bias"], bias + k * D);
         ++k;
       }
+    }
+  }
+  for (int64_t i = 0; i < c.depth; ++i) {
+    const std::string b = "blocks." + std::to_string(i) + ".attn.";
+    if (c.qkv_bias_split) {  // BEiT: q's and v's biases around k's zeros, as one qkv bias
+      float* bias = model.weights.add(b + "qkv.bias", {3 * c.dim}, true);
+      std::fill(bias, bias + 3 * c.dim, 0.0f);
+      std::copy_n(model.weights.get(b + "q_bias"), c.dim, bias);
+      std::copy_n(model.weights.get(b + "v_bias"), c.dim, bias + 2 * c.dim);
+    }
+    if (c.rel_pos_bias) {  // the table gathered once into the [1, heads, T, T] the scores get
+      const int64_t T = c.tokens(), H = c.heads;
+      const std::vector<int32_t> index = relative_position_index(c.grid());
+      const float* table = model.weights.get(b + "relative_position_bias_table");
+      float* bias = model.weights.add(b + "rel_pos_bias", {1, H, T, T}, true);
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t q = 0; q < T * T; ++q) bias[h * T * T + q] = table[index[static_cast<size_t>(q)] * H + h];
     }
   }
   if (new_grid != trained_grid) {

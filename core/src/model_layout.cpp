@@ -34,6 +34,22 @@ class Layout {
 
 }  // namespace
 
+int64_t relative_distances(int64_t grid) { return (2 * grid - 1) * (2 * grid - 1) + 3; }
+
+std::vector<int32_t> relative_position_index(int64_t grid) {
+  const int64_t area = grid * grid, tokens = area + 1, distances = relative_distances(grid);
+  std::vector<int32_t> index(static_cast<size_t>(tokens * tokens));
+  for (int64_t i = 0; i < area; ++i)
+    for (int64_t j = 0; j < area; ++j) {
+      int64_t dy = i / grid - j / grid + grid - 1, dx = i % grid - j % grid + grid - 1;
+      index[static_cast<size_t>((i + 1) * tokens + j + 1)] = static_cast<int32_t>(dy * (2 * grid - 1) + dx);
+    }
+  for (int64_t j = 0; j < tokens; ++j) index[static_cast<size_t>(j)] = static_cast<int32_t>(distances - 3);  // cls to token
+  for (int64_t i = 0; i < tokens; ++i) index[static_cast<size_t>(i * tokens)] = static_cast<int32_t>(distances - 2);  // token to cls
+  index[0] = static_cast<int32_t>(distances - 1);  // cls to cls
+  return index;
+}
+
 std::vector<ExpectedWeight> expected_weights(const ViTConfig& c) {
   const int64_t D = c.dim, hd = c.heads > 0 ? D / c.heads : 0;
   Layout l;
@@ -42,12 +58,17 @@ std::vector<ExpectedWeight> expected_weights(const ViTConfig& c) {
   if (c.class_token) l.add("cls_token", {1, 1, D});
   if (c.reg_tokens) l.add("reg_token", {1, c.reg_tokens, D});
   if (c.distilled) l.add("dist_token", {1, 1, D});
-  l.add("pos_embed", {1, c.pos_embed_rows(), D});
+  if (c.abs_pos_embed) l.add("pos_embed", {1, c.pos_embed_rows(), D});
   if (c.norm_pre) l.norm("norm_pre", D);
   for (int64_t i = 0; i < c.depth; ++i) {
     const std::string b = "blocks." + std::to_string(i) + ".";
     l.norm(b + "norm1", D);
-    l.linear(b + "attn.qkv", 3 * D, D, c.qkv_bias);
+    l.linear(b + "attn.qkv", 3 * D, D, c.qkv_bias && !c.qkv_bias_split);
+    if (c.qkv_bias_split) {
+      l.add(b + "attn.q_bias", {D});
+      l.add(b + "attn.v_bias", {D});
+    }
+    if (c.rel_pos_bias) l.add(b + "attn.relative_position_bias_table", {relative_distances(c.grid()), c.heads});
     if (c.qk_norm) {
       l.norm(b + "attn.q_norm", hd);
       l.norm(b + "attn.k_norm", hd);

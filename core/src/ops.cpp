@@ -156,15 +156,23 @@ Shape permute(const std::vector<Shape>& in, const Params& p) {
 }
 
 Shape attention(const std::vector<Shape>& in, const Params& p) {
-  if (in.size() != 1 && in.size() != 5) fail("takes 1 input (qkv) or 5 (qkv and the q/k norms), got " + std::to_string(in.size()));
+  const bool qk_norm = p.ints[1] & 1, bias = p.ints[1] & 2;
+  size_t expected = 1 + (qk_norm ? 4 : 0) + (bias ? 1 : 0);
+  if (in.size() != expected)
+    fail("takes " + std::to_string(expected) + " inputs (qkv" + (qk_norm ? ", the q/k norms" : "") +
+         (bias ? ", the score bias" : "") + "), got " + std::to_string(in.size()));
   const Shape& qkv = in[0];
   int64_t heads = p.ints[0];
   if (qkv.size() != 3 || qkv[2] % 3) fail("qkv must be [B,T,3*D], got " + shape_string(qkv));
   if (heads <= 0 || (qkv[2] / 3) % heads) fail("heads " + std::to_string(heads) + " does not divide D=" + std::to_string(qkv[2] / 3));
   Shape head{qkv[2] / 3 / heads};
-  for (size_t i = 1; i < in.size(); ++i)
-    if (in[i] != head) fail("q/k norm parameter " + shape_string(in[i]) + " must be " + shape_string(head));
-  if (in.size() == 5 && !(p.floats[1] > 0)) fail("q/k norm eps must be > 0");
+  if (qk_norm) {
+    for (size_t i = 1; i < 5; ++i)
+      if (in[i] != head) fail("q/k norm parameter " + shape_string(in[i]) + " must be " + shape_string(head));
+    if (!(p.floats[1] > 0)) fail("q/k norm eps must be > 0");
+  }
+  if (bias && in.back() != Shape{1, heads, qkv[1], qkv[1]})
+    fail("score bias " + shape_string(in.back()) + " must be " + shape_string({1, heads, qkv[1], qkv[1]}));
   return {qkv[0], qkv[1], qkv[2] / 3};
 }
 
@@ -203,9 +211,10 @@ Params scale(double factor) {
   p.floats[0] = static_cast<float>(factor);
   return p;
 }
-Params attention(int64_t heads, double scale, double qk_norm_eps) {
+Params attention(int64_t heads, double scale, double qk_norm_eps, bool score_bias) {
   Params p;
   p.ints[0] = heads;
+  p.ints[1] = (qk_norm_eps > 0 ? 1 : 0) | (score_bias ? 2 : 0);
   p.floats[0] = static_cast<float>(scale);
   p.floats[1] = static_cast<float>(qk_norm_eps);
   return p;

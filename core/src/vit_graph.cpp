@@ -58,12 +58,12 @@ class VitGraphBuilder {
     if (c_.distilled) prefix.push_back(weight("dist_token"));
     // timm: without no_embed_class the position embedding has rows for the prefix too, so
     // join first, then add; with it, add to the patches, then join.
-    if (c_.no_embed_class) x = node(Op::ADD, {x, weight("pos_embed")}, "pos_embed");
+    if (c_.abs_pos_embed && c_.no_embed_class) x = node(Op::ADD, {x, weight("pos_embed")}, "pos_embed");
     if (!prefix.empty()) {
       prefix.push_back(x);
       x = node(Op::CONCAT, prefix, "tokens", params::concat(1));
     }
-    if (!c_.no_embed_class) x = node(Op::ADD, {x, weight("pos_embed")}, "pos_embed");
+    if (c_.abs_pos_embed && !c_.no_embed_class) x = node(Op::ADD, {x, weight("pos_embed")}, "pos_embed");
     if (c_.norm_pre) x = layer_norm(x, "norm_pre");
     return x;
   }
@@ -78,8 +78,10 @@ class VitGraphBuilder {
         attn_in.push_back(weight(b + n + ".weight"));
         attn_in.push_back(weight(b + n + ".bias"));
       }
+    if (c_.rel_pos_bias) attn_in.push_back(weight(b + ".attn.rel_pos_bias"));
     int a = node(Op::ATTENTION, attn_in, b + ".attn.core",
-                 params::attention(c_.heads, 1.0 / std::sqrt(double(head_dim)), c_.qk_norm ? c_.layer_norm_eps : 0));
+                 params::attention(c_.heads, 1.0 / std::sqrt(double(head_dim)), c_.qk_norm ? c_.layer_norm_eps : 0,
+                                   c_.rel_pos_bias));
     if (c_.attn_norm) a = layer_norm(a, b + ".attn.norm");
     a = linear(a, b + ".attn.proj");
     if (c_.layer_scale) a = node(Op::MUL, {a, weight(b + ".ls1.gamma")}, b + ".ls1");
@@ -192,12 +194,13 @@ void lower_ATTENTION(Graph& g, const Node& n, const std::vector<int>& in) {
   for (int i = 0; i < 3; ++i) {
     int sl = g.add_node(Op::SLICE, {p}, params::slice(0, i, i + 1), name + "/" + part_names[i]);
     qkv_parts[i] = g.add_node(Op::RESHAPE, {sl}, dims_params({B, H, T, hd}), name + "/" + part_names[i] + ".squeeze");
-    if (i < 2 && in.size() == 5)  // timm's qk_norm: a LayerNorm over each head's q and k
+    if (i < 2 && (n.params.ints[1] & 1))  // timm's qk_norm: a LayerNorm over each head's q and k
       qkv_parts[i] = g.add_node(Op::LAYER_NORM, {qkv_parts[i], in[1 + 2 * i], in[2 + 2 * i]}, params::layer_norm(n.params.floats[1]),
                                 name + "/" + part_names[i] + "_norm");
   }
   int scores = g.add_node(Op::BATCH_MATMUL, {qkv_parts[0], qkv_parts[1]}, params::batch_matmul(true), name + "/q@kT");
   scores = g.add_node(Op::SCALE, {scores}, params::scale(n.params.floats[0]), name + "/scale");
+  if (n.params.ints[1] & 2) scores = g.add_node(Op::ADD, {scores, in.back()}, {}, name + "/bias");
   int probs = g.add_node(Op::SOFTMAX, {scores}, {}, name + "/softmax");
   int out = g.add_node(Op::BATCH_MATMUL, {probs, qkv_parts[2]}, {}, name + "/attn@v");
   out = g.add_node(Op::PERMUTE, {out}, dims_params({0, 2, 1, 3}), name + "/merge_heads");

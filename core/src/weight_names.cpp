@@ -27,6 +27,11 @@ const std::vector<Rule>& timm_rules() {
         R"(head\.(weight|bias))", R"(head_dist\.(weight|bias))"};
     std::vector<Rule> out;
     for (const auto& p : patterns) out.push_back({std::regex(p), "$&"});
+    // timm's BEiT: its layer scale under other names, q and v biases apart, a relative
+    // position bias table per block.
+    out.push_back({std::regex(R"(blocks\.(\d+)\.gamma_1)"), "blocks.$1.ls1.gamma"});
+    out.push_back({std::regex(R"(blocks\.(\d+)\.gamma_2)"), "blocks.$1.ls2.gamma"});
+    out.push_back({std::regex(R"(blocks\.\d+\.attn\.(q_bias|v_bias|relative_position_bias_table))"), "$&"});
     return out;
   }();
   return rules;
@@ -79,7 +84,7 @@ std::optional<CanonicalName> canonical_weight_name(const std::string& name) {
 
 std::string foreign_family(const std::string& name) {
   static const std::vector<std::pair<std::regex, std::string>> families = {
-      {std::regex(R"(.*(relative_position_bias_table|relative_position_index|attn\.q_bias|attn\.v_bias|gamma_1|gamma_2).*)"), "BEiT"},
+      {std::regex(R"(rel_pos_bias\..*)"), "BEiT with a shared relative position bias"},
       {std::regex(R"(.*(rope|freqs_cos|freqs_sin|mlp\.ffn_ln).*)"), "EVA"},
       {std::regex(R"((dinov2|embeddings\.mask_token|.*layer_scale\d?\.lambda1).*)"), "Hugging Face DINOv2"},
       {std::regex(R"((beit|data2vec)\..*)"), "Hugging Face BEiT"},
@@ -91,7 +96,9 @@ std::string foreign_family(const std::string& name) {
 }
 
 bool is_ignored_weight_name(const std::string& name) {
-  static const std::regex ignored(R"((?:vit|deit)\.(pooler\..*|embeddings\.position_ids))");
+  // BEiT's relative_position_index is recomputed from the grid (timm no longer saves it).
+  static const std::regex ignored(
+      R"((?:vit|deit)\.(pooler\..*|embeddings\.position_ids)|blocks\.\d+\.attn\.(relative_position_index|k_bias))");
   return std::regex_match(name, ignored);
 }
 

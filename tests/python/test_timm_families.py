@@ -56,6 +56,8 @@ CASES = [
     ("vit_wee_patch16_reg1_gap_256", {}, "register, fc_norm"),
     ("vit_so150m_patch16_reg4_map_256", {"depth": 1}, "4 registers, map pooling with a head"),
     ("beit3_base_patch16_224", {"depth": 1}, "BEiT-3 as timm builds it: attention and MLP norms"),
+    ("beit_base_patch16_224", {"depth": 1}, "BEiT: relative position bias, q/v biases, gamma_1/2, mean pooling"),
+    ("beitv2_base_patch16_224", {}, "BEiT v2, two blocks"),
     ("eva_large_patch14_196", {"depth": 1}, "EVA (vision_transformer.py): fc_norm, avg"),
     ("test_vit2", {}, "timm's test model: register, layer scale, fc_norm"),
     ("test_vit3", {}, "timm's test model: map pooling over the prefix tokens too"),

@@ -43,12 +43,15 @@ struct ViTConfig {
   bool class_token = true;
   int64_t reg_tokens = 0;
   bool distilled = false;   // DeiT: a distillation token and a second head, averaged
+  bool abs_pos_embed = true;    // an absolute position embedding (BEiT has none)
   bool no_embed_class = false;  // the position embedding covers the patch tokens only
   bool patch_bias = true;
   bool norm_pre = false;    // a LayerNorm before the blocks (CLIP)
 
   // Each block.
   bool qkv_bias = true;
+  bool qkv_bias_split = false;  // BEiT: q_bias and v_bias, k's bias fixed at 0
+  bool rel_pos_bias = false;    // BEiT: a relative position bias table per block
   bool qk_norm = false;     // LayerNorm over each head's q and k
   bool attn_norm = false;   // LayerNorm over the heads' output before the projection
   bool proj_bias = true;
@@ -113,8 +116,9 @@ struct PreprocessConfig {
 // q/k/v packed into qkv) tensors live in one arena, reserved once so pointers stay valid.
 class WeightStore {
  public:
-  // Reserves space for a tensor in the arena and returns where to write it.
-  float* add(const std::string& name, const Shape& shape);
+  // Reserves space for a tensor in the arena and returns where to write it. derived: made
+  // from other weights at load (BEiT's gathered position bias): not counted as parameters.
+  float* add(const std::string& name, const Shape& shape, bool derived = false);
   // Replaces a tensor by a new one in the arena (the position embedding at another size).
   float* replace(const std::string& name, const Shape& shape);
   // Records a tensor that lives in the mapping given to keep_mapping().

@@ -46,8 +46,9 @@ Params concat(int64_t axis);
 Params slice(int64_t axis, int64_t start, int64_t end);
 Params scale(double factor);
 Params reduce(int64_t axis);
-// qk_norm_eps > 0: the node carries q/k LayerNorm weights (inputs 1..4).
-Params attention(int64_t heads, double scale, double qk_norm_eps = 0);
+// qk_norm_eps > 0: the node carries q/k LayerNorm weights (inputs 1..4); score_bias: then a
+// [1, heads, T, T] bias for the scores (vit_ops.def).
+Params attention(int64_t heads, double scale, double qk_norm_eps = 0, bool score_bias = false);
 }  // namespace params
 
 const char* op_name(Op op);
