@@ -100,9 +100,15 @@ TEST_CASE("bad checkpoints name the tensor and both shapes") {
   }
   SUBCASE("a family vitbatch does not run") {
     auto t = tiny_vit(1);
+    t["rel_pos_bias.relative_position_bias_table"] = f32_tensor({12, 1});
+    std::string p = dir.write("m.safetensors", safetensors_bytes(t));
+    CHECK_THROWS_WITH_AS(load_model(p), doctest::Contains("(BEiT with a shared relative position bias checkpoints are not supported"), Error);
+  }
+  SUBCASE("a relative position table of the wrong size names both shapes") {
+    auto t = tiny_vit(1);
     t["blocks.0.attn.relative_position_bias_table"] = f32_tensor({10, 1});
     std::string p = dir.write("m.safetensors", safetensors_bytes(t));
-    CHECK_THROWS_WITH_AS(load_model(p), doctest::Contains("(BEiT checkpoints are not supported"), Error);
+    CHECK_THROWS_WITH_AS(load_model(p), (p + ": tensor 'blocks.0.attn.relative_position_bias_table' has shape [10,1], expected [12,1]").c_str(), Error);
   }
   SUBCASE("a timm architecture vitbatch does not run") {
     dir.write("arch/model.safetensors", safetensors_bytes(tiny_vit(1)));

@@ -46,8 +46,10 @@ TEST_CASE("unknown names and ignorable extras") {
   CHECK(canon("blocks.0.attn.qkv.weightx") == "<none>");
   CHECK(canon("fc_norm.weight") == "fc_norm.weight");  // timm's vocabulary; the layout decides if expected
   CHECK(canon("blocks.3.ls2.gamma") == "blocks.3.ls2.gamma");
-  CHECK(canon("blocks.0.attn.q_bias") == "<none>");  // BEiT
-  CHECK(foreign_family("blocks.0.attn.q_bias") == "BEiT");
+  CHECK(canon("blocks.0.attn.q_bias") == "blocks.0.attn.q_bias");  // BEiT's, in timm naming
+  CHECK(canon("blocks.2.gamma_1") == "blocks.2.ls1.gamma");
+  CHECK(is_ignored_weight_name("blocks.0.attn.relative_position_index"));
+  CHECK(foreign_family("rel_pos_bias.relative_position_bias_table") == "BEiT with a shared relative position bias");
   CHECK(foreign_family("blocks.0.attn.rope.freqs_cos") == "EVA");
   CHECK(canon("model.encoder.layer.0.output.dense.weight") == "<none>");
   CHECK(is_ignored_weight_name("vit.pooler.dense.weight"));
