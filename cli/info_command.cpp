@@ -41,7 +41,7 @@ int run_info(const InfoFlags& flags) {
           {"variant", {{"timm_architecture", c.architecture}, {"class_token", c.class_token}, {"register_tokens", c.reg_tokens},
                        {"distillation_token", c.distilled}, {"prefix_tokens", c.prefix_tokens()},
                        {"abs_pos_embed", c.abs_pos_embed}, {"pos_embed_covers_prefix", c.abs_pos_embed && !c.no_embed_class},
-                       {"relative_position_bias", c.rel_pos_bias}, {"patch_bias", c.patch_bias}, {"norm_pre", c.norm_pre},
+                       {"relative_position_bias", c.rel_pos_bias}, {"rotary_embedding", c.rope}, {"patch_bias", c.patch_bias}, {"norm_pre", c.norm_pre},
                        {"qkv_bias", c.qkv_bias}, {"qk_norm", c.qk_norm}, {"attn_norm", c.attn_norm},
                        {"layer_scale", c.layer_scale}, {"mlp", vitbatch::mlp_kind_name(c.mlp)},
                        {"activation", vitbatch::activation_name(c.act)}, {"mlp_norm", c.mlp_norm},

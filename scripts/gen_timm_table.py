@@ -81,6 +81,18 @@ def describe(name):
                               "pos_embed": getattr(pool, "pos_embed", None) is not None,
                               "mlp_act": activation(pool.mlp) if hasattr(pool, "mlp") else None,
                               "norm": norm_facts(pool.norm) if hasattr(pool, "norm") else None}
+    rope = getattr(model, "rope", None)
+    if rope is not None:
+        def plain(v):
+            return list(v) if isinstance(v, (tuple, list)) else v
+        facts["rope"] = {"class": class_name(rope), "in_pixels": bool(getattr(rope, "in_pixels", True)),
+                         "ref_feat_shape": plain(getattr(rope, "ref_feat_shape", None)),
+                         "temperature": float(getattr(rope, "temperature", 10000.0)),
+                         "grid_offset": float(getattr(rope, "grid_offset", 0.0)),
+                         "grid_indexing": getattr(rope, "grid_indexing", "ij"),
+                         "grid_type": getattr(rope, "grid_type", None),
+                         "linear_bands": bool(getattr(rope, "linear_bands", False)),
+                         "rotate_half": bool(getattr(attn, "rotate_half", False))}
     cfg = model.pretrained_cfg or {}
     facts["test_input_size"] = cfg.get("test_input_size")
     return facts

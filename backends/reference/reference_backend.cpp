@@ -17,7 +17,7 @@ const int32_t kOps[] = {VIT_OP_PATCHIFY, VIT_OP_LINEAR,  VIT_OP_BATCH_MATMUL, VI
                         VIT_OP_LAYER_NORM, VIT_OP_GELU,  VIT_OP_SOFTMAX,      VIT_OP_CONCAT,
                         VIT_OP_SLICE,    VIT_OP_RESHAPE, VIT_OP_PERMUTE,      VIT_OP_SCALE,
                         VIT_OP_MUL,      VIT_OP_REDUCE_MEAN, VIT_OP_REDUCE_MAX, VIT_OP_GELU_TANH,
-                        VIT_OP_QUICK_GELU, VIT_OP_SILU};
+                        VIT_OP_QUICK_GELU, VIT_OP_SILU,  VIT_OP_ROPE};
 
 vit_status create(const vit_backend_config* config, void** context, char* message,
                   size_t message_size) {

@@ -167,6 +167,32 @@ void unary(const vit_node& n, F&& f) {
   for (int64_t i = 0; i < count; ++i) y[i] = static_cast<float>(f(double(x[i])));
 }
 
+// x * cos + rotate(x) * sin per token past the first `skip` (vit_ops.def).
+void rope(const vit_node& n) {
+  const vit_tensor& x = n.inputs[0];
+  const int64_t T = x.shape[x.rank - 2], E = x.shape[x.rank - 1], skip = n.ints[0], rows = element_count(x) / E;
+  const bool half = n.ints[1] != 0;
+  const float* xp = static_cast<const float*>(x.data);
+  const float* sin = static_cast<const float*>(n.inputs[1].data);
+  const float* cos = static_cast<const float*>(n.inputs[2].data);
+  float* yp = static_cast<float*>(n.outputs[0].data);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* in = xp + r * E;
+    float* out = yp + r * E;
+    int64_t t = r % T;
+    if (t < skip) {
+      std::copy(in, in + E, out);
+      continue;
+    }
+    const float* s = sin + (t - skip) * E;
+    const float* c = cos + (t - skip) * E;
+    for (int64_t e = 0; e < E; ++e) {
+      float rotated = half ? (e < E / 2 ? -in[e + E / 2] : in[e - E / 2]) : (e % 2 == 0 ? -in[e + 1] : in[e - 1]);
+      out[e] = in[e] * c[e] + rotated * s[e];
+    }
+  }
+}
+
 void concat(const vit_node& n) {
   auto out = view(n.outputs[0]);
   size_t axis = n.ints[0], offset = 0;
@@ -203,6 +229,7 @@ void run_node(const vit_node& n, int threads) {
     case VIT_OP_ADD: return elementwise(n, [](float a, float b) { return a + b; });
     case VIT_OP_MUL: return elementwise(n, [](float a, float b) { return a * b; });
     case VIT_OP_REDUCE_MEAN: return reduce(n, true);
+    case VIT_OP_ROPE: return rope(n);
     case VIT_OP_REDUCE_MAX: return reduce(n, false);
     case VIT_OP_GELU_TANH:
       return unary(n, [](double x) { return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x))); });

@@ -140,10 +140,15 @@ std::optional<Pooling> parse_pooling(const std::string& name) {
 // timm's classes and layers that vitbatch runs; anything else in the table is refused by name.
 std::string unsupported_reason(const TimmArchitecture& a) {
   if (!a.error.empty()) return "timm 1.0.31 cannot build it with one block (" + a.error + ")";
-  if (a.model_class != "VisionTransformer" && a.model_class != "VisionTransformerDistilled" && a.model_class != "Beit")
-    return "its model class is " + a.model_class + " (vitbatch runs timm's VisionTransformer family and BEiT)";
-  if (a.block != "Block") return "its blocks are " + a.block;
-  if (a.attention != "Attention") return "its attention is " + a.attention;
+  const bool eva = a.model_class == "Eva";
+  if (a.model_class != "VisionTransformer" && a.model_class != "VisionTransformerDistilled" && a.model_class != "Beit" && !eva)
+    return "its model class is " + a.model_class + " (vitbatch runs timm's VisionTransformer family, BEiT and EVA)";
+  if (a.block != (eva ? "EvaBlock" : "Block")) return "its blocks are " + a.block;
+  if (a.attention != (eva ? "EvaAttention" : "Attention")) return "its attention is " + a.attention;
+  if (!a.rope_class.empty() &&
+      (a.rope_class != "RotaryEmbeddingCat" || a.rope_in_pixels || (a.rope_grid_type != "index" && !a.rope_grid_type.empty())))
+    return "its rotary embedding is " + a.rope_class + (a.rope_in_pixels ? " in pixels" : "") +
+           (a.rope_grid_type.empty() ? "" : " on a '" + a.rope_grid_type + "' grid");
   if (a.norm != "LayerNorm") return "its norm is " + a.norm;
   if (a.patch_embed != "PatchEmbed") return "its patch embedding is " + a.patch_embed;
   if (a.mlp != "Mlp" && a.mlp != "GluMlp" && a.mlp != "SwiGLU") return "its MLP is " + a.mlp;
@@ -162,6 +167,7 @@ struct ConfigJson {
   std::optional<std::string> act;
   std::optional<bool> qkv_bias;
   std::optional<int64_t> test_input_size;
+  std::optional<int64_t> input_size;
   ModelLabels labels;
   std::set<std::string> preprocessing;  // the preprocessing keys it set
 };
@@ -187,7 +193,7 @@ ConfigJson read_config_json(const std::string& path, PreprocessConfig& pre) {
   auto& found = c.preprocessing;
   try {
     const nlohmann::json& cfg = j.contains("pretrained_cfg") ? j["pretrained_cfg"] : j;
-    if (cfg.contains("input_size")) pre.input_size = cfg["input_size"].at(2).get<int64_t>();
+    if (cfg.contains("input_size")) c.input_size = pre.input_size = cfg["input_size"].at(2).get<int64_t>();
     if (cfg.contains("crop_pct") && !cfg["crop_pct"].is_null()) {
       pre.crop_pct = cfg["crop_pct"].get<double>();
       found.insert("crop_pct");
@@ -272,24 +278,39 @@ void read_preprocessor_config(const std::string& path, PreprocessConfig& pre, st
   }
 }
 
-// Hugging Face keeps q, k and v apart: the layout check expects them where timm has qkv.
-std::vector<ExpectedWeight> split_qkv(const std::vector<ExpectedWeight>& expected) {
-  std::vector<ExpectedWeight> out;
-  for (const ExpectedWeight& w : expected) {
-    auto at = w.name.find(".attn.qkv.");
-    if (at == std::string::npos || w.name.rfind("blocks.", 0) != 0) {
-      out.push_back(w);
-      continue;
+}  // namespace
+
+RopeTables rope_tables(const ViTConfig& c, int64_t grid) {
+  // timm's build_rotary_pos_embed, in float32 as torch computes it.
+  const int64_t head = c.dim / c.heads, bands = head / 4;
+  std::vector<float> band(static_cast<size_t>(bands));
+  for (int64_t k = 0; k < bands; ++k)
+    band[k] = 1.0f / std::pow(static_cast<float>(c.rope_temperature), static_cast<float>(k) / static_cast<float>(bands));
+  auto position = [&](int64_t i) {
+    float t = static_cast<float>(i) + static_cast<float>(c.rope_grid_offset);
+    return c.rope_ref_grid ? t / static_cast<float>(grid) * static_cast<float>(c.rope_ref_grid) : t;
+  };
+  RopeTables out;
+  out.sin.resize(static_cast<size_t>(grid * grid * head));
+  out.cos.resize(out.sin.size());
+  std::vector<float> angles(static_cast<size_t>(2 * bands));
+  for (int64_t y = 0; y < grid; ++y)
+    for (int64_t x = 0; x < grid; ++x) {
+      // Per token: (first coordinate, second coordinate) x bands, flattened coordinate-major.
+      float coord[2] = {position(c.rope_xy ? x : y), position(c.rope_xy ? y : x)};
+      for (int a = 0; a < 2; ++a)
+        for (int64_t k = 0; k < bands; ++k) angles[static_cast<size_t>(a * bands + k)] = coord[a] * band[k];
+      float* s = out.sin.data() + (y * grid + x) * head;
+      float* co = out.cos.data() + (y * grid + x) * head;
+      for (int64_t e = 0; e < head; ++e) {
+        // interleaved: each angle twice in a row; half: the angles, then the angles again
+        float angle = c.rope_half ? angles[static_cast<size_t>(e % (2 * bands))] : angles[static_cast<size_t>(e / 2)];
+        s[e] = std::sin(angle);
+        co[e] = std::cos(angle);
+      }
     }
-    Shape part = w.shape;
-    part[0] /= 3;
-    for (const char* n : {"q", "k", "v"})
-      out.push_back({w.name.substr(0, at) + ".attn." + n + "." + w.name.substr(at + 10), part});
-  }
   return out;
 }
-
-}  // namespace
 
 const char* pooling_name(Pooling p) {
   switch (p) {
@@ -332,7 +353,7 @@ std::string describe_variant(const ViTConfig& c) {
   o << (!c.abs_pos_embed ? " (no absolute position embedding)" : c.no_embed_class ? " (position embedding on patches only)" : "");
   o << "; " << (c.patch_bias ? "" : "patch embedding without bias; ") << (c.norm_pre ? "norm_pre; " : "");
   o << "attention" << (c.qkv_bias ? "" : " without qkv bias") << (c.qk_norm ? " with qk-norm" : "")
-    << (c.rel_pos_bias ? " with relative position bias" : "")
+    << (c.rel_pos_bias ? " with relative position bias" : "") << (c.rope ? " with rotary embedding" : "")
     << (c.attn_norm ? " + norm" : "") << "; " << mlp_kind_name(c.mlp) << " " << activation_name(c.act)
     << (c.mlp_norm ? " + norm" : "") << (c.layer_scale ? "; layer scale" : "") << "; pooling " << pooling_name(c.pool);
   if (c.pool == Pooling::Map) o << " (" << c.map_heads << " heads, " << c.map_latent_len << " queries)";
@@ -453,6 +474,7 @@ Model load_model(const std::string& path, const ModelOverrides& overrides) {
   while (has("blocks." + std::to_string(c.depth) + ".norm1.weight")) ++c.depth;
   if (c.depth == 0) throw Error(label + ": missing tensor 'blocks.0.norm1.weight' (no transformer blocks)");
   c.qkv_bias_split = has("blocks.0.attn.q_bias");
+  c.qkv_separate = has("blocks.0.attn.q.weight");
   c.qkv_bias = has("blocks.0.attn.qkv.bias") || has("blocks.0.attn.q.bias") || c.qkv_bias_split;
   c.rel_pos_bias = has("blocks.0.attn.relative_position_bias_table");
   c.qk_norm = has("blocks.0.attn.q_norm.weight");
@@ -515,9 +537,15 @@ Model load_model(const std::string& path, const ModelOverrides& overrides) {
     grid = (*side + 1) / 2;
     if (!c.class_token || c.reg_tokens || c.distilled)
       throw Error(label + ": a relative position bias (BEiT) needs exactly one prefix token, the class token");
+  } else if (timm && !timm->rope_class.empty()) {
+    // Rotary embedding only: the input size from config.json, else timm's default.
+    int64_t size = json.input_size.value_or(timm->img_size);
+    if (size <= 0 || size % c.patch_size)
+      throw Error(label + ": input size " + std::to_string(size) + " is not a multiple of the patch size " + std::to_string(c.patch_size));
+    grid = size / c.patch_size;
   } else {
-    throw Error(label + ": missing tensor 'pos_embed' (and no relative position bias either: the model would not know "
-                        "where its patches are)");
+    throw Error(label + ": missing tensor 'pos_embed' (and no relative position bias or rotary embedding either: the "
+                        "model would not know where its patches are)");
   }
   c.image_size = *grid * c.patch_size;
 
@@ -547,6 +575,19 @@ Model load_model(const std::string& path, const ModelOverrides& overrides) {
     d["act"] = std::string("activation ") + activation_name(c.act);
   }
   if (timm) c.gate_last = timm->gate_last;
+  if (timm && !timm->rope_class.empty()) {
+    c.rope = true;
+    c.rope_half = timm->rope_half;
+    c.rope_xy = timm->rope_grid_indexing == "xy";
+    c.rope_ref_grid = timm->rope_ref_grid;
+    c.rope_temperature = timm->rope_temperature;
+    c.rope_grid_offset = timm->rope_grid_offset;
+    if ((c.dim / c.heads) % 4)
+      throw Error(label + ": rotary embedding needs a head width divisible by 4, got " + std::to_string(c.dim / c.heads));
+  } else if (!timm && (c.qkv_separate || c.qkv_bias_split) && !c.rel_pos_bias && !hf) {
+    // EVA's rotary embedding leaves no tensor behind: only the architecture name tells.
+    d["rope"] = "no rotary embedding (EVA-style attention weights, but no timm architecture names one)";
+  }
   if (timm) c.pool_include_prefix = timm->pool_include_prefix;
 
   std::optional<Pooling> pool;
@@ -610,7 +651,6 @@ Model load_model(const std::string& path, const ModelOverrides& overrides) {
 
   // Every tensor the description needs, with the shape it must have; nothing else.
   std::vector<ExpectedWeight> expected = expected_weights(c);
-  if (hf) expected = split_qkv(expected);
   std::set<std::string> used;
   for (const auto& [name, shape] : expected) {
     auto it = by_canonical.find(name);
@@ -627,7 +667,7 @@ Model load_model(const std::string& path, const ModelOverrides& overrides) {
                   shape_string(tensor->shape) + " for a " + std::to_string(c.depth) + "-block ViT");
 
   // F32 tensors are used in place from the mapping; the rest is converted into the arena,
-  // and HF's separate q, k, v become timm's packed qkv there.
+  // and separate q, k, v (Hugging Face, EVA) become timm's packed qkv there.
   auto is_qkv_part = [](const std::string& name) {
     for (const char* part : {".attn.q.", ".attn.k.", ".attn.v."})
       if (name.find(part) != std::string::npos) return true;
@@ -643,6 +683,7 @@ Model load_model(const std::string& path, const ModelOverrides& overrides) {
   if (new_grid != trained_grid) arena_floats += static_cast<size_t>((new_grid * new_grid + c.prefix_tokens()) * c.dim);
   if (c.qkv_bias_split) arena_floats += static_cast<size_t>(c.depth * 3 * c.dim);
   if (c.rel_pos_bias) arena_floats += static_cast<size_t>(c.depth * c.heads * c.tokens() * c.tokens());
+  if (c.rope) arena_floats += static_cast<size_t>(2 * new_grid * new_grid * (c.dim / c.heads));
   model.weights.reserve(arena_floats);
   model.weights.keep_mapping(file.owner(), file.mapping_base(), file.mapping_bytes());
   for (const auto& [name, shape] : expected) {
@@ -651,12 +692,12 @@ Model load_model(const std::string& path, const ModelOverrides& overrides) {
     if (in_place(t)) model.weights.add_mapped(name, shape, reinterpret_cast<const float*>(t.data));
     else convert_to_f32(t, model.weights.add(name, shape));
   }
-  if (hf) {
+  if (c.qkv_separate) {
     const int64_t D = c.dim;
     for (int64_t i = 0; i < c.depth; ++i) {
       std::string b = "blocks." + std::to_string(i) + ".attn.";
       float* w = model.weights.add(b + "qkv.weight", {3 * D, D});
-      float* bias = c.qkv_bias ? model.weights.add(b + "qkv.bias", {3 * D}) : nullptr;
+      float* bias = c.qkv_bias && !c.qkv_bias_split ? model.weights.add(b + "qkv.bias", {3 * D}) : nullptr;
       int64_t k = 0;
       for (const char* n : {"q", "k", "v"}) {
         convert_to_f32(*by_canonical[b + n + ".weight"], w + k * D * D);
@@ -681,6 +722,12 @@ Model load_model(const std::string& path, const ModelOverrides& overrides) {
       for (int64_t h = 0; h < H; ++h)
         for (int64_t q = 0; q < T * T; ++q) bias[h * T * T + q] = table[index[static_cast<size_t>(q)] * H + h];
     }
+  }
+  if (c.rope) {  // the sin and cos tables for the grid the model runs at
+    RopeTables t = rope_tables(c, new_grid);
+    Shape table{new_grid * new_grid, c.dim / c.heads};
+    std::copy(t.sin.begin(), t.sin.end(), model.weights.add("rope.sin", table, true));
+    std::copy(t.cos.begin(), t.cos.end(), model.weights.add("rope.cos", table, true));
   }
   if (new_grid != trained_grid) {
     // timm's resample_abs_pos_embed: the grid rows resized, the prefix rows kept.

@@ -63,7 +63,11 @@ std::vector<ExpectedWeight> expected_weights(const ViTConfig& c) {
   for (int64_t i = 0; i < c.depth; ++i) {
     const std::string b = "blocks." + std::to_string(i) + ".";
     l.norm(b + "norm1", D);
-    l.linear(b + "attn.qkv", 3 * D, D, c.qkv_bias && !c.qkv_bias_split);
+    if (c.qkv_separate) {
+      for (const char* n : {"q", "k", "v"}) l.linear(b + "attn." + n, D, D, c.qkv_bias && !c.qkv_bias_split);
+    } else {
+      l.linear(b + "attn.qkv", 3 * D, D, c.qkv_bias && !c.qkv_bias_split);
+    }
     if (c.qkv_bias_split) {
       l.add(b + "attn.q_bias", {D});
       l.add(b + "attn.v_bias", {D});

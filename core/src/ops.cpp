@@ -156,11 +156,11 @@ Shape permute(const std::vector<Shape>& in, const Params& p) {
 }
 
 Shape attention(const std::vector<Shape>& in, const Params& p) {
-  const bool qk_norm = p.ints[1] & 1, bias = p.ints[1] & 2;
-  size_t expected = 1 + (qk_norm ? 4 : 0) + (bias ? 1 : 0);
+  const bool qk_norm = p.ints[1] & 1, bias = p.ints[1] & 2, rotary = p.ints[1] & 4;
+  size_t expected = 1 + (qk_norm ? 4 : 0) + (rotary ? 2 : 0) + (bias ? 1 : 0);
   if (in.size() != expected)
     fail("takes " + std::to_string(expected) + " inputs (qkv" + (qk_norm ? ", the q/k norms" : "") +
-         (bias ? ", the score bias" : "") + "), got " + std::to_string(in.size()));
+         (rotary ? ", rope's sin and cos" : "") + (bias ? ", the score bias" : "") + "), got " + std::to_string(in.size()));
   const Shape& qkv = in[0];
   int64_t heads = p.ints[0];
   if (qkv.size() != 3 || qkv[2] % 3) fail("qkv must be [B,T,3*D], got " + shape_string(qkv));
@@ -171,9 +171,28 @@ Shape attention(const std::vector<Shape>& in, const Params& p) {
       if (in[i] != head) fail("q/k norm parameter " + shape_string(in[i]) + " must be " + shape_string(head));
     if (!(p.floats[1] > 0)) fail("q/k norm eps must be > 0");
   }
+  if (rotary) {
+    size_t at = qk_norm ? 5 : 1;
+    Shape table{qkv[1] - p.ints[2], head[0]};
+    if (p.ints[2] < 0 || p.ints[2] >= qkv[1] || in[at] != table || in[at + 1] != table)
+      fail("rope tables " + shape_string(in[at]) + ", " + shape_string(in[at + 1]) + " must be " + shape_string(table));
+  }
   if (bias && in.back() != Shape{1, heads, qkv[1], qkv[1]})
     fail("score bias " + shape_string(in.back()) + " must be " + shape_string({1, heads, qkv[1], qkv[1]}));
   return {qkv[0], qkv[1], qkv[2] / 3};
+}
+
+Shape rope(const std::vector<Shape>& in, const Params& p) {
+  expect_inputs(in, 3, 3);
+  const Shape& x = in[0];
+  expect_rank(x, 2, "x");
+  int64_t T = x[x.size() - 2], E = x.back(), skip = p.ints[0];
+  if (E % 2) fail("the last axis must be even, got " + shape_string(x));
+  if (skip < 0 || skip >= T) fail("skip " + std::to_string(skip) + " out of range for " + shape_string(x));
+  Shape table{T - skip, E};
+  if (in[1] != table || in[2] != table)
+    fail("sin " + shape_string(in[1]) + " and cos " + shape_string(in[2]) + " must be " + shape_string(table));
+  return x;
 }
 
 Shape mlp(const std::vector<Shape>& in) {
@@ -211,10 +230,14 @@ Params scale(double factor) {
   p.floats[0] = static_cast<float>(factor);
   return p;
 }
-Params attention(int64_t heads, double scale, double qk_norm_eps, bool score_bias) {
+Params rope(int64_t skip, bool half) { return with_ints({skip, half ? 1 : 0}); }
+Params attention(int64_t heads, double scale, double qk_norm_eps, bool score_bias, bool rope, int64_t rope_skip,
+                 bool rope_half) {
   Params p;
   p.ints[0] = heads;
-  p.ints[1] = (qk_norm_eps > 0 ? 1 : 0) | (score_bias ? 2 : 0);
+  p.ints[1] = (qk_norm_eps > 0 ? 1 : 0) | (score_bias ? 2 : 0) | (rope ? 4 : 0);
+  p.ints[2] = rope_skip;
+  p.ints[3] = rope_half ? 1 : 0;
   p.floats[0] = static_cast<float>(scale);
   p.floats[1] = static_cast<float>(qk_norm_eps);
   return p;
@@ -279,6 +302,7 @@ Shape infer_shape(Op op, const std::vector<Shape>& in, const Params& p) {
     case Op::ADD: return elementwise(in, "add");
     case Op::MUL: return elementwise(in, "multiply");
     case Op::REDUCE_MEAN: case Op::REDUCE_MAX: return reduce(in, p);
+    case Op::ROPE: return rope(in, p);
     case Op::LAYER_NORM: return layer_norm(in, p);
     case Op::GELU: case Op::SOFTMAX: case Op::SCALE: case Op::GELU_TANH: case Op::QUICK_GELU: case Op::SILU:
       return unary(in);

@@ -43,6 +43,7 @@ std::optional<TimmArchitecture> find_timm_architecture(const std::string& full_n
   a.heads = j.value("heads", int64_t{0});
   a.head_dim = j.value("head_dim", int64_t{0});
   a.dim = j.value("dim", int64_t{0});
+  if (j.contains("img_size") && j["img_size"].is_array()) a.img_size = j["img_size"][0].get<int64_t>();
   if (j.contains("norm") && j["norm"].is_object()) {
     a.norm = str(j["norm"], "kind");
     a.eps = j["norm"].value("eps", 0.0);
@@ -56,6 +57,21 @@ std::optional<TimmArchitecture> find_timm_architecture(const std::string& full_n
     a.map_act = str(p, "mlp_act");
     a.map_pool = str(p, "pool");
     a.map_pos_embed = p.value("pos_embed", false);
+  }
+  if (j.contains("rope") && j["rope"].is_object()) {
+    const nlohmann::json& r = j["rope"];
+    a.rope_class = str(r, "class");
+    a.rope_in_pixels = r.value("in_pixels", true);
+    a.rope_grid_type = str(r, "grid_type");
+    a.rope_grid_indexing = str(r, "grid_indexing");
+    if (r.contains("ref_feat_shape") && r["ref_feat_shape"].is_array()) {
+      if (r["ref_feat_shape"][0] != r["ref_feat_shape"][1]) a.rope_class += " (non-square reference grid)";
+      a.rope_ref_grid = r["ref_feat_shape"][0].get<int64_t>();
+    }
+    a.rope_temperature = r.value("temperature", 10000.0);
+    a.rope_grid_offset = r.value("grid_offset", 0.0);
+    a.rope_linear_bands = r.value("linear_bands", false);
+    a.rope_half = r.value("rotate_half", false);
   }
   if (j.contains("test_input_size") && j["test_input_size"].is_array() && j["test_input_size"].size() == 3)
     a.test_input_size = j["test_input_size"][2].get<int64_t>();

@@ -78,10 +78,14 @@ class VitGraphBuilder {
         attn_in.push_back(weight(b + n + ".weight"));
         attn_in.push_back(weight(b + n + ".bias"));
       }
+    if (c_.rope) {
+      attn_in.push_back(weight("rope.sin"));
+      attn_in.push_back(weight("rope.cos"));
+    }
     if (c_.rel_pos_bias) attn_in.push_back(weight(b + ".attn.rel_pos_bias"));
     int a = node(Op::ATTENTION, attn_in, b + ".attn.core",
                  params::attention(c_.heads, 1.0 / std::sqrt(double(head_dim)), c_.qk_norm ? c_.layer_norm_eps : 0,
-                                   c_.rel_pos_bias));
+                                   c_.rel_pos_bias, c_.rope, c_.prefix_tokens(), c_.rope_half));
     if (c_.attn_norm) a = layer_norm(a, b + ".attn.norm");
     a = linear(a, b + ".attn.proj");
     if (c_.layer_scale) a = node(Op::MUL, {a, weight(b + ".ls1.gamma")}, b + ".ls1");
@@ -197,6 +201,11 @@ void lower_ATTENTION(Graph& g, const Node& n, const std::vector<int>& in) {
     if (i < 2 && (n.params.ints[1] & 1))  // timm's qk_norm: a LayerNorm over each head's q and k
       qkv_parts[i] = g.add_node(Op::LAYER_NORM, {qkv_parts[i], in[1 + 2 * i], in[2 + 2 * i]}, params::layer_norm(n.params.floats[1]),
                                 name + "/" + part_names[i] + "_norm");
+    if (i < 2 && (n.params.ints[1] & 4)) {  // rotary embedding on q and k
+      size_t at = (n.params.ints[1] & 1) ? 5 : 1;
+      qkv_parts[i] = g.add_node(Op::ROPE, {qkv_parts[i], in[at], in[at + 1]}, params::rope(n.params.ints[2], n.params.ints[3] != 0),
+                                name + "/" + part_names[i] + "_rope");
+    }
   }
   int scores = g.add_node(Op::BATCH_MATMUL, {qkv_parts[0], qkv_parts[1]}, params::batch_matmul(true), name + "/q@kT");
   scores = g.add_node(Op::SCALE, {scores}, params::scale(n.params.floats[0]), name + "/scale");

@@ -32,6 +32,9 @@ const std::vector<Rule>& timm_rules() {
     out.push_back({std::regex(R"(blocks\.(\d+)\.gamma_1)"), "blocks.$1.ls1.gamma"});
     out.push_back({std::regex(R"(blocks\.(\d+)\.gamma_2)"), "blocks.$1.ls2.gamma"});
     out.push_back({std::regex(R"(blocks\.\d+\.attn\.(q_bias|v_bias|relative_position_bias_table))"), "$&"});
+    // timm's EVA with q, k, v apart: k has no bias, as BEiT's.
+    out.push_back({std::regex(R"(blocks\.(\d+)\.attn\.(q|k|v)_proj\.weight)"), "blocks.$1.attn.$2.weight"});
+    out.push_back({std::regex(R"(blocks\.(\d+)\.attn\.(q|v)_proj\.bias)"), "blocks.$1.attn.$2_bias"});
     return out;
   }();
   return rules;
@@ -85,7 +88,7 @@ std::optional<CanonicalName> canonical_weight_name(const std::string& name) {
 std::string foreign_family(const std::string& name) {
   static const std::vector<std::pair<std::regex, std::string>> families = {
       {std::regex(R"(rel_pos_bias\..*)"), "BEiT with a shared relative position bias"},
-      {std::regex(R"(.*(rope|freqs_cos|freqs_sin|mlp\.ffn_ln).*)"), "EVA"},
+      {std::regex(R"(.*(freqs_cos|freqs_sin|mlp\.ffn_ln).*)"), "EVA (original naming)"},
       {std::regex(R"((dinov2|embeddings\.mask_token|.*layer_scale\d?\.lambda1).*)"), "Hugging Face DINOv2"},
       {std::regex(R"((beit|data2vec)\..*)"), "Hugging Face BEiT"},
       {std::regex(R"((vision_model|text_model|visual)\..*)"), "CLIP/SigLIP (Hugging Face or OpenCLIP naming)"},

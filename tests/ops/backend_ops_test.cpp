@@ -317,6 +317,27 @@ std::vector<OpCase> make_cases(std::mt19937& rng) {
                        }});
     }
 
+    for (bool half : {false, true}) {
+      int64_t E = 2 * dim(1, 8), skip = dim(0, 2), TT = skip + dim(1, 6);
+      cases.push_back({half ? "rope (halves)" : "rope (pairs)", Op::ROPE, {{B, H, TT, E}, {TT - skip, E}, {TT - skip, E}},
+                       {false, true, true}, ints({skip, half ? 1 : 0}), [=](const std::vector<Tensor>& in) {
+                         Tensor out(in[0].size());
+                         for (int64_t r = 0; r < B * H * TT; ++r)
+                           for (int64_t e = 0; e < E; ++e) {
+                             int64_t t = r % TT, i = r * E + e;
+                             if (t < skip) {
+                               out[i] = in[0][i];
+                               continue;
+                             }
+                             int64_t partner = half ? (e < E / 2 ? e + E / 2 : e - E / 2) : (e % 2 ? e - 1 : e + 1);
+                             float sign = half ? (e < E / 2 ? -1.0f : 1.0f) : (e % 2 ? 1.0f : -1.0f);
+                             int64_t row = (t - skip) * E + e;
+                             out[i] = in[0][i] * in[2][row] + sign * in[0][r * E + partner] * in[1][row];
+                           }
+                         return out;
+                       }});
+    }
+
     // Learned queries shared by a batch (attention pooling): a's first dim 1.
     cases.push_back({"batch_matmul (a shared)", Op::BATCH_MATMUL, {{1, H, M, K}, {B, H, N, K}}, {false, false}, ints({1}),
                      [=](const std::vector<Tensor>& in) {

@@ -58,6 +58,11 @@ CASES = [
     ("beit3_base_patch16_224", {"depth": 1}, "BEiT-3 as timm builds it: attention and MLP norms"),
     ("beit_base_patch16_224", {"depth": 1}, "BEiT: relative position bias, q/v biases, gamma_1/2, mean pooling"),
     ("beitv2_base_patch16_224", {}, "BEiT v2, two blocks"),
+    ("eva02_tiny_patch14_224", {}, "EVA-02: rotary embedding, q/v biases, SwiGLU packed"),
+    ("eva02_small_patch14_336", {"depth": 1}, "EVA-02 at 336: rotary positions scaled to the 16x16 reference grid"),
+    ("eva02_base_patch14_448", {"depth": 1, "img_size": 224}, "EVA-02: q/k/v projections apart, SwiGLU with norm"),
+    ("eva02_base_patch16_clip_224", {"depth": 1}, "EVA-02 CLIP: attention norm, token pooling"),
+    ("vit_medium_patch16_rope_reg1_gap_256", {}, "rotary embedding only (no absolute), register, avg"),
     ("eva_large_patch14_196", {"depth": 1}, "EVA (vision_transformer.py): fc_norm, avg"),
     ("test_vit2", {}, "timm's test model: register, layer scale, fc_norm"),
     ("test_vit3", {}, "timm's test model: map pooling over the prefix tokens too"),
@@ -145,9 +150,10 @@ class TimmFamilies(unittest.TestCase):
         # timm's way to run a checkpoint at another size: create the model at that size and
         # load the state dict through its checkpoint filter (resample_abs_pos_embed, bicubic,
         # antialiased, prefix rows kept). vitbatch --image-size must give the same outputs.
-        from timm.models.vision_transformer import checkpoint_filter_fn
+        from timm.models import eva, vision_transformer
         cases = [("vit_small_patch16_224", 384), ("vit_small_patch16_224", 160), ("deit3_small_patch16_224", 320),
-                 ("vit_small_patch14_reg4_dinov2", 224), ("vit_base_patch16_siglip_224", 288)]
+                 ("vit_small_patch14_reg4_dinov2", 224), ("vit_base_patch16_siglip_224", 288),
+                 ("eva02_tiny_patch14_224", 336)]
         with tempfile.TemporaryDirectory() as tmp:
             for seed, (name, size) in enumerate(cases):
                 with self.subTest(model=name, size=size):
@@ -155,7 +161,8 @@ class TimmFamilies(unittest.TestCase):
                     folder = os.path.join(tmp, f"{seed}_{name}")
                     write_checkpoint(folder, name, trained, named)
                     resized = timm.create_model(name, pretrained=False, depth=1, img_size=size).eval()
-                    resized.load_state_dict(checkpoint_filter_fn(trained.state_dict(), resized))
+                    module = eva if name.startswith("eva") else vision_transformer
+                    resized.load_state_dict(module.checkpoint_filter_fn(trained.state_dict(), resized))
                     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(seed))
                     with torch.no_grad():
                         expected = resized(x).numpy()

@@ -112,9 +112,11 @@ TEST_CASE("bad checkpoints name the tensor and both shapes") {
   }
   SUBCASE("a timm architecture vitbatch does not run") {
     dir.write("arch/model.safetensors", safetensors_bytes(tiny_vit(1)));
-    dir.write("arch/config.json", R"({"architecture": "eva02_tiny_patch14_224.mim_in22k"})");
-    CHECK_THROWS_WITH_AS(load_model(dir.file("arch")), doctest::Contains("timm architecture 'eva02_tiny_patch14_224.mim_in22k' (config.json) "
-                                                                        "is not one vitbatch runs: its model class is Eva"), Error);
+    dir.write("arch/config.json", R"({"architecture": "vit_small_patch16_dinov3.lvd1689m"})");
+    CHECK_THROWS_WITH_AS(load_model(dir.file("arch")), doctest::Contains("timm architecture 'vit_small_patch16_dinov3.lvd1689m' (config.json) "
+                                                                        "is not one vitbatch runs: its rotary embedding is RotaryEmbeddingDinoV3 in pixels"), Error);
+    dir.write("arch/config.json", R"({"architecture": "vit_base_patch16_xp_224"})");
+    CHECK_THROWS_WITH_AS(load_model(dir.file("arch")), doctest::Contains("timm 1.0.31 cannot build it with one block"), Error);
   }
   SUBCASE("position embedding that is no square grid") {
     auto t = tiny_vit(1);

@@ -50,7 +50,9 @@ TEST_CASE("unknown names and ignorable extras") {
   CHECK(canon("blocks.2.gamma_1") == "blocks.2.ls1.gamma");
   CHECK(is_ignored_weight_name("blocks.0.attn.relative_position_index"));
   CHECK(foreign_family("rel_pos_bias.relative_position_bias_table") == "BEiT with a shared relative position bias");
-  CHECK(foreign_family("blocks.0.attn.rope.freqs_cos") == "EVA");
+  CHECK(foreign_family("blocks.0.attn.rope.freqs_cos") == "EVA (original naming)");
+  CHECK(canon("blocks.1.attn.k_proj.weight") == "blocks.1.attn.k.weight");  // timm's EVA
+  CHECK(canon("blocks.1.attn.v_proj.bias") == "blocks.1.attn.v_bias");
   CHECK(canon("model.encoder.layer.0.output.dense.weight") == "<none>");
   CHECK(is_ignored_weight_name("vit.pooler.dense.weight"));
   CHECK(is_ignored_weight_name("vit.embeddings.position_ids"));

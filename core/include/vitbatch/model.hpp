@@ -52,6 +52,16 @@ struct ViTConfig {
   bool qkv_bias = true;
   bool qkv_bias_split = false;  // BEiT: q_bias and v_bias, k's bias fixed at 0
   bool rel_pos_bias = false;    // BEiT: a relative position bias table per block
+  bool qkv_separate = false;    // q, k, v weights apart (Hugging Face, EVA's q_proj/k_proj/v_proj)
+  // EVA's rotary embedding on q and k of the patch tokens (timm's RotaryEmbeddingCat, 'index'
+  // grid): frequencies temperature^(-k / (head_dim / 4)), positions (i + offset) scaled to
+  // the reference grid it was trained at.
+  bool rope = false;
+  bool rope_half = false;         // rotate halves instead of interleaved pairs
+  bool rope_xy = false;           // grid_indexing 'xy' (x first) instead of 'ij'
+  int64_t rope_ref_grid = 0;      // 0: positions unscaled
+  double rope_temperature = 10000.0;
+  double rope_grid_offset = 0.0;
   bool qk_norm = false;     // LayerNorm over each head's q and k
   bool attn_norm = false;   // LayerNorm over the heads' output before the projection
   bool proj_bias = true;
@@ -173,6 +183,12 @@ struct Model {
   ModelLabels labels;
   int64_t trained_image_size = 0;  // the size the position embedding was trained at
 };
+
+// EVA's rotary tables for a grid x grid patch layout: sin and cos, [grid^2, head width].
+struct RopeTables {
+  std::vector<float> sin, cos;
+};
+RopeTables rope_tables(const ViTConfig& c, int64_t grid);
 
 // One line each for `vitbatch info`: "class token + 4 registers, ...", "resize ... crop ...".
 std::string describe_variant(const ViTConfig& c);

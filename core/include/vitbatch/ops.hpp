@@ -17,7 +17,7 @@ enum class Op : int32_t {
 };
 
 // Ops are appended, never renumbered: a change here is a change of the plugin ABI.
-static_assert(VIT_OP_COUNT == 20, "op list changed: append only, then update this count");
+static_assert(VIT_OP_COUNT == 21, "op list changed: append only, then update this count");
 
 enum class DType : int32_t {
   F32 = VIT_DTYPE_F32,
@@ -46,9 +46,11 @@ Params concat(int64_t axis);
 Params slice(int64_t axis, int64_t start, int64_t end);
 Params scale(double factor);
 Params reduce(int64_t axis);
-// qk_norm_eps > 0: the node carries q/k LayerNorm weights (inputs 1..4); score_bias: then a
-// [1, heads, T, T] bias for the scores (vit_ops.def).
-Params attention(int64_t heads, double scale, double qk_norm_eps = 0, bool score_bias = false);
+// qk_norm_eps > 0: the node carries q/k LayerNorm weights (inputs 1..4); rope: then sin and
+// cos tables; score_bias: then a [1, heads, T, T] bias for the scores (vit_ops.def).
+Params attention(int64_t heads, double scale, double qk_norm_eps = 0, bool score_bias = false, bool rope = false,
+                 int64_t rope_skip = 0, bool rope_half = false);
+Params rope(int64_t skip, bool half);
 }  // namespace params
 
 const char* op_name(Op op);

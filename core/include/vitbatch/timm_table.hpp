@@ -17,6 +17,7 @@ struct TimmArchitecture {
   int64_t heads = 0;
   int64_t head_dim = 0;
   int64_t dim = 0;
+  int64_t img_size = 0;
   double eps = 0;
   std::string global_pool;
   bool no_embed_class = false;
@@ -26,6 +27,16 @@ struct TimmArchitecture {
   std::string map_pool;
   bool map_pos_embed = false;
   int64_t test_input_size = 0;  // 0: none
+  // Rotary embedding (EVA): timm's RotaryEmbeddingCat settings.
+  std::string rope_class;
+  bool rope_in_pixels = false;
+  std::string rope_grid_type;
+  std::string rope_grid_indexing = "ij";
+  int64_t rope_ref_grid = 0;  // 0: none
+  double rope_temperature = 10000.0;
+  double rope_grid_offset = 0.0;
+  bool rope_linear_bands = false;
+  bool rope_half = false;
   std::string error;        // timm itself failed to build it with one block
 };
 
