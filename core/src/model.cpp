@@ -168,6 +168,7 @@ struct ConfigJson {
   std::optional<bool> qkv_bias;
   std::optional<int64_t> test_input_size;
   std::optional<int64_t> input_size;
+  std::optional<std::string> model_type;  // Hugging Face: vit, deit, beit, dinov2
   ModelLabels labels;
   std::set<std::string> preprocessing;  // the preprocessing keys it set
 };
@@ -222,6 +223,7 @@ ConfigJson read_config_json(const std::string& path, PreprocessConfig& pre) {
     if (j.contains("num_heads")) c.heads = j["num_heads"].get<int64_t>();
     if (j.contains("layer_norm_eps")) c.eps = j["layer_norm_eps"].get<double>();
     if (j.contains("hidden_act") && j["hidden_act"].is_string()) c.act = j["hidden_act"].get<std::string>();
+    if (j.contains("model_type") && j["model_type"].is_string()) c.model_type = j["model_type"].get<std::string>();
     if (j.contains("qkv_bias") && j["qkv_bias"].is_boolean()) c.qkv_bias = j["qkv_bias"].get<bool>();
     if (j.contains("image_size") && j["image_size"].is_number_integer()) pre.input_size = j["image_size"].get<int64_t>();
     if (j.contains("label_names")) c.labels = read_labels(j["label_names"]);
@@ -319,6 +321,7 @@ const char* pooling_name(Pooling p) {
     case Pooling::AvgMax: return "avgmax";
     case Pooling::Max: return "max";
     case Pooling::Map: return "map";
+    case Pooling::TokenAvg: return "token+avg";
   }
   return "?";
 }
@@ -568,7 +571,8 @@ Model load_model(const std::string& path, const ModelOverrides& overrides) {
   c.layer_norm_eps = eps.value_or(hf ? 1e-12 : 1e-6);
   if (!(c.layer_norm_eps > 0 && c.layer_norm_eps < 1))
     throw Error(label + ": layer_norm_eps " + std::to_string(c.layer_norm_eps) + eps_source + " must be in (0, 1)");
-  if (json.act) c.act = parse_activation(*json.act, *where.config);
+  if (hf && c.mlp == MlpKind::GluPacked) c.act = Activation::Silu;  // HF DINOv2's SwiGLU ignores hidden_act
+  else if (json.act) c.act = parse_activation(*json.act, *where.config);
   else if (timm && !timm->act.empty()) c.act = parse_activation(timm->act, "timm's table for " + timm->name);
   else {
     c.act = c.mlp == MlpKind::Plain ? Activation::Gelu : Activation::Silu;
@@ -598,12 +602,21 @@ Model load_model(const std::string& path, const ModelOverrides& overrides) {
     pool = parse_pooling(timm->global_pool);
     if (!pool) throw Error(label + ": timm architecture '" + timm->name + "' pools with '" + timm->global_pool + "', which vitbatch does not run");
   }
+  if (!pool && hf && json.model_type) {
+    // Hugging Face's classes pool by family: BEiT averages when it has the pooler's norm,
+    // DINOv2's classifier reads the class token and the patch mean side by side.
+    if (*json.model_type == "beit") pool = c.fc_norm ? Pooling::Avg : Pooling::Token;
+    else if (*json.model_type == "dinov2" && c.num_classes && shape_of("head.weight").size() == 2 &&
+             shape_of("head.weight")[1] == 2 * c.dim)
+      pool = Pooling::TokenAvg;
+    else if (*json.model_type == "vit" || *json.model_type == "deit" || *json.model_type == "dinov2") pool = Pooling::Token;
+  }
   if (!pool) {
     pool = has("attn_pool.latent") ? Pooling::Map : c.class_token && !c.fc_norm ? Pooling::Token : Pooling::Avg;
     d["pool"] = std::string("pooling ") + pooling_name(*pool);
   }
   c.pool = *pool;
-  if (c.pool == Pooling::Token && !c.class_token)
+  if ((c.pool == Pooling::Token || c.pool == Pooling::TokenAvg) && !c.class_token)
     throw Error(label + ": pooling 'token' needs a class token, and the checkpoint has no 'cls_token'");
   if (c.pool == Pooling::Map) {
     if (!has("attn_pool.latent")) throw Error(label + ": pooling 'map' needs the attention pool, and the checkpoint has no 'attn_pool.latent'");
@@ -625,7 +638,23 @@ Model load_model(const std::string& path, const ModelOverrides& overrides) {
   if (!found.count("std")) d["std"] = "std " + triple_string(p.std) + " (ImageNet)";
   if (!found.count("crop_pct")) d["crop_pct"] = "crop_pct " + std::to_string(p.crop_pct).substr(0, 5);
   if (!found.count("interpolation")) d["interpolation"] = "interpolation " + p.interpolation;
-  if (model.preprocess.input_size != c.image_size) model.preprocess.input_size = c.image_size;
+  // The preprocessing's output size must be the size the model runs at: timm would fail on a
+  // mismatch, Hugging Face interpolates its position embedding at run time. Neither is
+  // guessed: with --image-size the embedding is resampled (timm's way) and the crop follows.
+  if (json.input_size || model.preprocess.hf_processor) {
+    const int64_t wanted = model.preprocess.input_size;
+    const bool resized = overrides.image_size || overrides.test_input_size;
+    if (model.preprocess.hf_processor && overrides.image_size && *overrides.image_size != wanted)
+      throw Error(label + ": preprocessor_config.json makes " + std::to_string(wanted) + "x" + std::to_string(wanted) +
+                  " images: --image-size must be " + std::to_string(wanted) + " with it");
+    if (!resized && wanted != c.image_size)
+      throw Error(label + ": the preprocessing (" + (model.preprocess.hf_processor ? "preprocessor_config.json" : "config.json") +
+                  ") makes " + std::to_string(wanted) + "x" + std::to_string(wanted) + " images, but the position embedding is for " +
+                  std::to_string(c.image_size) + "x" + std::to_string(c.image_size) + ": pass --image-size " +
+                  std::to_string(wanted) + " to resample it as timm does" +
+                  (model.preprocess.hf_processor ? std::string(" (Hugging Face's own interpolation differs slightly)") : std::string()));
+  }
+  model.preprocess.input_size = c.image_size;  // the trained size, or below: the size asked for
   model.labels = json.labels;
   if (!model.labels.empty() && static_cast<int64_t>(model.labels.size()) != c.num_classes)
     throw Error(label + ": config.json lists " + std::to_string(model.labels.size()) + " class names, the head has " +

@@ -99,7 +99,7 @@ std::vector<ExpectedWeight> expected_weights(const ViTConfig& c) {
   }
   if (c.fc_norm) l.norm("fc_norm", D);
   if (c.has_head()) {
-    l.linear("head", c.num_classes, D);
+    l.linear("head", c.num_classes, c.feature_width());
     if (c.distilled) l.linear("head_dist", c.num_classes, D);
   }
   return l.take();

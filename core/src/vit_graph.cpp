@@ -128,6 +128,12 @@ class VitGraphBuilder {
   // timm's global_pool over the tokens (prefix tokens excluded unless pool_include_prefix).
   int pool(int x) {
     if (c_.pool == Pooling::Token) return token(x, 0, "pool.cls");
+    if (c_.pool == Pooling::TokenAvg) {
+      int cls = token(x, 0, "pool.cls");
+      int patches = node(Op::SLICE, {x}, "pool.patches", params::slice(1, c_.prefix_tokens(), shape(x)[1]));
+      int mean = node(Op::REDUCE_MEAN, {patches}, "pool.avg", params::reduce(1));
+      return node(Op::CONCAT, {cls, mean}, "pool.cls_avg", params::concat(1));
+    }
     int64_t T = shape(x)[1], first = c_.pool_include_prefix ? 0 : c_.prefix_tokens();
     if (first > 0) x = node(Op::SLICE, {x}, "pool.patches", params::slice(1, first, T));
     if (c_.pool == Pooling::Map) return attention_pool(x);

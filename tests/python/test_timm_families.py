@@ -100,8 +100,10 @@ def write_checkpoint(folder, name, model, named):
     cfg = dict(model.pretrained_cfg or {})
     config = {"num_classes": model.num_classes, "num_features": model.num_features,
               "global_pool": model.global_pool,
-              "pretrained_cfg": {k: v for k, v in cfg.items() if k in ("input_size", "interpolation", "mean", "std",
-                                                                       "crop_pct", "crop_mode")}}
+              "pretrained_cfg": {k: v for k, v in cfg.items() if k in ("interpolation", "mean", "std", "crop_pct",
+                                                                       "crop_mode")}}
+    size = model.patch_embed.img_size[0]  # the size built at, which overrides may have changed
+    config["pretrained_cfg"]["input_size"] = [3, size, size]
     if named:
         config["architecture"] = name
     else:
@@ -120,6 +122,77 @@ def vitbatch_output(folder, x, backend, image_size=None):
         if r.returncode != 0:
             raise AssertionError(f"vitbatch_dump failed on {folder} ({backend}): {r.stderr.strip()}")
         return np.fromfile(out, dtype=np.float32).reshape(x.shape[0], -1)
+
+
+def write_hugging_face(folder, model, family, labels, seed):
+    """model's weights under Hugging Face's names, with its config.json. Returns the random
+    classifier (weight, bias) added for Dinov2ForImageClassification, else None."""
+    os.makedirs(folder)
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    D, H = model.embed_dim, model.blocks[0].attn.num_heads
+    prefix = {"vit": "vit.", "beit": "beit.", "dinov2": "", "dinov2-classifier": "dinov2."}[family]
+    out = {}
+    out[prefix + "embeddings.cls_token"] = sd.pop("cls_token")
+    if "pos_embed" in sd:
+        out[prefix + "embeddings.position_embeddings"] = sd.pop("pos_embed")
+    for w in ("weight", "bias"):
+        out[prefix + f"embeddings.patch_embeddings.projection.{w}"] = sd.pop(f"patch_embed.proj.{w}")
+    for i in range(len(model.blocks)):
+        b, l = f"blocks.{i}.", f"{prefix}encoder.layer.{i}."
+        q, k, v = sd.pop(b + "attn.qkv.weight").chunk(3)
+        for part, t in (("query", q), ("key", k), ("value", v)):
+            out[l + f"attention.attention.{part}.weight"] = t
+        if b + "attn.qkv.bias" in sd:
+            for part, t in zip(("query", "key", "value"), sd.pop(b + "attn.qkv.bias").chunk(3)):
+                out[l + f"attention.attention.{part}.bias"] = t
+        if family == "beit":
+            out[l + "attention.attention.query.bias"] = sd.pop(b + "attn.q_bias")
+            out[l + "attention.attention.value.bias"] = sd.pop(b + "attn.v_bias")
+            out[l + "attention.attention.relative_position_bias.relative_position_bias_table"] = \
+                sd.pop(b + "attn.relative_position_bias_table")
+        norm1, norm2 = ("layernorm_before", "layernorm_after") if family in ("vit", "beit") else ("norm1", "norm2")
+        glu = family.startswith("dinov2") and b + "mlp.fc1.weight" in sd and \
+            sd[b + "mlp.fc1.weight"].shape[0] == 2 * sd[b + "mlp.fc2.weight"].shape[1]
+        for w in ("weight", "bias"):
+            out[l + f"{norm1}.{w}"] = sd.pop(b + f"norm1.{w}")
+            out[l + f"{norm2}.{w}"] = sd.pop(b + f"norm2.{w}")
+            out[l + f"attention.output.dense.{w}"] = sd.pop(b + f"attn.proj.{w}")
+            if family in ("vit", "beit"):
+                out[l + f"intermediate.dense.{w}"] = sd.pop(b + f"mlp.fc1.{w}")
+                out[l + f"output.dense.{w}"] = sd.pop(b + f"mlp.fc2.{w}")
+            else:
+                out[l + f"mlp.{'weights_in' if glu else 'fc1'}.{w}"] = sd.pop(b + f"mlp.fc1.{w}")
+                out[l + f"mlp.{'weights_out' if glu else 'fc2'}.{w}"] = sd.pop(b + f"mlp.fc2.{w}")
+        for j, hf in ((1, "lambda_1" if family == "beit" else "layer_scale1.lambda1"),
+                      (2, "lambda_2" if family == "beit" else "layer_scale2.lambda1")):
+            key = b + (f"gamma_{j}" if family == "beit" else f"ls{j}.gamma")
+            if key in sd:
+                out[l + hf] = sd.pop(key)
+    for w in ("weight", "bias"):
+        if f"norm.{w}" in sd:
+            out[prefix + f"layernorm.{w}"] = sd.pop(f"norm.{w}")
+        if f"fc_norm.{w}" in sd:
+            out[f"beit.pooler.layernorm.{w}"] = sd.pop(f"fc_norm.{w}")
+        if f"head.{w}" in sd:
+            out[f"classifier.{w}"] = sd.pop(f"head.{w}")
+    classifier = None
+    if family == "dinov2-classifier":
+        g = torch.Generator().manual_seed(seed)
+        classifier = (0.02 * torch.randn(7, 2 * D, generator=g), 0.1 * torch.randn(7, generator=g))
+        out["classifier.weight"], out["classifier.bias"] = classifier
+    out[prefix + "embeddings.mask_token"] = torch.zeros(1, D)  # pretraining only: ignored
+    assert not sd, f"unmapped: {sorted(sd)}"
+    save_file({k: v.contiguous() for k, v in out.items()}, os.path.join(folder, "model.safetensors"))
+    config = {"model_type": family.split("-")[0], "hidden_size": D, "num_attention_heads": H,
+              "layer_norm_eps": model.blocks[0].norm1.eps, "hidden_act": "gelu",
+              "image_size": model.patch_embed.img_size[0], "patch_size": model.patch_embed.patch_size[0]}
+    if family == "beit":
+        config["use_mean_pooling"] = True
+    if labels:
+        config["id2label"] = {str(i): name for i, name in enumerate(labels)}
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(config, f)
+    return classifier
 
 
 class TimmFamilies(unittest.TestCase):
@@ -174,6 +247,51 @@ class TimmFamilies(unittest.TestCase):
                     print(f"{name} trained at {trained.patch_embed.img_size[0]}, run at {size}: max |out| {scale:.3g}",
                           file=sys.stderr)
 
+    def test_hugging_face_naming(self):
+        # The same timm models under Hugging Face's tensor names and config.json (ViT, DINOv2
+        # with and without SwiGLU, BEiT), as transformers' conversion scripts lay them out.
+        cases = [("vit_tiny_patch16_224", {"num_classes": 10}, "vit"),
+                 ("vit_small_patch14_dinov2", {"img_size": 98}, "dinov2"),
+                 ("vit_small_patch14_dinov2", {"img_size": 98}, "dinov2-classifier"),
+                 ("vit_giant_patch14_dinov2", {"depth": 1, "img_size": 42}, "dinov2"),
+                 ("beit_base_patch16_224", {"depth": 1}, "beit")]
+        with tempfile.TemporaryDirectory() as tmp:
+            for seed, (name, overrides, family) in enumerate(cases):
+                with self.subTest(model=name, family=family):
+                    model, _ = build(name, overrides, 200 + seed)
+                    folder = os.path.join(tmp, f"{seed}_{family}")
+                    labels = [f"class number {i}" for i in range(10)] if family == "vit" else None
+                    classifier = write_hugging_face(folder, model, family, labels, seed)
+                    size = model.patch_embed.img_size[0]
+                    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(seed))
+                    with torch.no_grad():
+                        if classifier is None:
+                            expected = model(x).numpy()
+                        else:  # Dinov2ForImageClassification: [class token, patch mean] @ W^T + b
+                            tokens = model.forward_features(x)
+                            pooled = torch.cat([tokens[:, 0], tokens[:, 1:].mean(1)], dim=1)
+                            expected = (pooled @ classifier[0].T + classifier[1]).numpy()
+                    scale = float(np.abs(expected).max())
+                    for backend in ("reference", "onednn"):
+                        got = vitbatch_output(folder, x, backend)
+                        err = float(np.abs(got - expected).max())
+                        self.assertLessEqual(err, 1e-4 * scale, f"{family} {name} on {backend}: max |diff| {err:.3g}")
+                    r = subprocess.run([VITBATCH, "info", "--model", folder], capture_output=True, text=True)
+                    self.assertEqual(r.returncode, 0, r.stderr)
+                    self.assertIn("huggingface names", r.stdout)
+                    # config.json said everything about the network (no preprocessor_config.json
+                    # here, so only the preprocessing is said to be defaulted)
+                    defaulted = [line for line in r.stdout.splitlines() if line.startswith("default:")]
+                    self.assertFalse([d for d in defaulted if any(w in d for w in ("eps", "pool", "activation", "heads"))],
+                                     defaulted)
+                    if labels:  # id2label names the classes of classify's output
+                        photo = os.path.join(os.environ.get("VITBATCH_SHARED", ""), "images", "chelsea.png")
+                        r = subprocess.run([VITBATCH, "classify", "--model", folder, "--image-size", str(size), photo],
+                                           capture_output=True, text=True)
+                        self.assertEqual(r.returncode, 0, r.stderr)
+                        row = r.stdout.splitlines()[1].split(",")
+                        self.assertEqual(row[2], labels[int(row[1])])
+
     def test_info_shows_the_variant(self):
         with tempfile.TemporaryDirectory() as tmp:
             model, named = build("vit_small_patch14_reg4_dinov2", {"depth": 1, "img_size": 56}, 0)
@@ -203,6 +321,21 @@ class TimmFamilies(unittest.TestCase):
             r = subprocess.run([VITBATCH, "info", "--model", folder, "--image-size", "test"], capture_output=True, text=True)
             self.assertEqual(r.returncode, 2)
             self.assertIn("names a test_input_size", r.stderr)
+            # A processor that crops to another size than the position embedding's is not
+            # followed silently: refused, and --image-size resamples the embedding to it.
+            with open(os.path.join(folder, "preprocessor_config.json"), "w") as f:
+                json.dump({"do_resize": True, "size": {"shortest_edge": 48}, "resample": 3, "do_center_crop": True,
+                           "crop_size": {"height": 42, "width": 42}}, f)
+            r = subprocess.run([VITBATCH, "info", "--model", folder], capture_output=True, text=True)
+            self.assertEqual(r.returncode, 2)
+            self.assertIn("the preprocessing (preprocessor_config.json) makes 42x42 images, but the position embedding is "
+                          "for 56x56: pass --image-size 42", r.stderr)
+            r = subprocess.run([VITBATCH, "info", "--model", folder, "--json", "--image-size", "42"], capture_output=True,
+                               text=True)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(json.loads(r.stdout)["preprocess"]["input_size"], 42)
+            self.assertTrue(json.loads(r.stdout)["preprocess"]["huggingface_processor"])
+            os.remove(os.path.join(folder, "preprocessor_config.json"))
             # No head: classify says so instead of inventing classes.
             r = subprocess.run([VITBATCH, "classify", "--model", folder, "/dev/null"], capture_output=True, text=True)
             self.assertNotEqual(r.returncode, 0)

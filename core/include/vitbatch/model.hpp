@@ -15,7 +15,9 @@
 namespace vitbatch {
 
 // How the model pools its tokens into the one vector the head reads (timm's global_pool).
-enum class Pooling { Token, Avg, AvgMax, Max, Map };
+// TokenAvg: the class token and the patch tokens' mean side by side (Hugging Face's
+// Dinov2ForImageClassification), so the head reads twice the width.
+enum class Pooling { Token, Avg, AvgMax, Max, Map, TokenAvg };
 // The MLP's activation.
 enum class Activation { Gelu, GeluTanh, QuickGelu, Silu };
 // Plain: fc1 -> act -> fc2. GluPacked: fc1 gives [a | b], then act(a) * b (or a * act(b) with
@@ -93,8 +95,9 @@ struct ViTConfig {
   int64_t tokens() const { return grid() * grid() + prefix_tokens(); }
   int64_t pos_embed_rows() const { return no_embed_class ? grid() * grid() : tokens(); }
   bool has_head() const { return num_classes > 0; }
+  int64_t feature_width() const { return pool == Pooling::TokenAvg ? 2 * dim : dim; }
   // What the graph outputs per image: the logits, or without a head the pooled feature.
-  int64_t output_width() const { return has_head() ? num_classes : dim; }
+  int64_t output_width() const { return has_head() ? num_classes : feature_width(); }
 };
 
 // timm's eval transform: resize shortest side to floor(input_size / crop_pct), centre crop
