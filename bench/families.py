@@ -36,6 +36,10 @@ PAIRS = [
      ("vit_small_patch16_224", {"img_size": 518, "patch_size": 14, "num_classes": 0}), 2),
     ("ViT-M/16 gap at 256 (no class token, avg pool, layer scale, no qkv bias)", ("vit_medium_patch16_gap_256", {}),
      ("vit_small_patch16_224", {"embed_dim": 512, "num_heads": 8, "img_size": 256}), 16),
+    ("BEiT-B/16 (relative position bias)", ("beit_base_patch16_224", {}),
+     ("vit_base_patch16_224", {}), 4),
+    ("EVA-02-S/14 at 224 (rotary embedding, SwiGLU packed)", ("eva02_small_patch14_224", {}),
+     ("vit_small_patch16_224", {"img_size": 224, "patch_size": 14}), 8),
 ]
 
 
@@ -65,11 +69,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--only", default="", help="run the pairs whose label contains this")
     args = ap.parse_args()
     print(subprocess.run("lscpu | grep 'Model name'", shell=True, capture_output=True, text=True).stdout.strip())
     print(subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     with tempfile.TemporaryDirectory() as tmp:
         for i, (label, (vname, vover), (pname, pover), batch) in enumerate(PAIRS):
+            if args.only not in label:
+                continue
             variant, plain = os.path.join(tmp, f"{i}v"), os.path.join(tmp, f"{i}p")
             write(variant, vname, vover)
             write(plain, pname, pover)

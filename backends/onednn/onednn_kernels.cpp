@@ -281,9 +281,60 @@ class MlpKernel : public Kernel {
 // softmax, O = P V written straight into the [T, D] output layout. In the bf16 and int8
 // precisions the two products take bf16 inputs (qkv converted once per batch, the softmax
 // writing bf16 probabilities) with f32 results; fp32 stays fp32 throughout.
+// The extras of vit_ops.def's attention: q/k LayerNorm and rope rewrite q and k per token
+// before the products (a pass over a copy of qkv), the score bias is the scores matmul's
+// binary post-op. Each takes its inputs' positions from ints[1].
+struct AttentionExtras {
+  bool qk_norm = false, rope = false, bias = false, rope_half = false;
+  int64_t rope_skip = 0;
+  int norm_at = 1, rope_at = 1, bias_at = 1;
+  explicit AttentionExtras(const vit_node& n) {
+    qk_norm = n.ints[1] & 1;
+    bias = n.ints[1] & 2;
+    rope = n.ints[1] & 4;
+    rope_skip = n.ints[2];
+    rope_half = n.ints[3] != 0;
+    rope_at = qk_norm ? 5 : 1;
+    bias_at = rope_at + (rope ? 2 : 0);
+  }
+  bool rewrites_qk() const { return qk_norm || rope; }
+};
+
+// q and k of every head of rows [begin, end) of qkv [rows, 3*D], in place.
+void rewrite_qk(const vit_node& n, const AttentionExtras& x, float* qkv, int64_t rows, int64_t T, int64_t D, int64_t H) {
+  const int64_t hd = D / H;
+  const float eps = n.floats[1];
+#pragma omp parallel for
+  for (int64_t row = 0; row < rows; ++row) {
+    const int64_t t = row % T;
+    std::vector<float> rotated(static_cast<size_t>(hd));
+    for (int part = 0; part < 2; ++part)
+      for (int64_t h = 0; h < H; ++h) {
+        float* v = qkv + row * 3 * D + part * D + h * hd;
+        if (x.qk_norm) {
+          const float* gamma = static_cast<const float*>(n.inputs[1 + 2 * part].data);
+          const float* beta = static_cast<const float*>(n.inputs[2 + 2 * part].data);
+          double mean = 0, var = 0;
+          for (int64_t e = 0; e < hd; ++e) mean += v[e];
+          mean /= double(hd);
+          for (int64_t e = 0; e < hd; ++e) var += (v[e] - mean) * (v[e] - mean);
+          const double inv = 1.0 / std::sqrt(var / double(hd) + eps);
+          for (int64_t e = 0; e < hd; ++e) v[e] = static_cast<float>((v[e] - mean) * inv * gamma[e] + beta[e]);
+        }
+        if (x.rope && t >= x.rope_skip) {
+          const float* sin = static_cast<const float*>(n.inputs[x.rope_at].data) + (t - x.rope_skip) * hd;
+          const float* cos = static_cast<const float*>(n.inputs[x.rope_at + 1].data) + (t - x.rope_skip) * hd;
+          for (int64_t e = 0; e < hd; ++e)
+            rotated[e] = x.rope_half ? (e < hd / 2 ? -v[e + hd / 2] : v[e - hd / 2]) : (e % 2 == 0 ? -v[e + 1] : v[e - 1]);
+          for (int64_t e = 0; e < hd; ++e) v[e] = v[e] * cos[e] + rotated[e] * sin[e];
+        }
+      }
+  }
+}
+
 class AttentionKernel : public Kernel {
  public:
-  AttentionKernel(Context& ctx, const vit_node& n) {
+  AttentionKernel(Context& ctx, const vit_node& n) : extras_(n) {
     B_ = n.inputs[0].shape[0];
     T_ = n.inputs[0].shape[1];
     D_ = n.inputs[0].shape[2] / 3;
@@ -298,16 +349,24 @@ class AttentionKernel : public Kernel {
     memory::desc o({H_, T_, hd}, dt::f32, memory::dims{hd, D_, 1});
     dnnl::primitive_attr scaled;
     scaled.set_output_scales(0, {n.floats[0]});
+    if (extras_.bias) {  // scale * (q @ k^T) + bias, the bias the same for every image
+      dnnl::post_ops ops;
+      ops.append_binary(dnnl::algorithm::binary_add, plain({H_, T_, T_}, dt::f32));
+      scaled.set_post_ops(ops);
+    }
     scores_ = dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(q, kt, s), scaled, ctx.engine));
     softmax_ = dnnl::softmax_v2_forward(dnnl::softmax_v2_forward::primitive_desc(
         dnnl::softmax_v2_forward::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::softmax_accurate, s, p, 2),
         ctx.engine));
     mix_ = dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(p, v, o), ctx.engine));
-    // Scratch: f32 scores, then (bf16) probabilities, then (bf16) the whole batch's qkv.
+    // Scratch: f32 scores, then (bf16) probabilities, then (bf16) the whole batch's qkv, then
+    // (with q/k rewritten) an f32 copy of qkv.
     size_t scores = static_cast<size_t>(H_ * T_ * T_), converted = static_cast<size_t>(B_ * T_ * 3 * D_);
     probabilities_offset_ = half_ ? scores : 0;
     qkv_offset_ = scores + (scores + 1) / 2;
-    ctx.reserve_scratch(half_ ? qkv_offset_ + (converted + 1) / 2 : scores);
+    size_t end = half_ ? qkv_offset_ + (converted + 1) / 2 : scores;
+    rewritten_offset_ = end;
+    ctx.reserve_scratch(extras_.rewrites_qk() ? end + converted : end);
     scratch_ = memory(s, ctx.engine, nullptr);
     probabilities_ = memory(p, ctx.engine, nullptr);
     if (half_) {
@@ -321,6 +380,10 @@ class AttentionKernel : public Kernel {
     v_ = memory(v, ctx.engine, nullptr);
     o_ = memory(o, ctx.engine, nullptr);
     scores_args_ = {{DNNL_ARG_SRC, q_}, {DNNL_ARG_WEIGHTS, k_}, {DNNL_ARG_DST, scratch_}};
+    if (extras_.bias) {
+      bias_ = memory(plain({H_, T_, T_}, dt::f32), ctx.engine, nullptr);
+      scores_args_[DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1] = bias_;
+    }
     softmax_args_ = {{DNNL_ARG_SRC, scratch_}, {DNNL_ARG_DST, probabilities_}};
     mix_args_ = {{DNNL_ARG_SRC, probabilities_}, {DNNL_ARG_WEIGHTS, v_}, {DNNL_ARG_DST, o_}};
   }
@@ -331,6 +394,13 @@ class AttentionKernel : public Kernel {
     probabilities_.set_data_handle(scratch + probabilities_offset_);
     char* qkv = static_cast<char*>(n.inputs[0].data);
     size_t element = sizeof(float);
+    if (extras_.bias) bias_.set_data_handle(n.inputs[extras_.bias_at].data);
+    if (extras_.rewrites_qk()) {  // q/k norm and rope on a copy: the input is not ours to change
+      float* copy = scratch + rewritten_offset_;
+      std::memcpy(copy, qkv, static_cast<size_t>(B_ * T_ * 3 * D_) * sizeof(float));
+      rewrite_qk(n, extras_, copy, B_ * T_, T_, D_, H_);
+      qkv = reinterpret_cast<char*>(copy);
+    }
     if (half_) {
       qkv_f32_.set_data_handle(qkv);
       qkv_bf16_.set_data_handle(scratch + qkv_offset_);
@@ -351,13 +421,14 @@ class AttentionKernel : public Kernel {
   }
 
  private:
+  AttentionExtras extras_;
   int64_t B_, T_, D_, H_;
   bool half_ = false;
-  size_t probabilities_offset_ = 0, qkv_offset_ = 0;  // in floats, into the context's scratch
+  size_t probabilities_offset_ = 0, qkv_offset_ = 0, rewritten_offset_ = 0;  // in floats, into the context's scratch
   dnnl::matmul scores_, mix_;
   dnnl::softmax_v2_forward softmax_;
   dnnl::reorder to_bf16_;
-  memory scratch_, probabilities_, qkv_f32_, qkv_bf16_, q_, k_, v_, o_;
+  memory scratch_, probabilities_, qkv_f32_, qkv_bf16_, q_, k_, v_, o_, bias_;
   std::unordered_map<int, memory> scores_args_, softmax_args_, mix_args_;
 };
 
@@ -414,6 +485,31 @@ std::unique_ptr<Kernel> layer_norm(Context& ctx, const vit_node& n) {
   k->bind(ctx, DNNL_ARG_DST, x, BoundPrimitive::kOutput);
   return k;
 }
+
+// slice: a reorder from a strided view of the input (the slice's dims, the input's strides,
+// starting at the first element kept) into the output. Gated MLPs slice fc1's output in two
+// every block, so this is not the rare data movement at the ends of the graph.
+class SliceKernel : public Kernel {
+ public:
+  SliceKernel(Context& ctx, const vit_node& n) {
+    memory::dims out_dims = dims_of(n.outputs[0]), strides = plain_strides(dims_of(n.inputs[0]));
+    offset_ = static_cast<size_t>(n.ints[1] * strides[static_cast<size_t>(n.ints[0])]);
+    memory::desc from(out_dims, dt::f32, strides), to = plain(out_dims, dt::f32);
+    from_ = memory(from, ctx.engine, nullptr);
+    to_ = memory(to, ctx.engine, nullptr);
+    reorder_ = dnnl::reorder(dnnl::reorder::primitive_desc(ctx.engine, from, ctx.engine, to));
+  }
+  void run(Context& ctx, const vit_node& n) override {
+    from_.set_data_handle(static_cast<float*>(n.inputs[0].data) + offset_);
+    to_.set_data_handle(n.outputs[0].data);
+    reorder_.execute(ctx.stream, from_, to_);
+  }
+
+ private:
+  size_t offset_ = 0;
+  memory from_, to_;
+  dnnl::reorder reorder_;
+};
 
 // add, mul: b broadcast over a (vit_ops.def); a per-channel b [D] is seen as [1, .., 1, D].
 std::unique_ptr<Kernel> binary(Context& ctx, const vit_node& n) {
@@ -490,10 +586,12 @@ bool accepts(const vit_node& n, std::string* why) {
     }
   switch (n.op) {
     case VIT_OP_ATTENTION:
-      if (n.n_inputs != 1) {
-        *why = "onednn's fused attention has no q/k norm";
-        return false;
-      }
+      // q/k norms, rope tables and the score bias are read in place at every run: weights only.
+      for (int32_t i = 1; i < n.n_inputs; ++i)
+        if (!VIT_INPUT_IS_CONSTANT(&n, i)) {
+          *why = "onednn's attention takes its norms, rope tables and score bias as constants";
+          return false;
+        }
       return true;
     case VIT_OP_BATCH_MATMUL:
       if (n.inputs[0].rank > 2 && n.inputs[0].shape[0] != n.inputs[1].shape[0]) {
@@ -503,11 +601,11 @@ bool accepts(const vit_node& n, std::string* why) {
       return true;
     case VIT_OP_LINEAR: case VIT_OP_MLP: case VIT_OP_LAYER_NORM: case VIT_OP_GELU: case VIT_OP_SCALE:
     case VIT_OP_SOFTMAX: case VIT_OP_PATCHIFY: case VIT_OP_ADD: case VIT_OP_MUL: case VIT_OP_REDUCE_MEAN:
-    case VIT_OP_REDUCE_MAX: case VIT_OP_GELU_TANH: case VIT_OP_QUICK_GELU: case VIT_OP_SILU:
+    case VIT_OP_REDUCE_MAX: case VIT_OP_GELU_TANH: case VIT_OP_QUICK_GELU: case VIT_OP_SILU: case VIT_OP_SLICE:
       return true;
     default:
-      // Pure data movement (concat, slice, reshape, permute) runs once per batch at the
-      // ends of the graph, and only when attention is lowered: not worth a kernel here.
+      // Pure data movement (concat, reshape, permute) runs once per batch at the ends of the
+      // graph, and only when attention is lowered: not worth a kernel here.
       *why = std::string("op ") + vit_plugin::op_name(n.op) + " is left to other backends";
       return false;
   }
@@ -521,6 +619,7 @@ std::unique_ptr<Kernel> make_kernel(Context& ctx, const vit_node& n) {
     case VIT_OP_BATCH_MATMUL: return batch_matmul(ctx, n);
     case VIT_OP_LAYER_NORM: return layer_norm(ctx, n);
     case VIT_OP_ADD: case VIT_OP_MUL: return binary(ctx, n);
+    case VIT_OP_SLICE: return std::make_unique<SliceKernel>(ctx, n);
     default: return unary(ctx, n);
   }
 }
