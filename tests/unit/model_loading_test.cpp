@@ -65,6 +65,19 @@ TEST_CASE("config.json and overrides set heads, eps and preprocessing") {
   CHECK_THROWS_WITH_AS(load_model(dir.file("m"), o), doctest::Contains("3 heads do not divide dim 8"), Error);
 }
 
+TEST_CASE("class names come from timm's label_names or Hugging Face's id2label") {
+  TempDir dir;
+  dir.write("a/model.safetensors", safetensors_bytes(tiny_vit()));
+  dir.write("a/config.json", R"({"num_heads": 1, "label_names": ["zero", "one", "two, 2", "three", "four"]})");
+  CHECK(load_model(dir.file("a")).labels == ModelLabels{"zero", "one", "two, 2", "three", "four"});
+  dir.write("b/model.safetensors", safetensors_bytes(tiny_vit()));
+  dir.write("b/config.json", R"({"num_heads": 1, "id2label": {"1": "b", "0": "a", "4": "e", "3": "d", "2": "c"}})");
+  CHECK(load_model(dir.file("b")).labels == ModelLabels{"a", "b", "c", "d", "e"});
+  dir.write("c/model.safetensors", safetensors_bytes(tiny_vit()));
+  dir.write("c/config.json", R"({"num_heads": 1, "label_names": ["only", "three", "names"]})");
+  CHECK_THROWS_WITH_AS(load_model(dir.file("c")), doctest::Contains("config.json lists 3 class names, the head has 5 classes"), Error);
+}
+
 TEST_CASE("bad checkpoints name the tensor and both shapes") {
   TempDir dir;
   dir.write("config.json", R"({"num_heads": 1})");
