@@ -321,6 +321,16 @@ class TimmFamilies(unittest.TestCase):
             r = subprocess.run([VITBATCH, "info", "--model", folder, "--image-size", "test"], capture_output=True, text=True)
             self.assertEqual(r.returncode, 2)
             self.assertIn("names a test_input_size", r.stderr)
+            config_path = os.path.join(folder, "config.json")
+            with open(config_path) as f:
+                config = json.load(f)
+            config["pretrained_cfg"]["test_input_size"] = [3, 84, 84]
+            with open(config_path, "w") as f:
+                json.dump(config, f)
+            r = subprocess.run([VITBATCH, "info", "--model", folder, "--json", "--image-size", "test"], capture_output=True,
+                               text=True)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(json.loads(r.stdout)["architecture"]["image_size"], 84)
             # A processor that crops to another size than the position embedding's is not
             # followed silently: refused, and --image-size resamples the embedding to it.
             with open(os.path.join(folder, "preprocessor_config.json"), "w") as f:
