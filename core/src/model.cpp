@@ -211,38 +211,6 @@ void load_weights(const SafetensorsFile& file, const Checkpoint& ck, const std::
 
 }  // namespace
 
-RopeTables rope_tables(const ViTConfig& c, int64_t grid) {
-  // timm's build_rotary_pos_embed, in float32 as torch computes it.
-  const int64_t head = c.dim / c.heads, bands = head / 4;
-  std::vector<float> band(static_cast<size_t>(bands));
-  for (int64_t k = 0; k < bands; ++k)
-    band[k] = 1.0f / std::pow(static_cast<float>(c.rope_temperature), static_cast<float>(k) / static_cast<float>(bands));
-  auto position = [&](int64_t i) {
-    float t = static_cast<float>(i) + static_cast<float>(c.rope_grid_offset);
-    return c.rope_ref_grid ? t / static_cast<float>(grid) * static_cast<float>(c.rope_ref_grid) : t;
-  };
-  RopeTables out;
-  out.sin.resize(static_cast<size_t>(grid * grid * head));
-  out.cos.resize(out.sin.size());
-  std::vector<float> angles(static_cast<size_t>(2 * bands));
-  for (int64_t y = 0; y < grid; ++y)
-    for (int64_t x = 0; x < grid; ++x) {
-      // Per token: (first coordinate, second coordinate) x bands, flattened coordinate-major.
-      float coord[2] = {position(c.rope_xy ? x : y), position(c.rope_xy ? y : x)};
-      for (int a = 0; a < 2; ++a)
-        for (int64_t k = 0; k < bands; ++k) angles[static_cast<size_t>(a * bands + k)] = coord[a] * band[k];
-      float* s = out.sin.data() + (y * grid + x) * head;
-      float* co = out.cos.data() + (y * grid + x) * head;
-      for (int64_t e = 0; e < head; ++e) {
-        // interleaved: each angle twice in a row; half: the angles, then the angles again
-        float angle = c.rope_half ? angles[static_cast<size_t>(e % (2 * bands))] : angles[static_cast<size_t>(e / 2)];
-        s[e] = std::sin(angle);
-        co[e] = std::cos(angle);
-      }
-    }
-  return out;
-}
-
 const char* pooling_name(Pooling p) {
   switch (p) {
     case Pooling::Token: return "token";

@@ -187,12 +187,6 @@ struct Model {
   int64_t trained_image_size = 0;  // the size the position embedding was trained at
 };
 
-// EVA's rotary tables for a grid x grid patch layout: sin and cos, [grid^2, head width].
-struct RopeTables {
-  std::vector<float> sin, cos;
-};
-RopeTables rope_tables(const ViTConfig& c, int64_t grid);
-
 // One line each for `vitbatch info`: "class token + 4 registers, ...", "resize ... crop ...".
 std::string describe_variant(const ViTConfig& c);
 std::string describe_preprocess(const PreprocessConfig& p);
