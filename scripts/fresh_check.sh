@@ -51,6 +51,15 @@ debootstrap --variant=minbase --unpack-tarball="$tarball" "$suite" "$chroot_dir"
 cp -a /etc/apt/sources.list.d/. "$chroot_dir/etc/apt/sources.list.d/" 2>/dev/null || true
 [ -f /etc/apt/sources.list ] && cp /etc/apt/sources.list "$chroot_dir/etc/apt/sources.list"
 cp /etc/resolv.conf "$chroot_dir/etc/resolv.conf"
+# This kind of machine reaches PyPI through an egress proxy whose CA it trusts (its
+# /usr/local/share/ca-certificates and pip.conf): a new machine of the kind has them too, so
+# the root gets them, as it gets resolv.conf. They are the network's, not the project's.
+if [ -d /usr/local/share/ca-certificates ]; then
+  mkdir -p "$chroot_dir/usr/local/share/ca-certificates" "$chroot_dir/etc/ssl/certs"
+  cp -a /usr/local/share/ca-certificates/. "$chroot_dir/usr/local/share/ca-certificates/"
+  [ -f /etc/ssl/certs/ca-certificates.crt ] && cp /etc/ssl/certs/ca-certificates.crt "$chroot_dir/etc/ssl/certs/"
+fi
+[ -f /etc/pip.conf ] && cp /etc/pip.conf "$chroot_dir/etc/pip.conf"
 mount -t proc proc "$chroot_dir/proc"
 mount --rbind /sys "$chroot_dir/sys"
 mount --bind /dev "$chroot_dir/dev"
