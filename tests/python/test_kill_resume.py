@@ -70,7 +70,12 @@ class KillResume(unittest.TestCase):
         self.assertEqual(len(expected), 300 + (fmt == "csv"))
         rng = random.Random(f"{fmt}-{precision}")
         mid_stream = 0  # kills that left some rows but not all: the case that matters most
-        for kill in range(KILLS):
+        # On a loaded machine the run's phases move against the timing taken above, and fewer
+        # kills land among the rows: draw more moments then (up to 3x), so that at least half
+        # of KILLS do, rather than pass having tested less or fail for the machine's load.
+        kill = -1
+        while kill + 1 < KILLS or (mid_stream < KILLS // 2 and kill + 1 < 3 * KILLS):
+            kill += 1
             out = os.path.join(self.tmp, f"killed.{fmt}.{precision}")
             for leftover in (out, out + ".meta.json"):
                 if os.path.exists(leftover):
@@ -98,7 +103,7 @@ class KillResume(unittest.TestCase):
             with open(out, "rb") as f:
                 got = sorted(f.read().splitlines())
             self.assertEqual(got, expected, f"kill {kill} at {moment:.3f} s of {duration:.2f} s ({fmt}, {precision})")
-        self.assertGreaterEqual(mid_stream, KILLS // 2, f"only {mid_stream} kills landed among the rows")
+        self.assertGreaterEqual(mid_stream, KILLS // 2, f"only {mid_stream} of {kill + 1} kills landed among the rows")
 
     def test_csv_fp32(self):
         self.campaign("csv", "fp32")
