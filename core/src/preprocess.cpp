@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 namespace vitbatch {
 namespace {
@@ -163,6 +164,15 @@ RgbImage resize_window(const RgbImage& in, int64_t full_w, int64_t full_h, const
   return out;
 }
 
+// torchvision's Resize(int) and Hugging Face's shortest_edge resize alike: the short side
+// becomes `size`, the long one int(size * long / short), at least 1.
+std::pair<int64_t, int64_t> short_side_to(const RgbImage& image, int64_t size) {
+  bool portrait = image.width <= image.height;
+  int64_t shorter = portrait ? image.width : image.height, longer = portrait ? image.height : image.width;
+  int64_t new_long = std::max<int64_t>(1, static_cast<int64_t>(double(size * longer) / double(shorter)));
+  return portrait ? std::pair<int64_t, int64_t>{size, new_long} : std::pair<int64_t, int64_t>{new_long, size};
+}
+
 // torchvision's int(round((length - size) / 2.0)): Python rounds halves to even, so an odd
 // margin of 25 starts the crop at 12, one of 27 at 14.
 int64_t crop_offset(int64_t length, int64_t size) {
@@ -211,20 +221,14 @@ RgbImage hf_center_crop(const RgbImage& image, int64_t size) {
 }
 
 RgbImage hf_crop(const RgbImage& image, const PreprocessConfig& c) {
-  RgbImage img = image;
-  if (c.hf_do_resize) {
-    int64_t w = c.hf_resize_width, h = c.hf_resize_height;
-    if (c.hf_shortest_edge) {  // the short side to shortest_edge, the long one int(edge * long / short)
-      bool portrait = image.width <= image.height;
-      int64_t shorter = portrait ? image.width : image.height, longer = portrait ? image.height : image.width;
-      int64_t new_long = std::max<int64_t>(1, static_cast<int64_t>(double(c.hf_shortest_edge * longer) / double(shorter)));
-      w = portrait ? c.hf_shortest_edge : new_long;
-      h = portrait ? new_long : c.hf_shortest_edge;
-    }
-    img = resize_pillow(image, w, h, c.interpolation);
-  }
-  if (c.hf_do_center_crop || img.width != c.input_size || img.height != c.input_size) img = hf_center_crop(img, c.input_size);
-  return img;
+  if (!c.hf_do_resize) return image.width == c.input_size && image.height == c.input_size ? image : hf_center_crop(image, c.input_size);
+  auto [w, h] = c.hf_shortest_edge ? short_side_to(image, c.hf_shortest_edge)
+                                   : std::pair<int64_t, int64_t>{c.hf_resize_width, c.hf_resize_height};
+  const int64_t size = c.input_size;
+  if (w < size || h < size) return hf_center_crop(resize_pillow(image, w, h, c.interpolation), size);
+  // Resample only the crop (floor offsets), as eval_crop does: a 1x20000 strip resized to a
+  // shortest edge of 256 would otherwise be held whole at 256x5120000.
+  return resize_window(image, w, h, filter_named(c.interpolation), (w - size) / 2, (h - size) / 2, size, size);
 }
 
 }  // namespace
@@ -262,12 +266,7 @@ RgbImage eval_crop(const RgbImage& image, const PreprocessConfig& config) {
     return center_crop(resize_pillow(image, w, h, config.interpolation), config.input_size, fill);
   }
   // torchvision Resize(int): the short side becomes `size`, the long one int(size * long / short).
-  int64_t size = static_cast<int64_t>(std::floor(double(config.input_size) / config.crop_pct));
-  bool portrait = image.width <= image.height;
-  int64_t shorter = portrait ? image.width : image.height, longer = portrait ? image.height : image.width;
-  int64_t new_long = static_cast<int64_t>(double(size * longer) / double(shorter));
-  new_long = std::max<int64_t>(new_long, 1);
-  int64_t new_w = portrait ? size : new_long, new_h = portrait ? new_long : size;
+  auto [new_w, new_h] = short_side_to(image, static_cast<int64_t>(std::floor(double(config.input_size) / config.crop_pct)));
   if (new_w < config.input_size || new_h < config.input_size)  // crop_pct > 1: torchvision pads
     return center_crop(resize_pillow(image, new_w, new_h, config.interpolation), config.input_size);
   // Resample only the crop: the same pixels as resizing all and cropping, without ever
