@@ -10,5 +10,6 @@ void set_classify_command(CLI::App& app, int* exit_code);
 void set_info_command(CLI::App& app, int* exit_code);
 void set_backends_command(CLI::App& app, int* exit_code);
 void set_bench_command(CLI::App& app, int* exit_code);
+void set_calibrate_command(CLI::App& app, int* exit_code);
 
 }  // namespace vitbatch_cli

@@ -29,6 +29,12 @@ void add_common_flags(CLI::App& command, CommonFlags& flags) {
         return pair.find('=') == std::string::npos || pair[0] == '=' ? std::string("expected KEY=VALUE, got '") + pair + "'"
                                                                       : std::string();
       });
+  command.add_option("--int8-scales", flags.int8_scales,
+                     "int8: the activation ranges from `vitbatch calibrate` (default: int8_scales.safetensors beside "
+                     "the model's weights)");
+  command.add_flag("--int8-dynamic", flags.int8_dynamic,
+                   "int8 without calibration: quantise each batch by its own range (an image's answer then depends "
+                   "on its batch-mates)");
   command.add_option("--plugin-dir", flags.plugin_dirs, "directory searched first for backend plugins");
   command.add_option("--heads", flags.heads,
                      "attention heads, for a checkpoint whose config.json names none (as the YAML's model_options.heads)")
@@ -72,6 +78,9 @@ vitbatch::RuntimeOptions resolve_runtime_options(const CommonFlags& flags, vitba
     }
     o.backend_options.options_json = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   }
+  if (flags.int8_scales) o.int8_scales = *flags.int8_scales;
+  else if (config.int8_scales && !flags.int8_dynamic) o.int8_scales = *config.int8_scales;
+  o.int8_dynamic = flags.int8_dynamic || (config.int8_dynamic && !flags.int8_scales);
   o.plugin_dirs_flag = flags.plugin_dirs;
   o.plugin_dirs_config = config.plugin_dirs;
   return o;

@@ -23,6 +23,8 @@ struct CommonFlags {
   std::vector<std::string> plugin_dirs;
   std::optional<int> heads;  // where neither config.json nor timm's registry gives them
   std::optional<std::string> image_size;  // N, or "test"
+  std::optional<std::string> int8_scales;
+  bool int8_dynamic = false;
 };
 
 void add_common_flags(CLI::App& command, CommonFlags& flags);

@@ -75,15 +75,19 @@ void span_quantize(const float* x, int64_t n, float inverse_scale, float offset,
 // ---------------------------------------------------------------------------------------
 // y[M, N] = x[M, K] @ w^T + b, optionally GELU'd, in the context's precision. Weights are
 // packed once into the layout the primitive prefers (shared across batch sizes); bf16
-// converts x to bf16, int8 quantises x per call (asymmetric u8, one scale per tensor) and
-// w per output channel (symmetric s8).
+// converts x to bf16, int8 quantises x (asymmetric u8, one scale per tensor: from the
+// calibrated range when the node has one, else from this call's min and max) and w per
+// output channel (symmetric s8).
 class Matmul {
  public:
   // `scratch_offset`: where in the context's scratch (in floats) this matmul may keep its
-  // converted input; scratch_floats() says how much it needs there.
+  // converted input; scratch_floats() says how much it needs there. `range`: x's calibrated
+  // [lo, hi] (int8), or null. keep_float: at int8, run this one in the float fallback.
   Matmul(Context& ctx, int64_t M, int64_t K, int64_t N, const float* weights, const float* bias, bool gelu,
-         size_t scratch_offset = 0)
-      : M_(M), K_(K), N_(N), precision_(ctx.precision), scratch_offset_(scratch_offset) {
+         size_t scratch_offset = 0, const float* range = nullptr, bool keep_float = false)
+      : M_(M), K_(K), N_(N),
+        precision_(keep_float && ctx.precision == Precision::INT8 ? ctx.float_fallback : ctx.precision),
+        scratch_offset_(scratch_offset) {
     dt src_type = precision_ == Precision::F32 ? dt::f32 : precision_ == Precision::BF16 ? dt::bf16 : dt::u8;
     dt wei_type = precision_ == Precision::F32 ? dt::f32 : precision_ == Precision::BF16 ? dt::bf16 : dt::s8;
     memory::desc src_md = plain({M, K}, src_type);
@@ -125,6 +129,10 @@ class Matmul {
     if (precision_ == Precision::INT8) {
       compensation_ = memory(bias_md, ctx.engine);
       activation_scale_ = memory(plain({1, 1}, dt::f32), ctx.engine);
+      if (range) {  // fixed: the scale, zero point and compensation are set once, here
+        fixed_ = true;
+        set_quantization(range[0], range[1]);
+      }
     }
     // The argument map is built once: run() only moves the data handles of these memories.
     args_ = {{DNNL_ARG_WEIGHTS, packed_->weights}, {DNNL_ARG_DST, dst_},
@@ -189,29 +197,41 @@ class Matmul {
 
   // Asymmetric per-tensor u8: x ~ scale * (q - zero_point), 0 always exact. The two passes
   // run on each thread's share through kernels cloned for AVX-512 and AVX2.
+  // Values outside a calibrated range clamp to it.
   void quantize(const float* x) {
     const int64_t n = M_ * K_;
-    float lo = 0.0f, hi = 0.0f;
+    if (!fixed_) {
+      float lo = 0.0f, hi = 0.0f;
 #pragma omp parallel reduction(min : lo) reduction(max : hi)
-    {
-      auto [begin, end] = share(n);
-      float part_lo = 0.0f, part_hi = 0.0f;
-      span_min_max(x + begin, end - begin, &part_lo, &part_hi);
-      lo = std::min(lo, part_lo);
-      hi = std::max(hi, part_hi);
+      {
+        auto [begin, end] = share(n);
+        float part_lo = 0.0f, part_hi = 0.0f;
+        span_min_max(x + begin, end - begin, &part_lo, &part_hi);
+        lo = std::min(lo, part_lo);
+        hi = std::max(hi, part_hi);
+      }
+      set_quantization(lo, hi);
     }
-    float scale = hi > lo ? (hi - lo) / 255.0f : 1.0f;
-    int32_t zp = static_cast<int32_t>(std::nearbyint(-lo / scale));
-    zp = std::max(0, std::min(255, zp));
     auto* q = static_cast<uint8_t*>(converted_.get_data_handle());
+    const float inverse = 1.0f / scale_, offset = static_cast<float>(zero_point_) + 0.5f;
 #pragma omp parallel
     {
       auto [begin, end] = share(n);
-      span_quantize(x + begin, end - begin, 1.0f / scale, static_cast<float>(zp) + 0.5f, q + begin);
+      span_quantize(x + begin, end - begin, inverse, offset, q + begin);
     }
+  }
+
+  // The scale and zero point for x in [lo, hi] (widened to hold 0, so 0 stays exact), and
+  // what they make of the post-op inputs.
+  void set_quantization(float lo, float hi) {
+    lo = std::min(lo, 0.0f);
+    hi = std::max(hi, 0.0f);
+    scale_ = hi > lo ? (hi - lo) / 255.0f : 1.0f;
+    zero_point_ = std::max(0, std::min(255, static_cast<int32_t>(std::nearbyint(-lo / scale_))));
     auto* comp = static_cast<float*>(compensation_.get_data_handle());
-    for (int64_t c = 0; c < N_; ++c) comp[c] = -static_cast<float>(zp) * channel_scales_[c] * packed_->column_sums[c];
-    *static_cast<float*>(activation_scale_.get_data_handle()) = scale;
+    for (int64_t c = 0; c < N_; ++c)
+      comp[c] = -static_cast<float>(zero_point_) * channel_scales_[c] * packed_->column_sums[c];
+    *static_cast<float*>(activation_scale_.get_data_handle()) = scale_;
   }
 
   // Symmetric per-output-channel scales for w [N, K]: max |w[n, :]| / 127.
@@ -232,6 +252,9 @@ class Matmul {
   dnnl::matmul prim_;
   std::shared_ptr<PackedWeights> packed_;
   std::vector<float> channel_scales_;  // int8: s_w
+  bool fixed_ = false;                 // int8: a calibrated range, set once
+  float scale_ = 1.0f;
+  int32_t zero_point_ = 0;
   memory src_, dst_, bias_, converted_, f32_src_, compensation_, activation_scale_;
   dnnl::reorder to_bf16_;
   std::unordered_map<int, memory> args_;
@@ -242,7 +265,8 @@ class LinearKernel : public Kernel {
   LinearKernel(Context& ctx, const vit_node& n)
       : mm_(ctx, rows_of(n.inputs[0]), n.inputs[1].shape[1], n.inputs[1].shape[0],
             static_cast<const float*>(n.inputs[1].data),
-            n.n_inputs > 2 ? static_cast<const float*>(n.inputs[2].data) : nullptr, false) {}
+            n.n_inputs > 2 ? static_cast<const float*>(n.inputs[2].data) : nullptr, false, 0,
+            n.ints[0] ? n.floats : nullptr, n.ints[0] && n.ints[1]) {}
   void run(Context& ctx, const vit_node& n) override {
     mm_.run(ctx, static_cast<const float*>(n.inputs[0].data), static_cast<float*>(n.outputs[0].data));
   }
@@ -259,9 +283,11 @@ class MlpKernel : public Kernel {
       : M_(rows_of(n.inputs[0])),
         hidden_floats_(static_cast<size_t>(M_ * n.inputs[1].shape[0])),
         fc1_(ctx, M_, n.inputs[1].shape[1], n.inputs[1].shape[0], static_cast<const float*>(n.inputs[1].data),
-             static_cast<const float*>(n.inputs[2].data), true, hidden_floats_),
+             static_cast<const float*>(n.inputs[2].data), true, hidden_floats_, n.ints[0] ? n.floats : nullptr,
+             n.ints[0] && (n.ints[1] & 1)),
         fc2_(ctx, M_, n.inputs[3].shape[1], n.inputs[3].shape[0], static_cast<const float*>(n.inputs[3].data),
-             static_cast<const float*>(n.inputs[4].data), false, hidden_floats_) {
+             static_cast<const float*>(n.inputs[4].data), false, hidden_floats_, n.ints[0] ? n.floats + 2 : nullptr,
+             n.ints[0] && (n.ints[1] & 2)) {
     ctx.reserve_scratch(hidden_floats_ + std::max(fc1_.scratch_floats(), fc2_.scratch_floats()));
   }
   void run(Context& ctx, const vit_node& n) override {

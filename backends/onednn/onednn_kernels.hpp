@@ -29,6 +29,9 @@ struct PackedWeights {
 struct Context {
   int threads = 1;
   Precision precision = Precision::F32;
+  // What an int8 run uses for the matmuls calibration keeps out of int8: bf16 where its
+  // matmuls outrun fp32 (AMD's AVX512_BF16, Intel's AMX), else fp32.
+  Precision float_fallback = Precision::F32;
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
   dnnl::stream stream{engine};
   std::string description;

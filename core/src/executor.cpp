@@ -197,6 +197,7 @@ Executor::Plan& Executor::plan_for(int64_t batch) {
   Plan& P = *plan;
   Graph full = build_vit_graph(model_, batch);
   auto claimed = [&](const Graph& g, const Node& n) {
+    if (observer_) return false;
     NodeView v;
     v.fill(g, n, nullptr);
     for (Backend* b : backends_)
@@ -224,6 +225,7 @@ Executor::Plan& Executor::plan_for(int64_t batch) {
     for (int i = 0; i < n_nodes;) {
       Unit u{i, 1, nullptr};
       for (Backend* b : backends_) {
+        if (observer_) break;
         int length = b->claim(&nodes[i], n_nodes - i);
         if (length >= 2) {
           u = {i, length, b};
@@ -458,10 +460,19 @@ void Executor::run(const float* pixels, int64_t n, float* logits) {
     if (step.is_copy && !step.src && !pixels) continue;  // the input is still in place
     if (step.is_copy) step.backend->copy(step.dst, step.src ? step.src : pixels, step.bytes, step.kind);
     else step.backend->execute(step.state, step.view.node);
+    if (observer_ && !step.is_copy && step.view.node.op == VIT_OP_LINEAR && !step.backend->device_memory()) {
+      const vit_tensor& x = step.view.node.inputs[0];
+      observer_(step.view.node.name, static_cast<const float*>(x.data), vit_plugin::element_count(x));
+    }
   }
   // A copy to the host returns when the backend's earlier work is done.
   if (plan.output_owner) plan.output_owner->copy(logits, plan.output_data, plan.output_bytes, VIT_COPY_DEVICE_TO_HOST);
   else std::memcpy(logits, plan.output_data, plan.output_bytes);
+}
+
+void Executor::observe_linear_inputs(LinearObserver observer) {
+  if (!plans_.empty()) throw Error("internal: observe_linear_inputs() after the first run");
+  observer_ = std::move(observer);
 }
 
 std::string Executor::placement(int64_t batch) {

@@ -231,6 +231,21 @@ Params scale(double factor) {
   return p;
 }
 Params rope(int64_t skip, bool half) { return with_ints({skip, half ? 1 : 0}); }
+Params linear(const Range* input) {
+  Params p;
+  if (input) p.ints[0] = 1, p.ints[1] = input->keep_float ? 1 : 0, p.floats[0] = input->lo, p.floats[1] = input->hi;
+  return p;
+}
+Params mlp(const Range* fc1_input, const Range* fc2_input) {
+  Params p;
+  if (fc1_input && fc2_input) {
+    p.ints[0] = 1;
+    p.ints[1] = (fc1_input->keep_float ? 1 : 0) | (fc2_input->keep_float ? 2 : 0);
+    p.floats[0] = fc1_input->lo, p.floats[1] = fc1_input->hi;
+    p.floats[2] = fc2_input->lo, p.floats[3] = fc2_input->hi;
+  }
+  return p;
+}
 Params attention(int64_t heads, double scale, double qk_norm_eps, bool score_bias, bool rope, int64_t rope_skip,
                  bool rope_half) {
   Params p;

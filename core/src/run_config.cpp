@@ -184,7 +184,9 @@ class ConfigReader {
       if (b.IsScalar()) {
         c.backend = scalar<std::string>(b, "backend", "a backend name");
       } else {
-        expect_map(b, "backend", {"name", "threads", "precision", "options"});
+        expect_map(b, "backend", {"name", "threads", "precision", "options", "int8_scales", "int8_dynamic"});
+        if (auto n = b["int8_scales"]) c.int8_scales = path(n, "backend.int8_scales");
+        if (auto n = b["int8_dynamic"]) c.int8_dynamic = scalar<bool>(n, "backend.int8_dynamic", "true or false");
         if (auto n = b["name"]) c.backend = n.IsSequence() ? backend_list(n, "backend.name")
                                                            : scalar<std::string>(n, "backend.name", "a backend name");
         if (auto n = b["threads"]) c.threads = bounded_int(n, "backend.threads", 1, kMaxThreads);

@@ -1,9 +1,11 @@
 #include "vitbatch/runtime.hpp"
 
 #include "vitbatch/error.hpp"
+#include "vitbatch/int8_ranges.hpp"
 #include "vitbatch/preprocess.hpp"
 
 #include <algorithm>
+#include <filesystem>
 #include <map>
 
 namespace vitbatch {
@@ -47,6 +49,26 @@ Runtime::Runtime(const RuntimeOptions& options)
     start = end + 1;
   }
   precision_ = options.backend_options.precision;
+  if (!options.int8_scales.empty() && options.int8_dynamic)
+    throw Error("give int8 scales (--int8-scales) or --int8-dynamic, not both");
+  if (precision_ == "int8") {
+    std::string path = options.int8_scales;
+    if (path.empty() && !options.int8_dynamic && std::filesystem::exists(default_int8_ranges_path(model_)))
+      path = default_int8_ranges_path(model_);
+    if (!path.empty()) {
+      load_int8_ranges(path, model_);
+      int8_source_ = "ranges " + path;
+    } else if (options.int8_dynamic) {
+      int8_source_ = "dynamic";
+    } else {
+      throw Error("int8 needs calibrated activation ranges and " + default_int8_ranges_path(model_) +
+                  " does not exist: make them with `vitbatch calibrate --model M IMAGES... -o FILE`, then pass "
+                  "--int8-scales FILE (or put FILE there); or pass --int8-dynamic to quantise each batch by its "
+                  "own range (answers then depend on the batch)");
+    }
+  } else if (!options.int8_scales.empty()) {
+    notices_.push_back("note: int8 scales " + options.int8_scales + " are not used at precision " + precision_);
+  }
   threads_ = options.backend_options.threads;
   BackendOptions backend_options = options.backend_options;
   backend_options.options = flatten_options(backend_options.options_json);
@@ -65,7 +87,8 @@ Runtime::Runtime(const RuntimeOptions& options)
 Runtime::~Runtime() = default;
 
 std::string Runtime::running() const {
-  return backends_.front()->name() + " " + precision_ + ", " + std::to_string(threads_) + " thread" +
+  return backends_.front()->name() + " " + precision_ + (int8_source_.empty() ? "" : " (" + int8_source_ + ")") +
+         ", " + std::to_string(threads_) + " thread" +
          (threads_ == 1 ? "" : "s");
 }
 

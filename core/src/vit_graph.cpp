@@ -223,9 +223,26 @@ void lower_ATTENTION(Graph& g, const Node& n, const std::vector<int>& in) {
 }
 
 void lower_MLP(Graph& g, const Node& n, const std::vector<int>& in) {
-  int h = g.add_node(Op::LINEAR, {in[0], in[1], in[2]}, {}, n.name + ".fc1");
+  // The calibrated ranges, if any, go to the two linears.
+  bool ranged = n.params.ints[0] != 0;
+  params::Range r1{n.params.floats[0], n.params.floats[1], (n.params.ints[1] & 1) != 0},
+      r2{n.params.floats[2], n.params.floats[3], (n.params.ints[1] & 2) != 0};
+  int h = g.add_node(Op::LINEAR, {in[0], in[1], in[2]}, params::linear(ranged ? &r1 : nullptr), n.name + ".fc1");
   h = g.add_node(Op::GELU, {h}, {}, n.name + ".act");
-  g.add_node(Op::LINEAR, {h, in[3], in[4]}, {}, n.name + ".fc2");
+  g.add_node(Op::LINEAR, {h, in[3], in[4]}, params::linear(ranged ? &r2 : nullptr), n.name + ".fc2");
+}
+
+// Gives each linear (and each MLP's two) its calibrated input range where the model has one.
+void attach_int8_ranges(const Model& model, Graph& g) {
+  if (model.int8_ranges.empty()) return;
+  auto range = [&](const std::string& name) -> const params::Range* {
+    auto it = model.int8_ranges.find(name);
+    return it == model.int8_ranges.end() ? nullptr : &it->second;
+  };
+  for (Node& n : g.mutable_nodes()) {
+    if (n.op == Op::LINEAR) n.params = params::linear(range(n.name));
+    if (n.op == Op::MLP) n.params = params::mlp(range(n.name + ".fc1"), range(n.name + ".fc2"));
+  }
 }
 
 }  // namespace
@@ -234,6 +251,7 @@ Graph build_vit_graph(const Model& model, int64_t batch) {
   if (batch < 1) throw Error("batch size must be >= 1");
   Graph g;
   VitGraphBuilder(model, g).build(batch);
+  attach_int8_ranges(model, g);
   g.verify();
   return g;
 }

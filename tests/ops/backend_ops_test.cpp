@@ -255,6 +255,25 @@ std::vector<OpCase> make_cases(std::mt19937& rng) {
                        }
                        return out;
                      }});
+    {
+      // Calibrated int8 ranges on the nodes (vitbatch calibrate): the inputs are N(0, 1), so
+      // +-4.5 holds them; fc1's output grows with sqrt(K), and GELU's minimum is -0.17.
+      params::Range x_range{-4.5f, 4.5f}, hidden_range{-0.17f, 5.0f * std::sqrt(float(K))};
+      OpCase ranged = cases.back();
+      ranged.label = "mlp+int8 ranges";
+      ranged.params = params::mlp(&x_range, &hidden_range);
+      cases.push_back(ranged);
+      hidden_range.keep_float = true;
+      ranged.label = "mlp+ranges, fc2 float";
+      ranged.params = params::mlp(&x_range, &hidden_range);
+      cases.push_back(ranged);
+      for (OpCase c : std::vector<OpCase>(cases.begin(), cases.end()))
+        if (c.op == Op::LINEAR && c.label.rfind("linear", 0) == 0 && c.params.ints[0] == 0) {
+          c.label += "+int8 range";
+          c.params = params::linear(&x_range);
+          cases.push_back(c);
+        }
+    }
 
     Params scale;
     scale.floats[0] = 0.125f;

@@ -6,6 +6,8 @@ probabilities within 1e-3, truncated.jpg reported as a bad input, and the CLI's 
 import csv
 import io
 import os
+import re
+import shutil
 import subprocess
 import tempfile
 import unittest
@@ -132,15 +134,38 @@ class EndToEnd(unittest.TestCase):
     def test_every_shipped_config_classifies_the_photos(self):
         configs = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
         photo = os.path.join(vitref.IMAGES_DIR, "coffee.png")
-        for name in sorted(os.listdir(configs)):
+        for name in sorted(n for n in os.listdir(configs) if n.endswith(".yaml")):
             with self.subTest(name):
-                r = classify("--config", os.path.join(configs, name), photo)
+                config = os.path.join(configs, name)
+                if "int8" in name:
+                    config = self.calibrated_copy(config)
+                r = classify("--config", config, photo)
                 if "cuda" in name and "backend 'cuda' failed to start: no CUDA device" in r.stderr + " " or \
                         "cuda" in name and "no backend named 'cuda'" in r.stderr:
                     self.assertEqual(r.returncode, 2)  # no GPU here, or no CUDA toolkit at build time
                     continue
                 self.assertEqual(r.returncode, 0, r.stderr)
                 self.assertEqual(list(csv.reader(io.StringIO(r.stdout)))[1][1:3], ["967", "espresso"])
+
+    def calibrated_copy(self, config):
+        """The int8 config reads ranges from beside itself, which `vitbatch calibrate` makes: without
+        them it is refused with the command to run; a copy (model path made absolute) gets them."""
+        with open(config) as f:
+            text = f.read()
+        scales = re.search(r"int8_scales:\s*(\S+)", text).group(1)
+        if not os.path.exists(os.path.join(os.path.dirname(config), scales)):
+            r = classify("--config", config, os.path.join(vitref.IMAGES_DIR, "coffee.png"))
+            self.assertEqual(r.returncode, 2)
+            self.assertIn("vitbatch calibrate", r.stderr)
+        folder = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, folder)
+        copy = os.path.join(folder, os.path.basename(config))
+        with open(copy, "w") as f:
+            f.write(re.sub(r"(?m)^model: .*$", "model: " + os.path.abspath(MODEL), text))
+        subprocess.run([vitref.VITBATCH, "calibrate", "--model", MODEL, vitref.IMAGES_DIR, "-o",
+                        os.path.join(folder, scales)], check=False, capture_output=True)
+        self.assertTrue(os.path.exists(os.path.join(folder, scales)))
+        return copy
 
     def test_usage_and_model_errors_exit_2(self):
         photo = os.path.join(vitref.IMAGES_DIR, "coffee.png")

@@ -3,9 +3,9 @@ the rows of an uninterrupted run, every time, for CSV and JSON Lines, fp32 and i
 
 The moments are drawn (seeded, so a failure reproduces) over the length of an uninterrupted
 run: during startup, in the middle of batches, between flushes. A kill can also land while
---resume itself rewrites the file. int8 runs at batch size 1, because its activation scales
-are computed per batch (an image's int8 answer depends on its batch-mates until calibrated
-scales exist), and a resumed run's batches are made of other images."""
+--resume itself rewrites the file. int8 runs with calibrated ranges (`vitbatch calibrate`),
+so an image's answer does not depend on its batch-mates, and batches of 4 as fp32: a resumed
+run's batches are made of other images."""
 
 import os
 import random
@@ -48,15 +48,18 @@ class KillResume(unittest.TestCase):
             sources.append(path)
         for i in range(300):
             os.link(sources[i % 30], os.path.join(cls.tree, f"d{i % 3}", f"img{i:03d}.png"))
+        cls.scales = os.path.join(cls.tmp, "int8_scales.safetensors")
+        subprocess.run([vitref.VITBATCH, "calibrate", "--model", cls.model, "--max-images", "32", cls.tree,
+                        "-o", cls.scales], check=True, capture_output=True, timeout=300)
 
     @classmethod
     def tearDownClass(cls):
         shutil.rmtree(cls.tmp)
 
     def command(self, out, fmt, precision, resume=False):
-        batch = "1" if precision == "int8" else "4"
+        scales = ["--int8-scales", self.scales] if precision == "int8" else []
         return [vitref.VITBATCH, "classify", "--model", self.model, "--labels", self.labels, "--progress", "never",
-                "--precision", precision, "--batch-size", batch, "--decode-threads", "1", "--format", fmt, "-k", "3", "-o", out,
+                "--precision", precision, *scales, "--batch-size", "4", "--decode-threads", "1", "--format", fmt, "-k", "3", "-o", out,
                 *(["--resume"] if resume else []), self.tree]
 
     def campaign(self, fmt, precision):

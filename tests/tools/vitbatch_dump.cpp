@@ -4,6 +4,8 @@
 //   vitbatch_dump crop MODEL IMAGE OUT.rgb         the resized, centre-cropped uint8 image
 //   vitbatch_dump pixels MODEL IMAGE OUT.f32       the normalised float32 [3,S,S] the model reads
 //   vitbatch_dump logits MODEL IN.f32 N OUT.f32 [BACKEND [PRECISION [IMAGE_SIZE]]]
+//                                                  (PRECISION int8: per-batch ranges;
+//                                                  int8:FILE: the calibrated ranges in FILE)
 //                                                  logits (a headless model: its pooled
 //                                                  features) of N normalised [3,S,S] inputs
 #include "vitbatch/error.hpp"
@@ -64,6 +66,13 @@ int run(const std::vector<std::string>& a) {
     options.backend_options.threads = 2;
     if (a.size() >= 6) options.backend = a[5];
     if (a.size() >= 7) options.backend_options.precision = a[6];
+    // "int8": per-batch ranges (--int8-dynamic); "int8:FILE": the calibrated ones in FILE.
+    if (options.backend_options.precision.rfind("int8:", 0) == 0) {
+      options.int8_scales = options.backend_options.precision.substr(5);
+      options.backend_options.precision = "int8";
+    } else if (options.backend_options.precision == "int8") {
+      options.int8_dynamic = true;
+    }
     vitbatch::Runtime runtime(options);
     const vitbatch::ViTConfig& c = runtime.model().config;
     int64_t n = std::stoll(a[3]);

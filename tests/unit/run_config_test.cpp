@@ -94,6 +94,20 @@ TEST_CASE("the configs shipped in configs/ parse") {
   RunConfig cuda = load_run_config(std::string(VITBATCH_SOURCE_DIR) + "/configs/vit_tiny_cuda.yaml");
   CHECK(*cuda.precision == "bf16");
   CHECK(cuda.backend_options_json == R"({"device":0,"tf32":false})");
+  RunConfig int8 = load_run_config(std::string(VITBATCH_SOURCE_DIR) + "/configs/vit_tiny_onednn_int8.yaml");
+  REQUIRE(int8.int8_scales);
+  CHECK(*int8.int8_scales == std::string(VITBATCH_SOURCE_DIR) + "/configs/ti_int8_scales.safetensors");
+  CHECK_FALSE(int8.int8_dynamic);
+}
+
+TEST_CASE("int8 ranges: backend.int8_scales is a path relative to the file, int8_dynamic a bool") {
+  RunConfig c = parse_run_config("backend: {precision: int8, int8_dynamic: true}\n", "run.yaml", "/cfg");
+  CHECK(c.int8_dynamic);
+  CHECK_FALSE(c.int8_scales);
+  c = parse_run_config("backend: {int8_scales: s.safetensors}\n", "run.yaml", "/cfg");
+  CHECK(*c.int8_scales == "/cfg/s.safetensors");
+  CHECK_THROWS_WITH_AS(parse_run_config("backend: {int8_dynamic: maybe}\n", "run.yaml", "/cfg"),
+                       doctest::Contains("backend.int8_dynamic"), Error);
 }
 
 TEST_CASE("backend options that are not UTF-8 are an error, not an abort") {

@@ -9,6 +9,7 @@
 #include "vitbatch/model.hpp"
 #include "vitbatch/plugin_host.hpp"
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -33,6 +34,12 @@ class Executor {
   // lowered; backends' own scratch not counted). Builds no plan.
   static size_t estimate_activation_bytes(const Model& model, int64_t batch);
 
+  // Calibration: after each linear node runs, observer(name, x, count) sees its input x
+  // (count floats, host memory). Set it before the first run: plans then lower every
+  // composite and let no backend fuse, so that every linear is a node of its own.
+  using LinearObserver = std::function<void(const std::string& name, const float* x, int64_t count)>;
+  void observe_linear_inputs(LinearObserver observer);
+
   // The graph as it runs for this batch size, each node with its backend.
   std::string placement(int64_t batch);
   size_t cached_plans() const { return plans_.size(); }
@@ -49,6 +56,7 @@ class Executor {
   std::vector<Backend*> backends_;
   void release(Plan& plan);
   std::map<int64_t, std::unique_ptr<Plan>> plans_;
+  LinearObserver observer_;
   uint64_t uses_ = 0;  // stamps Plan::last_used
 };
 

@@ -185,6 +185,9 @@ struct Model {
   bool has_config_json = false;
   ModelLabels labels;
   int64_t trained_image_size = 0;  // the size the position embedding was trained at
+  // int8: the calibrated input range of each linear, by its node name ("blocks.0.attn.qkv",
+  // "blocks.0.mlp.fc1", ...), from `vitbatch calibrate`; empty: none given.
+  std::map<std::string, params::Range> int8_ranges;
 };
 
 // One line each for `vitbatch info`: "class token + 4 registers, ...", "resize ... crop ...".

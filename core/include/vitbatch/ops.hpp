@@ -51,6 +51,13 @@ Params reduce(int64_t axis);
 Params attention(int64_t heads, double scale, double qk_norm_eps = 0, bool score_bias = false, bool rope = false,
                  int64_t rope_skip = 0, bool rope_half = false);
 Params rope(int64_t skip, bool half);
+// A linear node's calibrated input range (int8), and an MLP node's two (fc1's, fc2's input).
+struct Range {
+  float lo = 0, hi = 0;
+  bool keep_float = false;  // calibration keeps this matmul out of int8
+};
+Params linear(const Range* input);
+Params mlp(const Range* fc1_input, const Range* fc2_input);
 }  // namespace params
 
 const char* op_name(Op op);

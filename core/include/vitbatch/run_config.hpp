@@ -28,6 +28,8 @@ struct RunConfig {
   std::optional<int> threads;
   std::optional<std::string> precision;
   std::string backend_options_json = "{}";
+  std::optional<std::string> int8_scales;  // backend.int8_scales
+  bool int8_dynamic = false;               // backend.int8_dynamic
   std::optional<int> batch_size;
   std::optional<int> top_k;
   std::optional<std::string> labels;

@@ -22,6 +22,11 @@ struct RuntimeOptions {
   BackendOptions backend_options;
   std::vector<std::string> plugin_dirs_flag;
   std::vector<std::string> plugin_dirs_config;
+  // int8: the calibrated ranges to quantise with (`vitbatch calibrate`); empty: the model's
+  // int8_scales.safetensors if it has one. int8_dynamic: quantise each batch by its own
+  // min and max instead (an image's answer then depends on its batch-mates).
+  std::string int8_scales;
+  bool int8_dynamic = false;
 };
 
 // What "auto" picks among the usable plugins: onednn when it loads, else reference. `why`
@@ -55,6 +60,7 @@ class Runtime {
   std::vector<std::unique_ptr<Backend>> backends_;
   std::unique_ptr<Executor> executor_;
   std::string precision_;
+  std::string int8_source_;  // "ranges FILE" or "dynamic", int8 only
   int threads_ = 1;
   std::vector<std::string> notices_;
 };
