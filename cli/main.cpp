@@ -7,6 +7,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cstdlib>
 #include <iostream>
 
 namespace {
@@ -21,6 +22,12 @@ std::string version_text() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // libgomp (the onednn plugin's OpenMP) spins 300,000 times at a barrier before sleeping. On
+  // a machine where another process holds a core, the spinning thread takes the time its
+  // partner needs: ViT-Ti kept 27% of its quiet rate beside one busy process. 1000 spins keep
+  // it near half (the fair share) at no cost when the machine is quiet (BENCHMARKS.md). Set
+  // before any plugin loads libgomp; the user's own OMP_WAIT_POLICY / GOMP_SPINCOUNT win.
+  if (!std::getenv("OMP_WAIT_POLICY") && !std::getenv("GOMP_SPINCOUNT")) setenv("GOMP_SPINCOUNT", "1000", 0);
   CLI::App app{"vitbatch: classify folders of images with Vision Transformers, as CSV"};
   app.require_subcommand(1);
   app.set_version_flag("--version", version_text(), "print the version, the plugin ABI and the libraries' versions");
