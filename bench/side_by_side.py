@@ -1,125 +1,326 @@
 #!/usr/bin/env python3
-"""vitbatch vs PyTorch vs ONNX Runtime, side by side in one run on this machine.
+"""vitbatch against PyTorch, ONNX Runtime and OpenVINO, side by side in one run on this machine.
 
-    bash bench/side_by_side.sh [--seconds 6]      (sets up ONNX Runtime in bench/.venv)
+    bash bench/side_by_side.sh [--seconds 4] [--rounds 2]     (makes both venvs, then runs this)
 
-Models: ViT-Ti/16 with the real weights (../shared), ViT-S/16 and ViT-B/16 with synthetic
-weights of the real shapes (the same file for all three engines). Each engine gets 2
-threads. PyTorch runs the torch.nn ViT of tests/python/vitref.py with
-OPENBLAS_CORETYPE=SkylakeX so OpenBLAS picks its AVX-512 kernels; ONNX Runtime runs that
-same model exported with torch.onnx (opset 14), all graph optimisations on. vitbatch runs
-`vitbatch bench` on the onednn backend, which also measures its GEMM ceiling."""
+Models: ViT-Ti/16 with its real weights (../shared), ViT-S/16 and ViT-B/16 as
+timm.create_model(..., pretrained=False) builds them: timm's own initialisation (trunc-normal
+0.02, LayerNorm 1/0), so activations stay realistic (each model's largest |activation| over
+the blocks is printed, and non-finite logits stop the run). Each engine gets 2 threads and the
+same preprocessed photos as input (crops/flips/rescales of the shared ones,
+bench/augment_photos.py); the engines alternate within each round, every round, and each cell
+is the best (and median) images/s over the rounds.
 
+Engines: vitbatch (`vitbatch bench`, onednn, fp32/bf16/int8 with ranges from `vitbatch
+calibrate`); PyTorch (Debian's torch running timm's model, inference mode); ONNX Runtime and
+OpenVINO on the same ONNX export (OpenVINO both with INFERENCE_PRECISION_HINT=f32 and at its
+default, which is bf16 on CPUs with AVX512_BF16); the peers' own static int8: ONNX Runtime
+quantize_static (QDQ, per-channel weights) and OpenVINO + NNCF post-training quantisation
+(transformer preset), calibrated on the same images as vitbatch's. For ViT-Ti (real weights)
+each int8 engine's top-1 is compared with its own fp32 on photos disjoint from the
+calibration set.
+
+With --contention: ViT-Ti/16 at batch 16, each engine quiet and beside one CPU-bound process
+(`yes > /dev/null`), alternating, and the share of its quiet rate each keeps; vitbatch both
+with its default OpenMP spin (GOMP_SPINCOUNT=1000, set by vitbatch) and with libgomp's own
+(300,000 spins, what it did before).
+"""
 import argparse
 import json
 import os
+import platform
+import statistics
 import subprocess
 import sys
 import tempfile
+import warnings
+
+warnings.filterwarnings("ignore")
+
+import numpy as np
+import timm
+import torch
+from PIL import Image
+from safetensors.torch import save_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tests", "python"))
-
-MODELS = [  # name, dim, heads, mlp, real weights?
-    ("ViT-Ti/16", 192, 3, 768, True),
-    ("ViT-S/16", 384, 6, 1536, False),
-    ("ViT-B/16", 768, 12, 3072, False),
-]
-
-# Runs in a child process so that OPENBLAS_CORETYPE is set before torch loads OpenBLAS.
-ENGINE_SCRIPT = r"""
-import json, sys, time
-sys.path.insert(0, sys.argv[1])
-import numpy as np, torch, vitref
-engine, path, dim, heads, mlp, batch, seconds, onnx_path = sys.argv[2:10]
-dim, heads, mlp, batch, seconds = int(dim), int(heads), int(mlp), int(batch), float(seconds)
-torch.set_num_threads(2)
-model = vitref.TorchViT(dim=dim, heads=heads, mlp=mlp).load_timm(vitref.read_safetensors(path))
-x = torch.randn(batch, 3, 224, 224)
-if engine == "torch":
-    def step():
-        with torch.inference_mode():
-            model(x)
-else:
-    import onnxruntime as ort
-    torch.onnx.export(model, x, onnx_path, opset_version=14, input_names=["x"], output_names=["logits"],
-                      dynamic_axes={"x": {0: "batch"}})
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
-    feed = {"x": x.numpy()}
-    def step():
-        session.run(None, feed)
-step()
-n, t = 0, time.perf_counter()
-while n < 3 or time.perf_counter() - t < seconds:
-    step()
-    n += 1
-print(json.dumps({"images_per_second": n * batch / (time.perf_counter() - t)}))
-"""
+ROOT = os.path.join(HERE, "..")
+TI_DIR_NAME = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
+MODELS = [("ViT-Ti/16", "vit_tiny_patch16_224", True), ("ViT-S/16", "vit_small_patch16_224", False),
+          ("ViT-B/16", "vit_base_patch16_224", False)]
+FP32_PEERS = ["torch", "ort", "openvino-f32", "openvino"]
+INT8_PEERS = ["ort-int8", "openvino-int8"]
+OURS = ["vitbatch-fp32", "vitbatch-bf16", "vitbatch-int8"]
+NAMES = {"vitbatch-fp32": "vitbatch fp32", "vitbatch-bf16": "vitbatch bf16", "vitbatch-int8": "vitbatch int8",
+         "torch": "PyTorch", "ort": "ORT fp32", "openvino-f32": "OpenVINO f32", "openvino": "OpenVINO default",
+         "ort-int8": "ORT int8", "openvino-int8": "OpenVINO int8 (NNCF)"}
 
 
-def run_engine(engine, path, dim, heads, mlp, batch, seconds, workdir):
-    env = dict(os.environ, OPENBLAS_CORETYPE="SkylakeX", OMP_NUM_THREADS="2")
-    env.pop("OPENBLAS_L2_SIZE", None)
-    out = subprocess.run([sys.executable, "-c", ENGINE_SCRIPT, os.path.join(HERE, "..", "tests", "python"), engine,
-                          path, str(dim), str(heads), str(mlp), str(batch), str(seconds),
-                          os.path.join(workdir, "model.onnx")], env=env, check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["images_per_second"]
+def cpu_model():
+    for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
 
 
-def run_vitbatch(vitbatch, path, batch, seconds, precision="fp32"):
-    out = subprocess.run([vitbatch, "bench", "--model", path, "--backend", "onednn", "--precision", precision,
-                          "--threads", "2", "--batch-size", str(batch), "--seconds", str(seconds), "--json"],
-                         check=True, capture_output=True, text=True)
-    return json.loads(out.stdout)
+def load_average():
+    return os.getloadavg()[0]
+
+
+def json_out(cmd, **kw):
+    r = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:4])}... failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+class Bench:
+    def __init__(self, args, work):
+        self.args, self.work = args, work
+        self.vitbatch = os.path.join(args.bin, "vitbatch")
+        self.dump = os.path.join(args.bin, "vitbatch_dump")
+        self.peers = args.peers_python
+
+    def photos(self, seed, count):
+        folder = os.path.join(self.work, f"photos_{seed}")
+        if not os.path.isdir(folder):
+            subprocess.run([sys.executable, os.path.join(HERE, "augment_photos.py"), "--shared", self.args.shared,
+                            "--count", str(count), "--seed", str(seed), folder], check=True)
+        return folder
+
+    def prepare(self, label, arch, real):
+        """The model folder, its ONNX export, the preprocessed inputs, its int8 files."""
+        folder = os.path.join(self.work, arch)
+        os.makedirs(folder, exist_ok=True)
+        if real:
+            src = os.path.join(self.args.shared, "models", TI_DIR_NAME)
+            for name in ("model.safetensors", "config.json"):
+                if not os.path.exists(os.path.join(folder, name)):
+                    os.symlink(os.path.abspath(os.path.join(src, name)), os.path.join(folder, name))
+            model = timm.create_model(arch, pretrained=False)
+            from safetensors.torch import load_file
+            model.load_state_dict(load_file(os.path.join(folder, "model.safetensors")))
+            config = json.load(open(os.path.join(folder, "config.json")))
+            data_config = timm.data.resolve_data_config(config.get("pretrained_cfg", {}), model=model)
+        else:
+            torch.manual_seed(0)
+            model = timm.create_model(arch, pretrained=False)
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, os.path.join(folder, "model.safetensors"))
+            with open(os.path.join(folder, "config.json"), "w") as f:
+                json.dump({"architecture": arch, "num_classes": 1000}, f)
+            data_config = timm.data.resolve_data_config({}, model=model)
+        model.eval()
+        transform = timm.data.create_transform(**data_config)
+
+        def tensors(folder_, limit):
+            files = sorted(os.listdir(folder_))[:limit]
+            return np.stack([transform(Image.open(os.path.join(folder_, f)).convert("RGB")).numpy() for f in files])
+        cal_dir = self.photos(2, self.args.calibration_images)
+        m = {"label": label, "arch": arch, "folder": folder, "real": real, "cal_dir": cal_dir}
+        m["cal"] = os.path.join(self.work, f"{arch}_cal.npy")
+        np.save(m["cal"], tensors(cal_dir, self.args.calibration_images).astype(np.float32))
+        m["eval"] = os.path.join(self.work, f"{arch}_eval.npy")
+        x_eval = tensors(self.photos(1, self.args.eval_images), self.args.eval_images).astype(np.float32)
+        np.save(m["eval"], x_eval)
+        # Realistic activations: the largest |x| leaving any block, and finite logits.
+        peak = [0.0]
+        hooks = [b.register_forward_hook(lambda mod, i, o: peak.__setitem__(0, max(peak[0], o.abs().max().item())))
+                 for b in model.blocks]
+        with torch.no_grad():
+            logits = model(torch.from_numpy(x_eval[:16]))
+        for h in hooks:
+            h.remove()
+        if not torch.isfinite(logits).all():
+            raise SystemExit(f"{label}: logits are not finite")
+        m["peak_activation"] = peak[0]
+        m["onnx"] = os.path.join(self.work, f"{arch}.onnx")
+        torch.onnx.export(model, torch.from_numpy(x_eval[:1]), m["onnx"], opset_version=17, input_names=["x"],
+                          output_names=["logits"], dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}})
+        m["scales"] = os.path.join(self.work, f"{arch}_int8_scales.safetensors")
+        subprocess.run([self.vitbatch, "calibrate", "--model", folder, cal_dir, "--max-images",
+                        str(self.args.calibration_images), "-o", m["scales"]], check=True, capture_output=True)
+        m["ort-int8"] = os.path.join(self.work, f"{arch}_int8.onnx")
+        m["openvino-int8"] = os.path.join(self.work, f"{arch}_int8.xml")
+        if not self.args.no_int8_peers:
+            for engine in INT8_PEERS:
+                print(f"  {label}: {engine} quantising...", file=sys.stderr, flush=True)
+                json_out([self.peers, os.path.join(HERE, "peer_engine.py"), "quantize", engine, m["onnx"], m["cal"],
+                          m[engine]])
+        print(f"{label}: largest |activation| leaving a block {m['peak_activation']:.1f}", file=sys.stderr, flush=True)
+        return m
+
+    def model_path(self, m, engine):
+        if engine == "torch":
+            return m["folder"]
+        if engine in INT8_PEERS:
+            return m[engine]
+        return m["onnx"]
+
+    def time(self, m, engine, batch, env=None):
+        if engine.startswith("vitbatch"):
+            precision = engine.split("-")[1]
+            extra = ["--int8-scales", m["scales"]] if precision == "int8" else []
+            r = json_out([self.vitbatch, "bench", "--model", m["folder"], "--backend", "onednn", "--precision", precision,
+                          *extra, "--threads", "2", "--batch-size", str(batch), "--seconds", str(self.args.seconds),
+                          "--json"], env=env)
+            return r["images_per_second"], r
+        python = sys.executable if engine == "torch" else self.peers
+        env = dict(os.environ, OMP_NUM_THREADS="2")
+        r = json_out([python, os.path.join(HERE, "peer_engine.py"), "time", engine, self.model_path(m, engine),
+                      str(batch), str(self.args.seconds), m["eval"]], env=env)
+        return r["images_per_second"], r
+
+    def top1(self, m, engine):
+        if engine.startswith("vitbatch"):
+            precision = engine.split("-")[1]
+            if precision == "int8":
+                precision = "int8:" + m["scales"]
+            x = np.load(m["eval"])
+            src, dst = os.path.join(self.work, "in.f32"), os.path.join(self.work, "out.f32")
+            x.tofile(src)
+            subprocess.run([self.dump, "logits", m["folder"], src, str(len(x)), dst, "onednn", precision], check=True)
+            return np.fromfile(dst, dtype=np.float32).reshape(len(x), -1).argmax(1).tolist()
+        python = sys.executable if engine == "torch" else self.peers
+        return json_out([python, os.path.join(HERE, "peer_engine.py"), "predict", engine, self.model_path(m, engine),
+                         m["eval"]])["top1"]
+
+
+def versions(peers_python):
+    code = ("import json, onnxruntime, openvino, nncf; print(json.dumps({'onnxruntime': onnxruntime.__version__, "
+            "'openvino': openvino.__version__.split('-')[0], 'nncf': nncf.__version__}))")
+    v = json_out([peers_python, "-c", code])
+    v["torch"] = torch.__version__
+    v["timm"] = timm.__version__
+    v["vitbatch"] = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                   text=True).stdout.strip()
+    return v
+
+
+def contention(bench, m, args, v):
+    """Each engine quiet, then beside `yes > /dev/null`, alternating, args.rounds times."""
+    old_spin = dict(os.environ, GOMP_SPINCOUNT="300000")
+    engines = [("vitbatch fp32", "vitbatch-fp32", None), ("vitbatch fp32, libgomp's spin (before)", "vitbatch-fp32", old_spin),
+               ("ORT fp32", "ort", None), ("OpenVINO f32", "openvino-f32", None)]
+    quiet, busy = {}, {}
+    for r in range(args.rounds):
+        for label, engine, env in engines:
+            quiet.setdefault(label, []).append(bench.time(m, engine, 16, env)[0])
+            hog = subprocess.Popen(["yes"], stdout=subprocess.DEVNULL)
+            try:
+                busy.setdefault(label, []).append(bench.time(m, engine, 16, env)[0])
+            finally:
+                hog.kill()
+                hog.wait()
+            print(f"round {r + 1}: {label}: quiet {quiet[label][-1]:.1f}, busy {busy[label][-1]:.1f} img/s",
+                  file=sys.stderr, flush=True)
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; ViT-Ti/16 batch 16, 2 threads per engine; {args.rounds} rounds "
+          f"of {args.seconds:g} s per cell. Versions: " + ", ".join(f"{k} {v[k]}" for k in ("vitbatch", "onnxruntime", "openvino")))
+    print()
+    print("| engine | quiet img/s | beside one busy process | share kept (medians) |")
+    print("|---|---|---|---|")
+    for label, _, _ in engines:
+        q, b = statistics.median(quiet[label]), statistics.median(busy[label])
+        print(f"| {label} | {cell(quiet[label])} | {cell(busy[label])} | {100 * b / q:.0f}% |")
+
+
+def cell(values):
+    return f"{max(values):.2f} ({statistics.median(values):.2f})"
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bin", default=os.path.join(HERE, "..", "build", "bin"))
-    parser.add_argument("--shared", default=os.environ.get("VITBATCH_SHARED", os.path.join(HERE, "..", "..", "shared")))
-    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--bin", default=os.path.join(ROOT, "build", "bin"))
+    parser.add_argument("--shared", default=os.environ.get("VITBATCH_SHARED", os.path.join(ROOT, "..", "shared")))
+    parser.add_argument("--peers-python", default=os.path.join(HERE, ".venv-peers", "bin", "python"))
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batches", default="1,16")
+    parser.add_argument("--models", default="ViT-Ti/16,ViT-S/16,ViT-B/16")
+    parser.add_argument("--calibration-images", type=int, default=64)
+    parser.add_argument("--eval-images", type=int, default=256)
+    parser.add_argument("--no-int8-peers", action="store_true", help="skip ONNX Runtime's and OpenVINO's int8")
+    parser.add_argument("--contention", action="store_true", help="ViT-Ti quiet and beside a busy process")
     args = parser.parse_args()
-    import vitref  # noqa: E402  (imports torch)
+    if args.contention:
+        args.no_int8_peers = True
+        with tempfile.TemporaryDirectory() as work:
+            bench = Bench(args, work)
+            v = versions(args.peers_python)
+            contention(bench, bench.prepare(*MODELS[0]), args, v)
+        return
+    batches = [int(b) for b in args.batches.split(",")]
+    engines = OURS + FP32_PEERS + ([] if args.no_int8_peers else INT8_PEERS)
+    with tempfile.TemporaryDirectory() as work:
+        bench = Bench(args, work)
+        v = versions(args.peers_python)
+        load_before = load_average()
+        models = [bench.prepare(label, arch, real) for label, arch, real in MODELS if label in args.models.split(",")]
+        results = {}  # (model, batch, engine) -> [images/s per round]
+        ceilings = {}
+        for r in range(args.rounds):
+            for m in models:
+                for batch in batches:
+                    for engine in engines:
+                        ips, raw = bench.time(m, engine, batch)
+                        results.setdefault((m["label"], batch, engine), []).append(ips)
+                        if engine == "vitbatch-fp32":
+                            ceilings.setdefault((m["label"], batch), []).append(raw["ceiling_fraction"])
+                        print(f"round {r + 1}: {m['label']} batch {batch} {engine}: {ips:.2f} img/s", file=sys.stderr,
+                              flush=True)
+        agreement = {}
+        for m in models:
+            if not m["real"]:
+                continue
+            top1 = {e: bench.top1(m, e) for e in ["torch"] + [e for e in engines if e != "vitbatch-bf16"] + ["vitbatch-bf16"]}
+            pairs = [("vitbatch-fp32", "torch"), ("vitbatch-bf16", "vitbatch-fp32"), ("vitbatch-int8", "vitbatch-fp32"),
+                     ("ort", "torch"), ("openvino-f32", "torch"), ("openvino", "openvino-f32")]
+            if not args.no_int8_peers:
+                pairs += [("ort-int8", "ort"), ("openvino-int8", "openvino-f32")]
+            for a, b in pairs:
+                same = sum(x == y for x, y in zip(top1[a], top1[b]))
+                agreement[(m["label"], a, b)] = (same, len(top1[a]))
+        load_after = load_average()
 
-    vitbatch = os.path.join(args.bin, "vitbatch")
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, dim, heads, mlp, real in MODELS:
-            if real:
-                path = os.path.join(args.shared, "models", "vit_tiny_patch16_224.augreg_in21k_ft_in1k", "model.safetensors")
-            else:
-                path = os.path.join(tmp, f"{dim}.safetensors")
-                vitref.write_safetensors(path, vitref.random_timm_state(0, image=224, patch=16, dim=dim, depth=12,
-                                                                        mlp=mlp, classes=1000))
-            for batch in (1, 16):
-                ours = run_vitbatch(vitbatch, path, batch, args.seconds)
-                torch_ips = run_engine("torch", path, dim, heads, mlp, batch, args.seconds, tmp)
-                ort_ips = run_engine("ort", path, dim, heads, mlp, batch, args.seconds, tmp)
-                rows.append((name, batch, ours, torch_ips, ort_ips))
-                print(f"{name} batch {batch}: vitbatch {ours['images_per_second']:.2f}, PyTorch {torch_ips:.2f}, "
-                      f"ONNX Runtime {ort_ips:.2f} img/s", file=sys.stderr, flush=True)
-            if name == "ViT-B/16":
-                extra = {p: run_vitbatch(vitbatch, path, 16, args.seconds, p) for p in ("bf16", "int8")}
-            if not real:
-                os.remove(path)
-    print("| model | batch | vitbatch fp32 img/s | % of GEMM ceiling | PyTorch img/s | ONNX Runtime img/s | vs PyTorch | vs ONNX Runtime |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, batch, ours, torch_ips, ort_ips in rows:
-        ips = ours["images_per_second"]
-        print(f"| {name} | {batch} | {ips:.2f} | {100 * ours['ceiling_fraction']:.0f}% of {ours['gemm_gflops']:.0f} GFLOP/s "
-              f"| {torch_ips:.2f} | {ort_ips:.2f} | {ips / torch_ips:.2f}x | {ips / ort_ips:.2f}x |")
-    fp32 = next(r[2] for r in rows if r[0] == "ViT-B/16" and r[1] == 16)
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; 2 threads per engine; load average {load_before:.2f} before, "
+          f"{load_after:.2f} after; {args.rounds} rounds of {args.seconds:g} s per cell, engines interleaved.")
+    print("Versions: " + ", ".join(f"{k} {v[k]}" for k in ("vitbatch", "torch", "timm", "onnxruntime", "openvino", "nncf")))
+    print("Largest |activation| leaving a block: " + ", ".join(f"{m['label']} {m['peak_activation']:.1f}" for m in models))
     print()
-    print("| ViT-B/16, batch 16 | img/s | vs fp32 | % of its GEMM ceiling | peak RSS MiB | startup s (load + first batch) |")
-    print("|---|---|---|---|---|---|")
-    for precision, r in (("fp32", fp32), ("bf16", extra["bf16"]), ("int8", extra["int8"])):
-        print(f"| {precision} | {r['images_per_second']:.2f} | {r['images_per_second'] / fp32['images_per_second']:.2f}x "
-              f"| {100 * r['ceiling_fraction']:.0f}% of {r['gemm_gflops']:.0f} | {r['peak_rss_mib']:.0f} "
-              f"| {r['load_seconds']:.2f} + {r['first_batch_seconds']:.2f} |")
+    print("Images/s, best of the rounds (median in brackets).")
+    print()
+    print("| model | batch | " + " | ".join(NAMES[e] for e in engines) + " |")
+    print("|---|---|" + "---|" * len(engines))
+    for m in models:
+        for batch in batches:
+            print(f"| {m['label']} | {batch} | " + " | ".join(cell(results[(m['label'], batch, e)]) for e in engines) + " |")
+    print()
+    print("| model | batch | vitbatch fp32 % of its GEMM ceiling | fp32: vitbatch / best fp32 peer | best precision: vitbatch / "
+          "best peer | int8: vitbatch / OpenVINO NNCF | int8: vitbatch / ORT | vitbatch int8 / fp32 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for m in models:
+        for batch in batches:
+            best = {e: max(results[(m['label'], batch, e)]) for e in engines}
+            fp32_peer = max(FP32_PEERS, key=lambda e: best[e] if e != "openvino" else 0)
+            any_peer = max([e for e in engines if e not in OURS], key=lambda e: best[e])
+            ours_best = max(OURS, key=lambda e: best[e])
+            row = [f"{100 * max(ceilings[(m['label'], batch)]):.0f}%",
+                   f"{best['vitbatch-fp32'] / best[fp32_peer]:.2f}x ({NAMES[fp32_peer]})",
+                   f"{best[ours_best] / best[any_peer]:.2f}x ({NAMES[ours_best]} / {NAMES[any_peer]})"]
+            if args.no_int8_peers:
+                row += ["-", "-"]
+            else:
+                row += [f"{best['vitbatch-int8'] / best['openvino-int8']:.2f}x", f"{best['vitbatch-int8'] / best['ort-int8']:.2f}x"]
+            row.append(f"{best['vitbatch-int8'] / best['vitbatch-fp32']:.2f}x")
+            print(f"| {m['label']} | {batch} | " + " | ".join(row) + " |")
+    if agreement:
+        print()
+        print(f"Top-1 agreement on {args.eval_images} photos disjoint from the {args.calibration_images} calibration photos "
+              "(ViT-Ti/16, real weights):")
+        print()
+        print("| engine | against | same top-1 |")
+        print("|---|---|---|")
+        for (label, a, b), (same, n) in agreement.items():
+            print(f"| {NAMES[a]} | {NAMES[b]} | {same}/{n} = {100 * same / n:.1f}% |")
 
 
 if __name__ == "__main__":

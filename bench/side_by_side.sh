@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
-# Runs bench/side_by_side.py with ONNX Runtime from PyPI in bench/.venv (made once, on top of
-# Debian's python3-torch), after building vitbatch; with --families, bench/families.py.
+# Builds vitbatch, makes the two venvs the benchmark needs, then runs bench/side_by_side.py:
+# .venv-timm (timm on Debian's torch: PyTorch itself, the models, the ONNX export) and
+# bench/.venv-peers (ONNX Runtime, OpenVINO, NNCF from PyPI, pinned in
+# bench/peers-requirements.txt, without Debian's site packages). With --families,
+# bench/families.py instead.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 "$here/../scripts/setup.sh"
-# --families: the ViT variants against plain ViT of the same size (bench/families.py, in the
-# timm venv: timm builds both).
+timm_python="$("$here/../scripts/timm_venv.sh")"
 if [ "${1:-}" = "--families" ]; then
   shift
-  exec "$("$here/../scripts/timm_venv.sh")" "$here/families.py" "$@"
+  exec "$timm_python" "$here/families.py" "$@"
 fi
-if [ ! -x "$here/.venv/bin/python" ]; then
-  /usr/bin/python3 -m venv --system-site-packages "$here/.venv"
-  "$here/.venv/bin/pip" install -q onnxruntime
+peers="$here/.venv-peers"
+if ! "$peers/bin/python" -c "import onnxruntime, openvino, nncf" >/dev/null 2>&1 ||
+   ! cmp -s "$here/peers-requirements.txt" "$peers/requirements.installed"; then
+  echo "side_by_side: creating $peers (ONNX Runtime, OpenVINO, NNCF)" >&2
+  rm -rf "$peers"
+  /usr/bin/python3 -m venv "$peers"
+  "$peers/bin/pip" install -q --disable-pip-version-check -r "$here/peers-requirements.txt" >&2
+  cp "$here/peers-requirements.txt" "$peers/requirements.installed"
 fi
-exec "$here/.venv/bin/python" "$here/side_by_side.py" "$@"
+exec "$timm_python" "$here/side_by_side.py" --peers-python "$peers/bin/python" "$@"
