@@ -11,7 +11,12 @@
 #include "vitbatch/error.hpp"
 #include "vitbatch/vit_graph.hpp"
 
+#include "vitbatch/int8_ranges.hpp"
+
+#include <nlohmann/json.hpp>
+
 #include <chrono>
+#include <filesystem>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -26,7 +31,92 @@ struct BenchFlags {
   std::vector<int64_t> gemm{3152, 768, 3072};
   bool json = false;
   bool resident_input = false;
+  bool compare = false;
+  std::vector<std::string> photos;  // --compare: top-1 agreement with fp32 on these
 };
+
+// --compare: every precision the backend has, images/s and top-1 agreement with fp32 side by
+// side, and which is fastest here (on one CPU bf16 outruns fp32, on another it trails it).
+int run_compare(const BenchFlags& flags) {
+  try {
+    if (flags.common.precision) throw vitbatch::Error("--compare runs every precision; leave out --precision");
+    vitbatch::RunConfig config;
+    const vitbatch::RuntimeOptions base = resolve_runtime_options(flags.common, config);
+    struct Row {
+      std::string precision, note;
+      double ips = 0;
+      int64_t same = -1;
+    };
+    std::vector<Row> rows;
+    std::vector<int64_t> reference;
+    vitbatch::PhotoSet photos;
+    std::string backend_name, model_path, default_ranges;
+    for (std::string precision : {"fp32", "bf16", "fp16", "int8"}) {
+      vitbatch::RuntimeOptions options = base;
+      options.backend_options.precision = precision;
+      Row row{precision, "", 0, -1};
+      if (precision == "int8" && options.int8_scales.empty() && !options.int8_dynamic &&
+          !std::filesystem::exists(default_ranges)) {
+        options.int8_dynamic = true;  // no ranges: measure what there is, and say so
+        row.note = "per-batch ranges (no int8_scales.safetensors; see vitbatch calibrate)";
+      }
+      std::unique_ptr<vitbatch::Runtime> runtime;
+      try {
+        runtime = std::make_unique<vitbatch::Runtime>(options);
+      } catch (const vitbatch::Error& e) {
+        if (precision == "fp32") throw;
+        continue;  // the backend has no such precision
+      }
+      if (precision == "fp32") {
+        backend_name = runtime->backends().front()->name() + " (" + runtime->backends().front()->describe() + ")";
+        model_path = runtime->model().path;
+        default_ranges = vitbatch::default_int8_ranges_path(runtime->model());
+        if (!flags.photos.empty()) photos = vitbatch::load_photos(runtime->model(), flags.photos);
+        for (const std::string& f : photos.failures) std::cerr << "vitbatch: " << f << " (left out)\n";
+      }
+      if (precision == "int8" && row.note.empty()) row.note = runtime->running();
+      row.ips = vitbatch::bench_model(*runtime, flags.batch_size, flags.seconds).images_per_second();
+      if (!photos.paths.empty()) {
+        std::vector<int64_t> top1 = vitbatch::top1_classes(*runtime, photos, flags.batch_size);
+        if (precision == "fp32") reference = top1;
+        row.same = 0;
+        for (size_t i = 0; i < top1.size(); ++i) row.same += top1[i] == reference[i];
+      }
+      rows.push_back(row);
+    }
+    const Row* fastest = &rows.front();
+    for (const Row& r : rows)
+      if (r.ips > fastest->ips) fastest = &r;
+    const double fp32 = rows.front().ips;
+    const auto n = static_cast<long long>(photos.paths.size());
+    if (flags.json) {
+      nlohmann::json j = {{"model", model_path}, {"backend", backend_name}, {"batch", flags.batch_size},
+                          {"photos", n}, {"fastest", fastest->precision}, {"precisions", nlohmann::json::array()}};
+      for (const Row& r : rows) {
+        nlohmann::json e = {{"precision", r.precision}, {"images_per_second", r.ips}, {"vs_fp32", r.ips / fp32}};
+        if (r.same >= 0) e["top1_as_fp32"] = r.same;
+        if (!r.note.empty()) e["note"] = r.note;
+        j["precisions"].push_back(e);
+      }
+      std::cout << j.dump() << "\n";
+      return kExitOk;
+    }
+    std::printf("model      %s\nbackend    %s, batch %d\n\n", model_path.c_str(), backend_name.c_str(), flags.batch_size);
+    std::printf("precision   images/s   vs fp32   top-1 as fp32\n");
+    for (const Row& r : rows) {
+      std::string agree = r.same < 0 ? "- (give photos to measure)" : std::to_string(r.same) + "/" + std::to_string(n);
+      std::printf("%-9s %10.2f %8.2fx   %s%s\n", r.precision.c_str(), r.ips, r.ips / fp32, agree.c_str(),
+                  r.note.empty() ? "" : ("   " + r.note).c_str());
+    }
+    std::printf("\nfastest here: %s, %.2fx fp32", fastest->precision.c_str(), fastest->ips / fp32);
+    if (fastest->same >= 0) std::printf(" (top-1 as fp32 on %lld of %lld photos)", static_cast<long long>(fastest->same), n);
+    std::printf("\n");
+    return kExitOk;
+  } catch (const vitbatch::Error& e) {
+    std::cerr << "vitbatch: error: " << e.what() << "\n";
+    return kExitUsage;
+  }
+}
 
 int run_bench(const BenchFlags& flags) {
   try {
@@ -96,7 +186,18 @@ void set_bench_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--gemm", flags->gemm, "M K N of the ceiling matmul (default 3152 768 3072: ViT-B's MLP at batch 16)")
       ->expected(3);
   cmd->add_flag("--json", flags->json, "one JSON object on stdout");
-  cmd->callback([flags, exit_code] { *exit_code = run_bench(*flags); });
+  cmd->add_flag("--compare", flags->compare,
+                "every precision the backend has, side by side: images/s, and top-1 agreement with fp32 on the "
+                "photos given; says which is fastest here");
+  cmd->add_option("photos", flags->photos, "--compare: images or directories to measure top-1 agreement on");
+  cmd->callback([flags, exit_code] {
+    if (!flags->compare && !flags->photos.empty()) {
+      std::cerr << "vitbatch: error: photos are for --compare; plain bench times random inputs\n";
+      *exit_code = kExitUsage;
+      return;
+    }
+    *exit_code = flags->compare ? run_compare(*flags) : run_bench(*flags);
+  });
 }
 
 }  // namespace vitbatch_cli

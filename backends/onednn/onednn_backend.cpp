@@ -52,6 +52,9 @@ vit_status create(const vit_backend_config* config, void** context, char* messag
                        std::to_string(v->patch) + ", ISA " + isa_name(dnnl::get_effective_cpu_isa()) + ", " +
                        onednn_backend::precision_name(ctx->precision) + ", " + std::to_string(ctx->threads) +
                        " OpenMP thread(s)";
+    if (ctx->precision == onednn_backend::Precision::BF16 && !fast_bf16)
+      ctx->description += "; on this CPU oneDNN's bf16 matmuls are slower than fp32 (`vitbatch bench --compare` "
+                          "measures both)";
     *context = ctx.release();
     return VIT_STATUS_OK;
   });

@@ -2,7 +2,10 @@
 
 #include "vit_plugin_helpers.hpp"
 #include "vitbatch/error.hpp"
+#include "vitbatch/input_paths.hpp"
+#include "vitbatch/preprocess.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <random>
@@ -44,6 +47,44 @@ ModelBenchResult bench_model(Runtime& runtime, int64_t batch, double min_seconds
   }
   r.seconds = since(t);
   return r;
+}
+
+PhotoSet load_photos(const Model& model, const std::vector<std::string>& inputs) {
+  PhotoSet set;
+  const size_t image = static_cast<size_t>(model.config.in_chans * model.config.image_size * model.config.image_size);
+  std::istringstream no_stdin;
+  InputPaths walk(inputs, no_stdin);
+  while (auto item = walk.next()) {
+    if (!item->error.empty()) {
+      set.failures.push_back(item->path + ": " + item->error);
+      continue;
+    }
+    try {
+      RgbImage crop = eval_crop(read_image(item->path), model.preprocess);
+      set.pixels.resize(set.pixels.size() + image);
+      normalize_to_chw(crop, model.preprocess, set.pixels.data() + set.pixels.size() - image);
+      set.paths.push_back(item->path);
+    } catch (const Error& e) {
+      set.failures.push_back(item->path + ": " + e.what());
+    }
+  }
+  return set;
+}
+
+std::vector<int64_t> top1_classes(Runtime& runtime, const PhotoSet& photos, int64_t batch) {
+  const Model& m = runtime.model();
+  const int64_t n = static_cast<int64_t>(photos.paths.size()), width = m.config.output_width();
+  const size_t image = photos.pixels.size() / std::max<int64_t>(1, n);
+  std::vector<float> logits(static_cast<size_t>(batch * width));
+  std::vector<int64_t> top1;
+  for (int64_t start = 0; start < n; start += batch) {
+    int64_t count = std::min(batch, n - start);
+    runtime.executor().run(photos.pixels.data() + start * image, count, logits.data());
+    for (int64_t i = 0; i < count; ++i)
+      top1.push_back(std::max_element(logits.begin() + i * width, logits.begin() + (i + 1) * width) -
+                     (logits.begin() + i * width));
+  }
+  return top1;
 }
 
 GemmBenchResult bench_gemm(Backend& backend, int64_t m, int64_t k, int64_t n, double min_seconds) {

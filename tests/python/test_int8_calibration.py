@@ -165,6 +165,30 @@ class Int8Calibration(unittest.TestCase):
                        "--progress", "never", photo)
         self.assertEqual(r.stdout.replace(folder, vitref.MODEL_DIR), explicit.stdout)
 
+    def test_bench_compare_puts_every_precision_side_by_side(self):
+        import json
+        common = ["bench", "--compare", "--model", vitref.MODEL_DIR, "--backend", "onednn", "--seconds", "0.2",
+                  "--batch-size", "4", vitref.IMAGES_DIR]
+        r = run(*common, "--json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("truncated.jpg", r.stderr)  # left out, and said so
+        out = json.loads(r.stdout)
+        self.assertEqual(out["photos"], 14)
+        rows = {p["precision"]: p for p in out["precisions"]}
+        self.assertEqual(sorted(rows), ["bf16", "fp32", "int8"])  # onednn has no fp16
+        self.assertEqual(rows["fp32"]["top1_as_fp32"], 14)
+        self.assertGreaterEqual(rows["bf16"]["top1_as_fp32"], 13)
+        self.assertIn("per-batch ranges", rows["int8"]["note"])
+        self.assertIn(out["fastest"], rows)
+        self.assertEqual(max(rows.values(), key=lambda p: p["images_per_second"])["precision"], out["fastest"])
+        r = run(*common, "--int8-scales", self.scales)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stdout, r"int8 +[0-9.]+ +[0-9.]+x +\d+/14 +onednn int8 \(ranges ")
+        self.assertIn("fastest here: ", r.stdout)
+        r = run(*common, "--precision", "bf16")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("leave out --precision", r.stderr)
+
     def test_calibrate_reports_bad_inputs_and_goes_on(self):
         out = os.path.join(self.tmp, "with_bad.safetensors")
         r = run("calibrate", "--model", vitref.MODEL_DIR, "--max-images", "4",

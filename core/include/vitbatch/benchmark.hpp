@@ -6,6 +6,7 @@
 #include "vitbatch/runtime.hpp"
 
 #include <string>
+#include <vector>
 
 namespace vitbatch {
 
@@ -29,6 +30,18 @@ struct GemmBenchResult {
 
 // A linear node [m, k] x [n, k]^T run on `backend` until `min_seconds` have passed.
 GemmBenchResult bench_gemm(Backend& backend, int64_t m, int64_t k, int64_t n, double min_seconds);
+
+// Photos decoded and preprocessed as classify does, for measuring agreement between runs.
+struct PhotoSet {
+  std::vector<std::string> paths;  // the ones that decoded
+  std::vector<float> pixels;       // [paths.size(), C, S, S]
+  std::vector<std::string> failures;  // "PATH: reason" for the ones that did not
+};
+// `inputs`: files and directories (walked as classify walks them).
+PhotoSet load_photos(const Model& model, const std::vector<std::string>& inputs);
+
+// The model's top-1 class for each photo, run in batches of `batch`.
+std::vector<int64_t> top1_classes(Runtime& runtime, const PhotoSet& photos, int64_t batch);
 
 // This process's peak resident set (VmHWM), in bytes; 0 if unknown.
 int64_t peak_rss_bytes();
