@@ -49,4 +49,18 @@ int write_fully(int fd, const char* data, size_t size) {
   return 0;
 }
 
+void write_file_atomically(const std::string& path, const std::string& bytes) {
+  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw Error(path + ": cannot create: " + std::strerror(errno));
+  int err = write_fully(fd, bytes.data(), bytes.size());
+  if (!err && ::fsync(fd) != 0) err = errno;
+  ::close(fd);
+  if (!err && ::rename(tmp.c_str(), path.c_str()) != 0) err = errno;
+  if (err) {
+    ::unlink(tmp.c_str());
+    throw Error(path + ": cannot write: " + std::strerror(err));
+  }
+}
+
 }  // namespace vitbatch

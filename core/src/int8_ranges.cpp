@@ -13,30 +13,11 @@
 #include <filesystem>
 #include <set>
 
-#include <fcntl.h>
-#include <unistd.h>
-#include <cerrno>
-
 namespace vitbatch {
 namespace {
 
 constexpr size_t kBins = 2048;  // even, so that doubling the range merges bin pairs
 constexpr const char* kFormat = "vitbatch-int8-ranges";
-
-// Written beside the target, then renamed over it: a reader never sees half a file.
-void write_file_atomically(const std::string& path, const std::string& bytes) {
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw Error(path + ": cannot create: " + std::strerror(errno));
-  int err = write_fully(fd, bytes.data(), bytes.size());
-  if (!err && ::fsync(fd) != 0) err = errno;
-  ::close(fd);
-  if (!err && ::rename(tmp.c_str(), path.c_str()) != 0) err = errno;
-  if (err) {
-    ::unlink(tmp.c_str());
-    throw Error(path + ": cannot write: " + std::strerror(err));
-  }
-}
 
 }  // namespace
 

@@ -17,4 +17,8 @@ std::string read_regular_file(const std::string& path, uint64_t max_bytes = uint
 // errno of the failure (ENOSPC when a write makes no progress).
 int write_fully(int fd, const char* data, size_t size);
 
+// Writes `bytes` to PATH.tmp.<pid>, syncs it, and renames it over `path`: a reader never sees
+// half a file. Throws Error "PATH: cannot ...: <reason>".
+void write_file_atomically(const std::string& path, const std::string& bytes);
+
 }  // namespace vitbatch
