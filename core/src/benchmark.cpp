@@ -60,11 +60,11 @@ PhotoSet load_photos(const Model& model, const std::vector<std::string>& inputs)
       continue;
     }
     try {
-      RgbImage crop = eval_crop(read_image(item->path), model.preprocess);
       set.pixels.resize(set.pixels.size() + image);
-      normalize_to_chw(crop, model.preprocess, set.pixels.data() + set.pixels.size() - image);
+      load_model_input(item->path, model.preprocess, DecodeOptions{}, set.pixels.data() + set.pixels.size() - image);
       set.paths.push_back(item->path);
     } catch (const Error& e) {
+      set.pixels.resize(set.pixels.size() - image);
       set.failures.push_back(item->path + ": " + e.what());
     }
   }

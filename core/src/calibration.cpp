@@ -32,8 +32,7 @@ CalibrationResult calibrate_int8(Runtime& runtime, InputPaths& inputs, const Cal
       continue;
     }
     try {
-      normalize_to_chw(eval_crop(read_image(item->path, settings.decode), model.preprocess), model.preprocess,
-                       pixels.data() + filled * per_image);
+      load_model_input(item->path, model.preprocess, settings.decode, pixels.data() + filled * per_image);
     } catch (const Error& e) {
       on_error(item->path, e.what());
       ++result.failed;

@@ -88,7 +88,7 @@ class DecodeStage {
       std::string error;
       try {
         s.pixels.resize(static_cast<size_t>(3 * pre_.input_size * pre_.input_size));
-        normalize_to_chw(eval_crop(read_image(s.path, decode_), pre_), pre_, s.pixels.data());
+        load_model_input(s.path, pre_, decode_, s.pixels.data());
       } catch (const Error& e) {
         error = e.what();
       } catch (const std::bad_alloc&) {

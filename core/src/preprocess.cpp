@@ -293,4 +293,8 @@ void normalize_to_chw(const RgbImage& img, const PreprocessConfig& config, float
     }
 }
 
+void load_model_input(const std::string& path, const PreprocessConfig& config, const DecodeOptions& decode, float* out) {
+  normalize_to_chw(eval_crop(read_image(path, decode), config), config, out);
+}
+
 }  // namespace vitbatch

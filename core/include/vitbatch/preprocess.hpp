@@ -25,6 +25,10 @@ RgbImage eval_crop(const RgbImage& image, const PreprocessConfig& config);
 // x * rescale_factor, then the optional normalisation, as its processor computes them).
 void normalize_to_chw(const RgbImage& cropped, const PreprocessConfig& config, float* out);
 
+// The whole path from a file to what the model reads: decode, eval_crop, normalize_to_chw into
+// out ([3, S, S]). Throws Error with the reason (the caller adds the path).
+void load_model_input(const std::string& path, const PreprocessConfig& config, const DecodeOptions& decode, float* out);
+
 // Checks interpolation names and sizes; throws Error naming the bad value.
 void validate(const PreprocessConfig& config);
 
