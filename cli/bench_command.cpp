@@ -16,7 +16,6 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
-#include <filesystem>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -50,13 +49,12 @@ int run_compare(const BenchFlags& flags) {
     std::vector<Row> rows;
     std::vector<int64_t> reference;
     vitbatch::PhotoSet photos;
-    std::string backend_name, model_path, default_ranges;
+    std::string backend_name, model_path;
     for (std::string precision : {"fp32", "bf16", "fp16", "int8"}) {
       vitbatch::RuntimeOptions options = base;
       options.backend_options.precision = precision;
       Row row{precision, "", 0, -1};
-      if (precision == "int8" && options.int8_scales.empty() && !options.int8_dynamic &&
-          !std::filesystem::exists(default_ranges)) {
+      if (precision == "int8" && !options.int8_dynamic && vitbatch::find_int8_ranges(model_path, options.int8_scales).empty()) {
         options.int8_dynamic = true;  // no ranges: measure what there is, and say so
         row.note = "per-batch ranges (no int8_scales.safetensors; see vitbatch calibrate)";
       }
@@ -70,7 +68,6 @@ int run_compare(const BenchFlags& flags) {
       if (precision == "fp32") {
         backend_name = runtime->backends().front()->name() + " (" + runtime->backends().front()->describe() + ")";
         model_path = runtime->model().path;
-        default_ranges = vitbatch::default_int8_ranges_path(runtime->model());
         if (!flags.photos.empty()) photos = vitbatch::load_photos(runtime->model(), flags.photos);
         for (const std::string& f : photos.failures) std::cerr << "vitbatch: " << f << " (left out)\n";
       }

@@ -49,7 +49,7 @@ vit_status create(const vit_backend_config* config, void** context, char* messag
     omp_set_num_threads(ctx->threads);
     const dnnl_version_t* v = dnnl_version();
     ctx->description = "oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." +
-                       std::to_string(v->patch) + ", ISA " + isa_name(dnnl::get_effective_cpu_isa()) + ", " +
+                       std::to_string(v->patch) + ", ISA " + isa_name(isa) + ", " +
                        onednn_backend::precision_name(ctx->precision) + ", " + std::to_string(ctx->threads) +
                        " OpenMP thread(s)";
     if (ctx->precision == onednn_backend::Precision::BF16 && !fast_bf16)

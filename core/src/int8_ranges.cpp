@@ -173,8 +173,15 @@ void load_int8_ranges(const std::string& path, Model& model) {
   model.int8_ranges = std::move(ranges);
 }
 
-std::string default_int8_ranges_path(const Model& model) {
-  return (std::filesystem::path(model.path).parent_path() / "int8_scales.safetensors").string();
+std::string default_int8_ranges_path(const std::string& weights_path) {
+  return (std::filesystem::path(weights_path).parent_path() / "int8_scales.safetensors").string();
+}
+
+std::string find_int8_ranges(const std::string& weights_path, const std::string& given) {
+  if (!given.empty()) return given;
+  std::error_code ec;
+  std::string path = default_int8_ranges_path(weights_path);
+  return std::filesystem::exists(path, ec) ? path : "";
 }
 
 }  // namespace vitbatch

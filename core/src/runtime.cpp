@@ -5,7 +5,6 @@
 #include "vitbatch/preprocess.hpp"
 
 #include <algorithm>
-#include <filesystem>
 #include <map>
 
 namespace vitbatch {
@@ -52,16 +51,14 @@ Runtime::Runtime(const RuntimeOptions& options)
   if (!options.int8_scales.empty() && options.int8_dynamic)
     throw Error("give int8 scales (--int8-scales) or --int8-dynamic, not both");
   if (precision_ == "int8") {
-    std::string path = options.int8_scales;
-    if (path.empty() && !options.int8_dynamic && std::filesystem::exists(default_int8_ranges_path(model_)))
-      path = default_int8_ranges_path(model_);
+    std::string path = options.int8_dynamic ? "" : find_int8_ranges(model_.path, options.int8_scales);
     if (!path.empty()) {
       load_int8_ranges(path, model_);
       int8_source_ = "ranges " + path;
     } else if (options.int8_dynamic) {
       int8_source_ = "dynamic";
     } else {
-      throw Error("int8 needs calibrated activation ranges and " + default_int8_ranges_path(model_) +
+      throw Error("int8 needs calibrated activation ranges and " + default_int8_ranges_path(model_.path) +
                   " does not exist: make them with `vitbatch calibrate --model M IMAGES... -o FILE`, then pass "
                   "--int8-scales FILE (or put FILE there); or pass --int8-dynamic to quantise each batch by its "
                   "own range (answers then depend on the batch)");

@@ -59,7 +59,11 @@ void save_int8_ranges(const std::string& path, const Int8Ranges& ranges,
 // that every range is finite, then sets model.int8_ranges. Throws Error naming the file.
 void load_int8_ranges(const std::string& path, Model& model);
 
-// Where a model keeps its default ranges: int8_scales.safetensors beside its weights.
-std::string default_int8_ranges_path(const Model& model);
+// Where a model keeps its default ranges: int8_scales.safetensors beside its weights file
+// (Model::path).
+std::string default_int8_ranges_path(const std::string& weights_path);
+
+// The ranges file an int8 run reads: `given` when set, else the default when it exists, else "".
+std::string find_int8_ranges(const std::string& weights_path, const std::string& given);
 
 }  // namespace vitbatch
