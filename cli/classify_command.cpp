@@ -37,6 +37,7 @@ namespace {
 struct ClassifyFlags {
   CommonFlags common;
   std::vector<std::string> inputs;
+  std::vector<std::string> files_from;
   std::optional<int> top_k;
   std::optional<int> batch_size;
   std::optional<std::string> output;
@@ -119,23 +120,25 @@ std::string ignored_line(const std::map<std::string, int64_t>& ignored) {
   }
   if (total == 0) return "";
   return "vitbatch: " + std::to_string(total) + " file" + (total == 1 ? "" : "s") +
-         " in the directories ignored: not images by extension or content (" + detail + ")";
+         " in the directories and archives ignored: not images by extension or content (" + detail + ")";
 }
 
 // Counts the inputs in the background for the progress bar's total and ETA (not possible
 // when paths come from stdin).
 class InputCounter {
  public:
-  InputCounter(const std::vector<std::string>& args, const std::function<bool(const vitbatch::InputItem&)>& accept,
-               std::atomic<int64_t>& total)
-      : thread_([this, args, accept, &total] {
+  InputCounter(const std::vector<std::string>& args, const std::vector<std::string>& lists,
+               const std::function<bool(const vitbatch::InputItem&)>& accept, std::atomic<int64_t>& total,
+               bool null_separated)
+      : thread_([this, args, lists, accept, &total, null_separated] {
           try {
             std::istringstream none;
-            vitbatch::InputPaths walk(args, none);
+            vitbatch::InputPaths walk(args, none, null_separated);
+            for (const auto& list : lists) walk.add_files_from(list);
             int64_t n = 0;
             while (auto item = walk.next()) {
               if (cancel_.load()) return;
-              if (!item->error.empty() || !accept || accept(*item)) ++n;
+              if (!accept || accept(*item)) ++n;
             }
             total.store(n);
           } catch (...) {  // only the bar's total is lost: it stays unknown
@@ -202,6 +205,8 @@ int run_classify(const ClassifyFlags& flags) {
   std::optional<vitbatch::Shard> shard;
   const std::string cwd = vitbatch::current_directory();
   try {
+    if (flags.inputs.empty() && flags.files_from.empty())
+      throw vitbatch::Error("no inputs: name image files, directories or tar files, - for paths on stdin, or --files-from FILE");
     vitbatch::RuntimeOptions runtime_options = resolve_runtime_options(flags.common, config);
     options.top_k = flags.top_k.value_or(config.top_k.value_or(5));
     options.batch_size = flags.batch_size.value_or(config.batch_size.value_or(16));
@@ -279,8 +284,10 @@ int run_classify(const ClassifyFlags& flags) {
   options.progress = bar ? &*bar : nullptr;
   options.output_is_terminal = !flags.output && isatty(STDOUT_FILENO);
   vitbatch::InputPaths inputs(flags.inputs, STDIN_FILENO, flags.null_separated);
+  for (const auto& list : flags.files_from) inputs.add_files_from(list);
   std::optional<InputCounter> counter;
-  if (bar && !inputs.reads_stdin()) counter.emplace(flags.inputs, options.accept, bar->total);
+  if (bar && !inputs.reads_stdin())
+    counter.emplace(flags.inputs, flags.files_from, options.accept, bar->total, flags.null_separated);
 
   try {
     vitbatch::PipelineSummary s =
@@ -323,8 +330,11 @@ void set_classify_command(CLI::App& app, int* exit_code) {
   CLI::App* cmd = app.add_subcommand("classify", "classify images and write predictions in input order");
   add_common_flags(*cmd, flags->common);
   cmd->add_option("inputs", flags->inputs,
-                  "image files, directories (recursive, in path order), or - for paths on stdin")
-      ->required();
+                  "image files, directories (recursive, in path order), tar files (WebDataset shards too: rows "
+                  "named archive.tar!member.jpg), or - for paths on stdin");
+  cmd->add_option("--files-from", flags->files_from,
+                  "read paths from FILE (- for stdin), one per line, or NUL-separated with -0; after the inputs")
+      ->check(CLI::ExistingFile | CLI::IsMember({"-"}));
   cmd->add_option("-k,--top-k", flags->top_k, "predictions per image (default 5; more than the classes: all)")
       ->check(int_range(1, vitbatch::kMaxTopK));
   cmd->add_option("--batch-size", flags->batch_size, "images per model call (default 16)")
@@ -344,7 +354,8 @@ void set_classify_command(CLI::App& app, int* exit_code) {
                   "I/N: classify only the I-th of N disjoint parts of the inputs (0 <= I < N), by a hash of each "
                   "path relative to its directory argument");
   cmd->add_flag("--absolute-paths", flags->absolute_paths, "write each path made absolute instead of as given");
-  cmd->add_flag("-0,--null", flags->null_separated, "paths on stdin are NUL-separated (find -print0)");
+  cmd->add_flag("-0,--null", flags->null_separated,
+                "paths on stdin and in --files-from are NUL-separated (find -print0)");
   cmd->add_option("--progress", flags->progress, "progress bar on stderr: auto (if a terminal), always, never")
       ->check(CLI::IsMember({"auto", "always", "never"}));
   cmd->add_option("--max-pixels", flags->max_pixels,
@@ -354,7 +365,8 @@ void set_classify_command(CLI::App& app, int* exit_code) {
                 "rotate/flip by the EXIF Orientation tag first (off by default, as in timm)");
   cmd->footer(std::string("Examples:\n"
                           "  vitbatch classify --model M photos/ > preds.csv\n"
-                          "  find photos -name '*.jpg' -print0 | vitbatch classify --model M -0 - -o preds.jsonl\n\n") +
+                          "  find photos -name '*.jpg' -print0 | vitbatch classify --model M -0 - -o preds.jsonl\n"
+                          "  vitbatch classify --model M shards/*.tar --files-from more.txt -o preds.csv\n\n") +
               kExitStatusHelp);
   cmd->callback([flags, exit_code] { *exit_code = run_classify(*flags); });
 }

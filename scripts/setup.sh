@@ -8,6 +8,7 @@ packages=(
   build-essential cmake pkg-config
   xtensor-dev libxtensor-blas-dev libopenblas-dev libcli11-dev libyaml-cpp-dev doctest-dev nlohmann-json3-dev
   libjpeg62-turbo-dev libturbojpeg0-dev libpng-dev libwebp-dev libtiff-dev libgif-dev libdnnl-dev ocl-icd-opencl-dev
+  libarchive-dev
   # the independent reference for the parity tests
   python3 python3-numpy python3-pil python3-torch python3-torchvision python3-venv
   # tools that make test images Pillow cannot write (planar/tiled TIFF, arithmetic-coded JPEG)

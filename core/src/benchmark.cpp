@@ -55,13 +55,14 @@ PhotoSet load_photos(const Model& model, const std::vector<std::string>& inputs)
   std::istringstream no_stdin;
   InputPaths walk(inputs, no_stdin);
   while (auto item = walk.next()) {
+    walk.read_member(*item, max_image_file_bytes(DecodeOptions{}));
     if (!item->error.empty()) {
       set.failures.push_back(item->path + ": " + item->error);
       continue;
     }
     try {
       set.pixels.resize(set.pixels.size() + image);
-      load_model_input(item->path, model.preprocess, DecodeOptions{}, set.pixels.data() + set.pixels.size() - image);
+      load_model_input(*item, model.preprocess, DecodeOptions{}, set.pixels.data() + set.pixels.size() - image);
       set.paths.push_back(item->path);
     } catch (const Error& e) {
       set.pixels.resize(set.pixels.size() - image);

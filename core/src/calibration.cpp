@@ -26,13 +26,14 @@ CalibrationResult calibrate_int8(Runtime& runtime, InputPaths& inputs, const Cal
   };
   while (auto item = inputs.next()) {
     if (settings.max_images > 0 && result.images + filled >= settings.max_images) break;
+    inputs.read_member(*item, max_image_file_bytes(settings.decode));
     if (!item->error.empty()) {
       on_error(item->path, item->error);
       ++result.failed;
       continue;
     }
     try {
-      load_model_input(item->path, model.preprocess, settings.decode, pixels.data() + filled * per_image);
+      load_model_input(*item, model.preprocess, settings.decode, pixels.data() + filled * per_image);
     } catch (const Error& e) {
       on_error(item->path, e.what());
       ++result.failed;

@@ -22,6 +22,7 @@ struct Slot {
   enum State { Free, Queued, Done } state = Free;
   std::string path;
   std::string error;
+  std::shared_ptr<const std::vector<uint8_t>> bytes;  // an archive member's, else read from path
   std::vector<float> pixels;  // [3, S, S], allocated once per slot
 };
 
@@ -45,11 +46,12 @@ class DecodeStage {
   }
   size_t size() const { return slots_.size(); }
 
-  void submit(int64_t seq, std::string path, std::string error) {
+  void submit(int64_t seq, InputItem&& item) {
     Slot& s = slots_[seq % slots_.size()];
     std::lock_guard<std::mutex> lock(mutex_);
-    s.path = std::move(path);
-    s.error = std::move(error);
+    s.path = std::move(item.path);
+    s.error = std::move(item.error);
+    s.bytes = std::move(item.bytes);
     if (!s.error.empty()) {  // nothing to decode
       s.state = Slot::Done;
       return;
@@ -88,7 +90,8 @@ class DecodeStage {
       std::string error;
       try {
         s.pixels.resize(static_cast<size_t>(3 * pre_.input_size * pre_.input_size));
-        load_model_input(s.path, pre_, decode_, s.pixels.data());
+        if (s.bytes) load_model_input(s.bytes->data(), s.bytes->size(), pre_, decode_, s.pixels.data());
+        else load_model_input(s.path, pre_, decode_, s.pixels.data());  // the file, read by this worker
       } catch (const Error& e) {
         error = e.what();
       } catch (const std::bad_alloc&) {
@@ -101,6 +104,7 @@ class DecodeStage {
       {
         std::lock_guard<std::mutex> lock(mutex_);
         s.error = std::move(error);
+        s.bytes.reset();  // the encoded bytes are not needed past the decode
         s.state = Slot::Done;
       }
       done_.notify_all();
@@ -190,12 +194,15 @@ PipelineSummary run_pipeline(InputPaths& inputs, const Model& model, Executor& e
         feeding = false;
         break;
       }
-      if (item.error.empty() && options.accept && !options.accept(item)) {
+      // Error rows are sharded like the rest, so that each lands in exactly one shard's output.
+      if (options.accept && !options.accept(item)) {
         ++summary.skipped;
         continue;
       }
+      // Read on this thread, in order: an archive is one stream.
+      if (item.in_archive) inputs.read_member(item, max_image_file_bytes(options.decode));
       if (options.absolute_paths) item.path = lexically_absolute(item.path, cwd);
-      stage.submit(next_seq++, std::move(item.path), std::move(item.error));
+      stage.submit(next_seq++, std::move(item));
     }
     // Take finished inputs in order.
     bool progressed = false;

@@ -34,6 +34,11 @@ RgbImage decode_image(const uint8_t* data, size_t size, const DecodeOptions& opt
   throw Error("not an image vitbatch reads (JPEG, PNG, WebP, TIFF, GIF, BMP): unrecognised content");
 }
 
+int64_t max_image_file_bytes(const DecodeOptions& options) {
+  // No image within the pixel limit needs more bytes than 8 per pixel (16-bit RGBA, stored).
+  return std::max<int64_t>(int64_t{64} << 20, options.max_pixels * 8);
+}
+
 RgbImage read_image(const std::string& path, const DecodeOptions& options) {
   // O_NONBLOCK: opening a FIFO that happens to be called x.jpg must not wait for a writer.
   int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
@@ -46,8 +51,7 @@ RgbImage read_image(const std::string& path, const DecodeOptions& options) {
   if (fstat(fd, &st) != 0) throw Error(std::strerror(errno));
   if (S_ISDIR(st.st_mode)) throw Error("is a directory");
   if (!S_ISREG(st.st_mode)) throw Error("not a regular file");
-  // No image within the pixel limit needs more bytes than 8 per pixel (16-bit RGBA, stored).
-  int64_t max_bytes = std::max<int64_t>(int64_t{64} << 20, options.max_pixels * 8);
+  int64_t max_bytes = max_image_file_bytes(options);
   if (st.st_size > max_bytes)
     throw Error("file is " + std::to_string(st.st_size) + " bytes, more than an image within the pixel limit needs");
   std::vector<uint8_t> bytes(static_cast<size_t>(st.st_size));

@@ -116,7 +116,7 @@ class FrontDoor(unittest.TestCase):
         self.assertEqual(len(rows), 7, r.stdout)
         for row in rows:
             self.assertEqual(row[1], "285", row)  # every one the Egyptian cat
-        self.assertIn("1 file in the directories ignored: not images by extension or content (.txt 1)", r.stderr)
+        self.assertIn("1 file in the directories and archives ignored: not images by extension or content (.txt 1)", r.stderr)
         empty = os.path.join(self.tmp, "empty")
         os.mkdir(empty)
         r = run("classify", "--model", MODEL, empty)

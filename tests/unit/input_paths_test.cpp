@@ -1,5 +1,6 @@
 // Input expansion: order, filtering, stdin.
 #include "test_support.hpp"
+#include "vitbatch/archive_reader.hpp"
 #include "vitbatch/input_paths.hpp"
 
 #include <doctest/doctest.h>
@@ -98,4 +99,22 @@ TEST_CASE("reading stdin from a descriptor times out instead of blocking") {
   CHECK(item.path == "y.png");
   CHECK(in.next(item, 100) == InputStatus::End);
   close(fds[0]);
+}
+
+TEST_CASE("archive names, WebDataset keys and URLs") {
+  CHECK(has_archive_extension("shards/part-000001.tar"));
+  CHECK(has_archive_extension("x.TGZ"));
+  CHECK(has_archive_extension("a.tar.zst"));
+  CHECK_FALSE(has_archive_extension(".tar"));
+  CHECK_FALSE(has_archive_extension("dir.tar/photo.jpg"));
+  CHECK_FALSE(has_archive_extension("photo.tar.jpg"));
+  CHECK(webdataset_key("train/000042.seg.png") == "train/000042");
+  CHECK(webdataset_key("a.b/c") == "a.b/c");
+  CHECK(webdataset_key("x.jpg") == "x");
+  CHECK(looks_like_url("s3://bucket/key.jpg"));
+  CHECK(looks_like_url("https://example.com/a.png"));
+  CHECK(looks_like_url("gs+x.y-z://a"));
+  CHECK_FALSE(looks_like_url("photos/s3://x"));
+  CHECK_FALSE(looks_like_url("://x"));
+  CHECK_FALSE(looks_like_url("/abs/a.jpg"));
 }

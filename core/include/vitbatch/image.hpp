@@ -42,6 +42,9 @@ RgbImage decode_bmp(const uint8_t* data, size_t size, const DecodeOptions& optio
 std::string image_format(const uint8_t* data, size_t size);
 // Dispatches on magic bytes.
 RgbImage decode_image(const uint8_t* data, size_t size, const DecodeOptions& options = {});
+// The largest file an image within options.max_pixels can need (8 bytes a pixel, 16-bit
+// RGBA stored raw; at least 64 MiB): bigger files are refused before they are read.
+int64_t max_image_file_bytes(const DecodeOptions& options);
 // Reads and decodes a file; Error messages are "<reason>" (no path).
 RgbImage read_image(const std::string& path, const DecodeOptions& options = {});
 
