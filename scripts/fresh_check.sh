@@ -38,6 +38,10 @@ fi
 
 chroot_dir="$(mktemp -d /tmp/vitbatch-fresh.XXXXXX)"
 cleanup() {
+  # Daemons a package's postinst started inside the root (munge's): nothing may outlive it.
+  for p in /proc/[0-9]*; do
+    [ "$(readlink "$p/root" 2>/dev/null)" = "$chroot_dir" ] && kill -9 "${p#/proc/}" 2>/dev/null
+  done
   for m in work/shared dev/pts dev proc sys; do
     mountpoint -q "$chroot_dir/$m" && umount -l "$chroot_dir/$m"
   done
