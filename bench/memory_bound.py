@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Peak RSS and time to first row of `vitbatch classify` on trees of 1,000 and 100,000 small
-images, to show that memory is bounded by the images in flight and not by the file count.
+"""Peak RSS and time to first row of `vitbatch classify` (or `embed`) on trees of 1,000 and
+100,000 small images, to show that memory is bounded by the images in flight and not by the
+file count.
 
-    /usr/bin/python3 bench/memory_bound.py [--bin build/bin] [--counts 1000,100000]
+    /usr/bin/python3 bench/memory_bound.py [--bin build/bin] [--counts 1000,100000] [--command embed]
 
 Files are hard links to one 16x16 PNG (fast to make, no disk cost), 1,000 per directory
 (`nested`) or all in one directory (`flat`: one directory's names are held for sorting).
@@ -69,11 +70,30 @@ def measure(vitbatch, model, labels, tree):
     return first_row, time.monotonic() - start, rows, peak, status
 
 
+def measure_embed(vitbatch, model, tree, out):
+    """embed writes to a directory: its peak is read while it runs, its first row from the index."""
+    start = time.monotonic()
+    proc = subprocess.Popen([vitbatch, "embed", "--model", model, "--progress", "never", "-o", out, tree],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    index = os.path.join(out, "index.csv")
+    first_row, peak = None, 0.0
+    while proc.poll() is None:
+        if first_row is None and os.path.exists(index) and os.path.getsize(index) > len("path,shard,row,error\n"):
+            first_row = time.monotonic() - start
+        peak = max(peak, high_water_mib(proc.pid) or 0.0)
+        time.sleep(0.01 if first_row is None else 0.2)
+    total = time.monotonic() - start
+    with open(index) as f:
+        rows = sum(1 for _ in f) - 1
+    return first_row or total, total, rows, peak, proc.returncode
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     here = os.path.dirname(os.path.abspath(__file__))
     parser.add_argument("--bin", default=os.path.join(here, "..", "build", "bin"))
     parser.add_argument("--counts", default="1000,100000")
+    parser.add_argument("--command", choices=("classify", "embed"), default="classify")
     args = parser.parse_args()
     vitbatch = os.path.join(args.bin, "vitbatch")
     print(f"{'layout':8s} {'files':>8s} {'first row s':>12s} {'total s':>8s} {'rows':>8s} {'peak RSS MiB':>13s}")
@@ -84,7 +104,10 @@ def main():
                 work = os.path.join(tmp, f"{layout}{count}")
                 os.makedirs(work)
                 tree = make_tree(work, count, per_dir)
-                first, total, rows, rss, status = measure(vitbatch, model, labels, tree)
+                if args.command == "embed":
+                    first, total, rows, rss, status = measure_embed(vitbatch, model, tree, os.path.join(work, "out"))
+                else:
+                    first, total, rows, rss, status = measure(vitbatch, model, labels, tree)
                 assert status == 0 and rows == count, (status, rows, count)
                 print(f"{layout:8s} {count:8d} {first:12.3f} {total:8.1f} {rows:8d} {rss:13.1f}", flush=True)
                 shutil.rmtree(work)

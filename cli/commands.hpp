@@ -12,5 +12,6 @@ void set_backends_command(CLI::App& app, int* exit_code);
 void set_bench_command(CLI::App& app, int* exit_code);
 void set_calibrate_command(CLI::App& app, int* exit_code);
 void set_merge_command(CLI::App& app, int* exit_code);
+void set_embed_command(CLI::App& app, int* exit_code);
 
 }  // namespace vitbatch_cli

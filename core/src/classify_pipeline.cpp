@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <limits>
 #include <mutex>
 #include <thread>
 
@@ -123,13 +124,40 @@ class DecodeStage {
 
 }  // namespace
 
-PipelineSummary run_pipeline(InputPaths& inputs, const Model& model, Executor& executor, const PredictionFormat& format,
-                             OutputSink& output, const PipelineOptions& options, std::ostream& diagnostics) {
+void PredictionSink::row(const std::string& path, const float* output, const std::string& error) {
+  if (logits_) {
+    if (output) {
+      logits_->append(output, 1);
+    } else {
+      std::vector<float> nan(static_cast<size_t>(classes_), std::numeric_limits<float>::quiet_NaN());
+      logits_->append(nan.data(), 1);
+    }
+  }
+  if (!output) {
+    output_.write(format_.row(path, {}, error));
+    return;
+  }
+  std::vector<Prediction> predictions = top_k(output, classes_, top_k_, activation_);
+  if (min_prob_ > 0)
+    predictions.erase(std::remove_if(predictions.begin(), predictions.end(),
+                                     [&](const Prediction& p) { return p.probability < min_prob_; }),
+                      predictions.end());
+  output_.write(format_.row(path, predictions, ""));
+}
+
+bool PredictionSink::flush() {
+  // The logits first: a row in the CSV always has its logits row.
+  if (logits_ && !logits_->flush()) return false;
+  return output_.flush();
+}
+
+PipelineSummary run_pipeline(InputPaths& inputs, const Model& model, Executor& executor, RowSink& sink,
+                             const PipelineOptions& options, std::ostream& diagnostics) {
   const auto start = Clock::now();
   const int B = std::max(1, options.batch_size);
   const PreprocessConfig& pre = model.preprocess;
   const size_t image_floats = static_cast<size_t>(3 * pre.input_size * pre.input_size);
-  const int64_t classes = model.config.num_classes;
+  const int64_t classes = executor.output_width();
   // Enough slots to keep every worker busy while a full batch waits for the model.
   DecodeOptions decode = options.decode;
   decode.cancel = options.stop;  // a stop signal aborts a decode in progress (a scan bomb)
@@ -158,21 +186,22 @@ PipelineSummary run_pipeline(InputPaths& inputs, const Model& model, Executor& e
       if (l && !std::all_of(l, l + classes, [](float v) { return std::isfinite(v); })) {
         // NaN weights or overflowing activations: a row of "nan" would pass for an answer
         // (and --resume would keep it). It is an error row, and the run's status says so.
-        std::string line = "vitbatch: " + r.path + ": non-finite logits (NaN or Inf): the model or its preprocessing overflows\n";
+        std::string line = "vitbatch: " + r.path + ": non-finite " + options.output_name +
+                           " (NaN or Inf): the model or its preprocessing overflows\n";
         if (options.progress) options.progress->print(line);
         else diagnostics << line << std::flush;
-        output.write(format.row(r.path, {}, "non-finite logits (NaN or Inf)"));
+        sink.row(r.path, nullptr, "non-finite " + options.output_name + " (NaN or Inf)");
         ++summary.failed;
       } else if (l) {
-        output.write(format.row(r.path, top_k(l, classes, options.top_k), ""));
+        sink.row(r.path, l, "");
         ++summary.classified;
       } else {
-        output.write(format.row(r.path, {}, r.error));
+        sink.row(r.path, nullptr, r.error);
         ++summary.failed;
       }
     }
     if (options.progress && options.output_is_terminal) options.progress->pause();
-    if (!output.flush()) summary.output_closed = true;
+    if (!sink.flush()) summary.output_closed = true;
     if (options.progress && options.output_is_terminal) options.progress->resume();
     if (options.progress) options.progress->update(summary.classified + summary.failed, summary.failed);
     rows.clear();

@@ -30,7 +30,10 @@ std::unique_ptr<PredictionFormat> format_of(const std::string& text, std::string
   if (first.rfind("path,", 0) != 0 || commas < 4 || (commas - 1) % 3 != 0)
     throw Error(file + ": not a vitbatch output (neither classify's CSV header nor JSON Lines)");
   *kind = "csv";
-  return PredictionFormat::make("csv", static_cast<int>((commas - 1) / 3), no_labels);
+  // classify --activation none writes logits: topK_logit columns.
+  const bool logits = first.find("_logit,") != std::string::npos;
+  return PredictionFormat::make("csv", static_cast<int>((commas - 1) / 3), no_labels,
+                                logits ? ScoreActivation::None : ScoreActivation::Softmax);
 }
 
 }  // namespace

@@ -13,17 +13,57 @@
 
 namespace vitbatch {
 
-std::vector<Prediction> top_k(const float* logits, int64_t classes, int k) {
+ScoreActivation parse_activation(const std::string& name) {
+  if (name == "softmax") return ScoreActivation::Softmax;
+  if (name == "sigmoid") return ScoreActivation::Sigmoid;
+  if (name == "none") return ScoreActivation::None;
+  throw Error("unknown activation '" + name + "' (softmax, sigmoid or none)");
+}
+
+const char* activation_name(ScoreActivation a) {
+  return a == ScoreActivation::Softmax ? "softmax" : a == ScoreActivation::Sigmoid ? "sigmoid" : "none";
+}
+
+std::vector<Prediction> top_k(const float* logits, int64_t classes, int k, ScoreActivation activation) {
   double mx = *std::max_element(logits, logits + classes), sum = 0.0;
-  for (int64_t i = 0; i < classes; ++i) sum += std::exp(double(logits[i]) - mx);
+  if (activation == ScoreActivation::Softmax)
+    for (int64_t i = 0; i < classes; ++i) sum += std::exp(double(logits[i]) - mx);
   std::vector<int> order(static_cast<size_t>(classes));
   std::iota(order.begin(), order.end(), 0);
   int kk = static_cast<int>(std::min<int64_t>(k, classes));
   std::partial_sort(order.begin(), order.begin() + kk, order.end(),
                     [&](int a, int b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
   std::vector<Prediction> out;
-  for (int i = 0; i < kk; ++i) out.push_back({order[i], std::exp(double(logits[order[i]]) - mx) / sum});
+  for (int i = 0; i < kk; ++i) {
+    const double x = logits[order[i]];
+    const double score = activation == ScoreActivation::Softmax ? std::exp(x - mx) / sum
+                         : activation == ScoreActivation::Sigmoid ? 1.0 / (1.0 + std::exp(-x))
+                                                             : x;
+    out.push_back({order[i], score});
+  }
   return out;
+}
+
+size_t split_csv_record(const std::string& text, size_t pos, std::vector<std::string>& fields) {
+  fields.assign(1, std::string());
+  bool quoted = false;
+  for (size_t i = pos; i < text.size(); ++i) {
+    char c = text[i];
+    if (quoted) {
+      if (c == '"' && i + 1 < text.size() && text[i + 1] == '"') fields.back() += '"', ++i;
+      else if (c == '"') quoted = false;
+      else fields.back() += c;
+    } else if (c == '"') {
+      quoted = true;
+    } else if (c == ',') {
+      fields.emplace_back();
+    } else if (c == '\n') {
+      return i + 1;
+    } else if (c != '\r') {
+      fields.back() += c;
+    }
+  }
+  return std::string::npos;
 }
 
 std::string csv_field(const std::string& text) {
@@ -95,15 +135,24 @@ std::string format_probability(double p) {
   return buf;
 }
 
+// Logits have a sign and a scale of their own: six significant digits.
+std::string format_score(double s, bool logit) {
+  if (!logit) return format_probability(s);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6g", s);
+  return buf;
+}
+
 class CsvFormat : public PredictionFormat {
  public:
-  CsvFormat(int top_k, const std::vector<std::string>& labels) : top_k_(top_k), labels_(labels) {}
+  CsvFormat(int top_k, const std::vector<std::string>& labels, bool logit)
+      : top_k_(top_k), labels_(labels), logit_(logit) {}
 
   std::string header() const override {
     std::string h = "path";
     for (int k = 1; k <= top_k_; ++k) {
       std::string t = "top" + std::to_string(k);
-      h += "," + t + "_index," + t + "_label," + t + "_prob";
+      h += "," + t + "_index," + t + "_label," + t + (logit_ ? "_logit" : "_prob");
     }
     return h + ",error\n";
   }
@@ -115,7 +164,7 @@ class CsvFormat : public PredictionFormat {
       if (k < static_cast<int>(predictions.size())) {
         const Prediction& p = predictions[k];
         line += "," + std::to_string(p.index) + "," + csv_field(label_of(labels_, p.index)) + "," +
-                format_probability(p.probability);
+                format_score(p.probability, logit_);
       } else {
         line += ",,,";
       }
@@ -130,29 +179,10 @@ class CsvFormat : public PredictionFormat {
     *complete = 0;
     bool first = true;
     while (pos < text.size()) {
-      // One record: fields until a newline outside quotes.
-      std::vector<std::string> fields(1);
-      bool quoted = false, ended = false;
-      size_t i = pos;
-      for (; i < text.size(); ++i) {
-        char c = text[i];
-        if (quoted) {
-          if (c == '"' && i + 1 < text.size() && text[i + 1] == '"') fields.back() += '"', ++i;
-          else if (c == '"') quoted = false;
-          else fields.back() += c;
-        } else if (c == '"') {
-          quoted = true;
-        } else if (c == ',') {
-          fields.emplace_back();
-        } else if (c == '\n') {
-          ended = true;
-          break;
-        } else if (c != '\r') {
-          fields.back() += c;
-        }
-      }
-      if (!ended) break;  // cut short by a kill: not a record
-      std::string raw = text.substr(pos, i + 1 - pos);
+      std::vector<std::string> fields;
+      const size_t next = split_csv_record(text, pos, fields);
+      if (next == std::string::npos) break;  // cut short by a kill: not a record
+      std::string raw = text.substr(pos, next - pos);
       if (first) {
         if (raw != header())
           throw Error("its header is not this run's CSV header (was it written with another --top-k or --format?)");
@@ -161,7 +191,7 @@ class CsvFormat : public PredictionFormat {
         if (fields.size() != fields_per_row) break;  // a torn record
         rows.push_back({raw, RecordedRow{fields[0], fields.back().empty()}});
       }
-      pos = i + 1;
+      pos = next;
       *complete = pos;
     }
     return rows;
@@ -170,12 +200,13 @@ class CsvFormat : public PredictionFormat {
  private:
   int top_k_;
   const std::vector<std::string>& labels_;
+  bool logit_;
 };
 
 class JsonlFormat : public PredictionFormat {
  public:
   // JSON Lines rows carry as many predictions as they have: the top-k needs no header.
-  explicit JsonlFormat(const std::vector<std::string>& labels) : labels_(labels) {}
+  JsonlFormat(const std::vector<std::string>& labels, bool logit) : labels_(labels), logit_(logit) {}
 
   std::string header() const override { return ""; }
 
@@ -185,7 +216,8 @@ class JsonlFormat : public PredictionFormat {
     for (size_t k = 0; k < predictions.size(); ++k) {
       const Prediction& p = predictions[k];
       line += std::string(k ? "," : "") + "{\"index\":" + std::to_string(p.index) + ",\"label\":" +
-              json_string(label_of(labels_, p.index)) + ",\"prob\":" + format_probability(p.probability) + "}";
+              json_string(label_of(labels_, p.index)) + (logit_ ? ",\"logit\":" : ",\"prob\":") +
+              format_score(p.probability, logit_) + "}";
     }
     return line + "],\"error\":" + (error.empty() ? "null" : json_string(error)) + "}\n";
   }
@@ -251,14 +283,16 @@ class JsonlFormat : public PredictionFormat {
   }
 
   const std::vector<std::string>& labels_;
+  bool logit_;
 };
 
 }  // namespace
 
 std::unique_ptr<PredictionFormat> PredictionFormat::make(const std::string& name, int top_k,
-                                                         const std::vector<std::string>& labels) {
-  if (name == "csv") return std::make_unique<CsvFormat>(top_k, labels);
-  if (name == "jsonl") return std::make_unique<JsonlFormat>(labels);
+                                                         const std::vector<std::string>& labels, ScoreActivation activation) {
+  const bool logit = activation == ScoreActivation::None;
+  if (name == "csv") return std::make_unique<CsvFormat>(top_k, labels, logit);
+  if (name == "jsonl") return std::make_unique<JsonlFormat>(labels, logit);
   throw Error("unknown output format '" + name + "' (csv, jsonl)");
 }
 

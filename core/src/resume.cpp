@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstdio>
@@ -29,7 +30,7 @@ void write_all(int fd, const std::string& text, const std::string& label) {
 
 }  // namespace
 
-ResumeState prepare_resume(const std::string& path, const PredictionFormat& format) {
+ResumeState prepare_resume(const std::string& path, const RecordFormat& format) {
   ResumeState state;
   struct stat st {};
   if (stat(path.c_str(), &st) != 0) {
@@ -64,6 +65,7 @@ ResumeState prepare_resume(const std::string& path, const PredictionFormat& form
       continue;
     }
     kept += raw;
+    state.last_position = std::max(state.last_position, row.position);
   }
   if (!dropped) return state;  // nothing to take out: the rest is appended
 

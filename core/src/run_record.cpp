@@ -26,6 +26,8 @@ std::optional<RunRecord> read_run_record(const std::string& path) {
     r.precision = j.at("precision").get<std::string>();
     r.format = j.value("format", "");
     r.top_k = j.value("top_k", 0);
+    r.activation = j.value("activation", "softmax");  // records from before --activation
+    r.min_prob = j.value("min_prob", 0.0);
     r.cwd = j.value("cwd", "");
     r.absolute_paths = j.value("absolute_paths", false);
     return r;
@@ -37,7 +39,8 @@ std::optional<RunRecord> read_run_record(const std::string& path) {
 void write_run_record(const std::string& path, const RunRecord& r) {
   nlohmann::json j = {{"vitbatch", r.vitbatch_version}, {"model", r.model},     {"model_bytes", r.model_bytes},
                       {"backend", r.backend},           {"precision", r.precision}, {"format", r.format},
-                      {"top_k", r.top_k},               {"cwd", r.cwd},         {"absolute_paths", r.absolute_paths}};
+                      {"top_k", r.top_k},               {"activation", r.activation}, {"min_prob", r.min_prob},
+                      {"cwd", r.cwd},                   {"absolute_paths", r.absolute_paths}};
   std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
@@ -70,6 +73,13 @@ std::string run_record_mismatch(const RunRecord& before, const RunRecord& given)
   add("precision", before.precision, now.precision);
   add("format", before.format, now.format);
   add("top-k", std::to_string(before.top_k), std::to_string(now.top_k));
+  add("activation", before.activation, now.activation);
+  if (before.min_prob != now.min_prob) {
+    char a[32], b[32];
+    std::snprintf(a, sizeof a, "%g", before.min_prob);
+    std::snprintf(b, sizeof b, "%g", now.min_prob);
+    add("--min-prob", a, b);
+  }
   add("--absolute-paths", before.absolute_paths ? "on" : "off", now.absolute_paths ? "on" : "off");
   return diff;
 }

@@ -13,6 +13,10 @@ Runtime::Runtime(const RuntimeOptions& options)
     : model_(load_model(options.model, options.model_options)),
       host_(plugin_search_path(options.plugin_dirs_flag, options.plugin_dirs_config)) {
   options.preprocess.apply(model_.preprocess);
+  if (options.features) {  // the graph then ends at the pooled, normalised feature
+    model_.config.num_classes = 0;
+    model_.labels.clear();
+  }
   if (model_.preprocess.input_size != model_.config.image_size)
     throw Error("preprocess input_size " + std::to_string(model_.preprocess.input_size) +
                 " differs from the model's image size " + std::to_string(model_.config.image_size));

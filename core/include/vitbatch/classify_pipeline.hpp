@@ -1,13 +1,15 @@
-// classify_pipeline.hpp: the classify loop. The calling thread walks the inputs and runs the
-// model; decode_threads workers read, decode and preprocess ahead of it into a bounded ring
-// of slots, so memory depends on the batch size and thread count, never on how many files
-// there are. Rows are written in input order and flushed after every batch; a bad input
-// becomes a row with its reason (and a line on stderr) and the run goes on.
+// classify_pipeline.hpp: the streaming loop of classify and embed. The calling thread walks
+// the inputs and runs the model; decode_threads workers read, decode and preprocess ahead of
+// it into a bounded ring of slots, so memory depends on the batch size and thread count,
+// never on how many files there are. Rows go to a RowSink in input order and are flushed
+// after every batch; a bad input becomes a row with its reason (and a line on stderr) and the
+// run goes on.
 #pragma once
 
 #include "vitbatch/executor.hpp"
 #include "vitbatch/image.hpp"
 #include "vitbatch/input_paths.hpp"
+#include "vitbatch/npy_writer.hpp"
 #include "vitbatch/output_sink.hpp"
 #include "vitbatch/prediction_format.hpp"
 #include "vitbatch/progress.hpp"
@@ -18,9 +20,41 @@
 
 namespace vitbatch {
 
+// Where the rows go, in input order, one per input.
+class RowSink {
+ public:
+  virtual ~RowSink() = default;
+  // `output`: what the model gave for the image (Executor::output_width() floats, all
+  // finite), or null for an input that failed with `error`.
+  virtual void row(const std::string& path, const float* output, const std::string& error) = 0;
+  // After each batch: make the rows so far durable. False: the output failed; the run stops.
+  virtual bool flush() = 0;
+};
+
+// Classify's rows: the top-k of each output scored by the activation, predictions under
+// min_prob dropped, written in `format` to `output`; and, when `logits` is given, each row's
+// logits (NaN for a failed row) to a .npy beside it, row i of the file for row i of the output.
+class PredictionSink : public RowSink {
+ public:
+  PredictionSink(const PredictionFormat& format, OutputSink& output, int64_t classes, int top_k, ScoreActivation activation,
+                 double min_prob, NpyWriter* logits)
+      : format_(format), output_(output), classes_(classes), top_k_(top_k), activation_(activation),
+        min_prob_(min_prob), logits_(logits) {}
+  void row(const std::string& path, const float* output, const std::string& error) override;
+  bool flush() override;
+
+ private:
+  const PredictionFormat& format_;
+  OutputSink& output_;
+  int64_t classes_;
+  int top_k_;
+  ScoreActivation activation_;
+  double min_prob_;
+  NpyWriter* logits_;
+};
+
 struct PipelineOptions {
   int batch_size = 16;
-  int top_k = 5;
   int decode_threads = 1;
   DecodeOptions decode;
   // Inputs for which this returns false are skipped (--shard, --resume). Called on the
@@ -35,6 +69,8 @@ struct PipelineOptions {
   bool output_is_terminal = false;
   // Set to the number of inputs taken but not yet written (for the Ctrl-C message).
   std::atomic<int64_t>* in_flight = nullptr;
+  // What the model's output is called in the error row for a non-finite one.
+  std::string output_name = "logits";
 };
 
 struct PipelineSummary {
@@ -46,8 +82,9 @@ struct PipelineSummary {
   double seconds = 0.0;
 };
 
-// Throws Error if a backend fails; rows written before stay written.
-PipelineSummary run_pipeline(InputPaths& inputs, const Model& model, Executor& executor, const PredictionFormat& format,
-                             OutputSink& output, const PipelineOptions& options, std::ostream& diagnostics);
+// Throws Error if a backend fails; rows written before stay written. `classified` counts the
+// rows with an output.
+PipelineSummary run_pipeline(InputPaths& inputs, const Model& model, Executor& executor, RowSink& sink,
+                             const PipelineOptions& options, std::ostream& diagnostics);
 
 }  // namespace vitbatch

@@ -29,6 +29,8 @@ class Executor {
   // pixels: [n, C, S, S] float32, contiguous; logits: room for [n, num_classes]. pixels null:
   // the input of the previous batch of this size again, where it already is (benchmarks).
   void run(const float* pixels, int64_t n, float* logits);
+  // Floats run() writes per image: the classes, or the feature width of a model without head.
+  int64_t output_width() const { return model_.config.output_width(); }
 
   // Bytes of activation buffers a plan for `batch` images needs at most (all composites
   // lowered; backends' own scratch not counted). Builds no plan.

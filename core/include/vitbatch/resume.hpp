@@ -21,11 +21,12 @@ struct ResumeState {
   size_t dropped_errors = 0;
   bool repaired_tail = false;            // a torn last row was removed
   bool rewritten = false;                // the file was rewritten (something was dropped)
+  int64_t last_position = -1;            // the largest RecordedRow::position kept (embed)
 };
 
 // A missing or empty file is a fresh start. Throws Error naming the file when it is not an
 // output of this format (header mismatch), is read-only, or cannot be rewritten.
-ResumeState prepare_resume(const std::string& path, const PredictionFormat& format);
+ResumeState prepare_resume(const std::string& path, const RecordFormat& format);
 
 // An exclusive lock on OUTPUT.lock (flock), held while the object lives, so that two runs
 // never write one output: a second writer (concurrent --resume, or the same -o twice) is

@@ -17,6 +17,8 @@ struct RunRecord {
   std::string precision;
   std::string format;      // csv or jsonl
   int top_k = 0;
+  std::string activation = "softmax";  // --activation
+  double min_prob = 0.0;                // --min-prob (0: every prediction kept)
   std::string cwd;         // relative paths in the rows are relative to this
   bool absolute_paths = false;
 };

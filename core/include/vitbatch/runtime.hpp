@@ -27,6 +27,9 @@ struct RuntimeOptions {
   // min and max instead (an image's answer then depends on its batch-mates).
   std::string int8_scales;
   bool int8_dynamic = false;
+  // Run the model without its classifier: the output is the pooled feature the head reads
+  // (timm's forward_head(pre_logits=True)), for embed.
+  bool features = false;
 };
 
 // What "auto" picks among the usable plugins: onednn when it loads, else reference. `why`
