@@ -13,5 +13,6 @@ void set_bench_command(CLI::App& app, int* exit_code);
 void set_calibrate_command(CLI::App& app, int* exit_code);
 void set_merge_command(CLI::App& app, int* exit_code);
 void set_embed_command(CLI::App& app, int* exit_code);
+void set_evaluate_command(CLI::App& app, int* exit_code);
 
 }  // namespace vitbatch_cli

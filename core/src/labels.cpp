@@ -10,6 +10,7 @@
 namespace vitbatch {
 
 extern const char* const kImagenet1kLabelsText;  // generated from core/data/imagenet1k.txt
+extern const char* const kImagenet1kWnidsText;   // generated from core/data/imagenet1k_wnids.txt
 
 namespace {
 
@@ -72,6 +73,14 @@ const std::vector<std::string>& imagenet1k_labels() {
     return unique_first_names(split_lines(in, "built-in labels"), {{134, " (bird)"}, {517, " (machine)"}});
   }();
   return labels;
+}
+
+const std::vector<std::string>& imagenet1k_wnids() {
+  static const std::vector<std::string> wnids = [] {
+    std::istringstream in(kImagenet1kWnidsText);
+    return split_lines(in, "built-in WordNet ids");
+  }();
+  return wnids;
 }
 
 std::vector<std::string> load_labels(const std::string& path) {

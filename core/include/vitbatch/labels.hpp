@@ -11,6 +11,8 @@ namespace vitbatch {
 // The 1000 ImageNet-1k display names: the first synonym of each class, except where two
 // classes share it (134 and 517 "crane", 638 and 639 "maillot"): those are disambiguated.
 const std::vector<std::string>& imagenet1k_labels();
+// The 1000 ImageNet-1k WordNet ids ("n01440764", ...) in class order.
+const std::vector<std::string>& imagenet1k_wnids();
 // Reads one label per line, kept whole (commas included); CR LF line ends and trailing blank
 // lines are accepted. Throws Error naming the file and line for a blank line before the last
 // label (it would shift every later class), or an unreadable file.
