@@ -37,6 +37,7 @@ if [ ! -s "$tarball" ]; then
 fi
 
 chroot_dir="$(mktemp -d /tmp/vitbatch-fresh.XXXXXX)"
+chmod 755 "$chroot_dir"  # it is the root's "/": users other than root (munge) must traverse it
 cleanup() {
   # Daemons a package's postinst started inside the root (munge's): nothing may outlive it.
   for p in /proc/[0-9]*; do

@@ -11,7 +11,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 seconds="${1:-30}"
 jobs="${2:-1}"
 build="$root/build-fuzz"
-harnesses=(safetensors yaml_config config_json resume_reader stdin_paths
+harnesses=(safetensors yaml_config config_json resume_reader stdin_paths archive
            decode_jpeg decode_png decode_webp decode_tiff decode_gif decode_bmp)
 [ "$#" -gt 2 ] && harnesses=("${@:3}")
 bash "$root/scripts/install_packages.sh" clang libclang-rt-14-dev

@@ -71,8 +71,35 @@ def checkpoint():
     return [struct.pack("<Q", len(h)) + h + b"".join(blobs), struct.pack("<Q", len(h16)) + h16 + b"\x00\x3c\x00\xbc"]
 
 
+def archives(pictures):
+    """WebDataset-like shards (an image, .cls and .json per key; a sample with no image; a lone
+    text file), plain, gzip and xz."""
+    import tarfile
+
+    def member(tar, name, data):
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+    out = []
+    for mode in ("w", "w:gz", "w:xz"):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode=mode) as tar:
+            member(tar, "000000.png", pictures["png"][0])
+            member(tar, "000000.cls", b"3")
+            member(tar, "000001.jpg", pictures["jpeg"][0])
+            member(tar, "000001.json", b"{}")
+            member(tar, "000002.cls", b"1")
+            member(tar, "000002.txt", b"no image")
+            member(tar, "dir/notes.txt", b"x")
+        out.append(buf.getvalue())
+    return out
+
+
 def main(out):
-    corpora = {f"decode_{fmt}": blobs for fmt, blobs in images().items()}
+    pictures = images()
+    corpora = {f"decode_{fmt}": blobs for fmt, blobs in pictures.items()}
+    corpora["archive"] = archives(pictures)
     corpora["safetensors"] = checkpoint()
     for harness, blobs in corpora.items():
         os.makedirs(os.path.join(out, harness), exist_ok=True)
