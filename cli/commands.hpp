@@ -14,5 +14,6 @@ void set_calibrate_command(CLI::App& app, int* exit_code);
 void set_merge_command(CLI::App& app, int* exit_code);
 void set_embed_command(CLI::App& app, int* exit_code);
 void set_evaluate_command(CLI::App& app, int* exit_code);
+void set_explain_command(CLI::App& app, int* exit_code);
 
 }  // namespace vitbatch_cli

@@ -44,6 +44,7 @@ int main(int argc, char** argv) {
   vitbatch_cli::set_merge_command(app, &exit_code);
   vitbatch_cli::set_embed_command(app, &exit_code);
   vitbatch_cli::set_evaluate_command(app, &exit_code);
+  vitbatch_cli::set_explain_command(app, &exit_code);
   std::string unknown = vitbatch_cli::unknown_command_error(app, argc, argv);
   if (!unknown.empty()) {
     std::cerr << unknown << "\n";

@@ -196,8 +196,9 @@ Executor::Plan& Executor::plan_for(int64_t batch) {
   auto plan = std::make_unique<Plan>();
   Plan& P = *plan;
   Graph full = build_vit_graph(model_, batch);
+  const bool observed = observer_ || attention_observer_;  // every node runs alone, to be seen
   auto claimed = [&](const Graph& g, const Node& n) {
-    if (observer_) return false;
+    if (observed) return false;
     NodeView v;
     v.fill(g, n, nullptr);
     for (Backend* b : backends_)
@@ -225,7 +226,7 @@ Executor::Plan& Executor::plan_for(int64_t batch) {
     for (int i = 0; i < n_nodes;) {
       Unit u{i, 1, nullptr};
       for (Backend* b : backends_) {
-        if (observer_) break;
+        if (observed) break;
         int length = b->claim(&nodes[i], n_nodes - i);
         if (length >= 2) {
           u = {i, length, b};
@@ -464,6 +465,13 @@ void Executor::run(const float* pixels, int64_t n, float* logits) {
       const vit_tensor& x = step.view.node.inputs[0];
       observer_(step.view.node.name, static_cast<const float*>(x.data), vit_plugin::element_count(x));
     }
+    if (attention_observer_ && !step.is_copy && step.view.node.op == VIT_OP_SOFTMAX && !step.backend->device_memory()) {
+      // "blocks.3.attn.core/softmax": the lowered attention's probabilities.
+      const std::string name = step.view.node.name;
+      const size_t end = name.find(".attn.core/softmax");
+      if (name.rfind("blocks.", 0) == 0 && end != std::string::npos && end + 18 == name.size())
+        attention_observer_(std::stoi(name.substr(7, end - 7)), static_cast<const float*>(step.view.node.outputs[0].data));
+    }
   }
   // A copy to the host returns when the backend's earlier work is done.
   if (plan.output_owner) plan.output_owner->copy(logits, plan.output_data, plan.output_bytes, VIT_COPY_DEVICE_TO_HOST);
@@ -473,6 +481,11 @@ void Executor::run(const float* pixels, int64_t n, float* logits) {
 void Executor::observe_linear_inputs(LinearObserver observer) {
   if (!plans_.empty()) throw Error("internal: observe_linear_inputs() after the first run");
   observer_ = std::move(observer);
+}
+
+void Executor::observe_attention(AttentionObserver observer) {
+  if (!plans_.empty()) throw Error("internal: observe_attention() after the first run");
+  attention_observer_ = std::move(observer);
 }
 
 std::string Executor::placement(int64_t batch) {

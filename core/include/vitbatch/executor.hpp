@@ -41,6 +41,11 @@ class Executor {
   // composite and let no backend fuse, so that every linear is a node of its own.
   using LinearObserver = std::function<void(const std::string& name, const float* x, int64_t count)>;
   void observe_linear_inputs(LinearObserver observer);
+  // Explain: after each block's attention softmax runs, observer(block, probs) sees its
+  // probabilities [n, heads, T, T] (host memory; block counts from 0). Set before the first
+  // run: plans then lower every composite, so classify, which sets none, pays nothing.
+  using AttentionObserver = std::function<void(int block, const float* probs)>;
+  void observe_attention(AttentionObserver observer);
 
   // The graph as it runs for this batch size, each node with its backend.
   std::string placement(int64_t batch);
@@ -59,6 +64,7 @@ class Executor {
   void release(Plan& plan);
   std::map<int64_t, std::unique_ptr<Plan>> plans_;
   LinearObserver observer_;
+  AttentionObserver attention_observer_;
   uint64_t uses_ = 0;  // stamps Plan::last_used
 };
 
