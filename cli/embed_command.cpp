@@ -35,12 +35,13 @@ struct EmbedFlags {
   bool normalize = false;
   std::string dtype = "float32";
   int64_t shard_rows = 65536;
+  bool tokens = false;
 };
 
 // What --resume must find unchanged, besides the model and backend: the shape of the files.
 std::string layout_name(const EmbedFlags& flags) {
-  return "embed " + flags.dtype + (flags.normalize ? " L2-normalised" : "") + ", " + std::to_string(flags.shard_rows) +
-         " rows a file";
+  return "embed " + flags.dtype + (flags.normalize ? " L2-normalised" : "") + (flags.tokens ? " with patch tokens" : "") +
+         ", " + std::to_string(flags.shard_rows) + " rows a file";
 }
 
 int run_embed(const EmbedFlags& flags) {
@@ -58,6 +59,7 @@ int run_embed(const EmbedFlags& flags) {
       throw vitbatch::Error("no inputs: name image files, directories or tar files, - for paths on stdin, or --files-from FILE");
     vitbatch::RuntimeOptions runtime_options = resolve_runtime_options(flags.common, config);
     runtime_options.features = true;
+    runtime_options.patch_tokens = flags.tokens;
     options.batch_size = flags.stream.batch_size.value_or(config.batch_size.value_or(16));
     options.decode.max_pixels = flags.stream.max_pixels;
     options.decode.exif_transpose = flags.stream.exif_transpose;
@@ -91,7 +93,11 @@ int run_embed(const EmbedFlags& flags) {
     if (!prepared.resumed.has_header) index->write(format.header());
     vitbatch::EmbedOutputOptions out;
     out.dir = flags.output;
-    out.width = runtime->executor().output_width();
+    out.width = model.config.feature_width();
+    if (flags.tokens) {
+      out.patch_tokens = model.config.grid() * model.config.grid();
+      out.token_dim = model.config.dim;
+    }
     out.dtype = flags.dtype == "float16" ? vitbatch::NpyDtype::Float16 : vitbatch::NpyDtype::Float32;
     out.shard_rows = flags.shard_rows;
     out.normalize = flags.normalize;
@@ -102,8 +108,8 @@ int run_embed(const EmbedFlags& flags) {
     return kExitUsage;
   }
   for (const std::string& notice : runtime->notices()) std::cerr << "vitbatch: " << notice << "\n";
-  std::cerr << "vitbatch: running on " << runtime->running() << ", writing " << runtime->executor().output_width()
-            << "-wide features to " << flags.output << "\n";
+  std::cerr << "vitbatch: running on " << runtime->running() << ", writing " << runtime->model().config.feature_width()
+            << "-wide features" << (flags.tokens ? " and patch tokens" : "") << " to " << flags.output << "\n";
 
   const auto& done_keys = prepared.done_keys;
   if (shard || !done_keys.empty())
@@ -169,7 +175,9 @@ void set_embed_command(CLI::App& app, int* exit_code) {
   cmd->add_option("-o,--output", flags->output,
                   "directory to write: index.csv (path,shard,row,error) and features-00000.npy, ...")
       ->required();
-  cmd->add_flag("--normalize", flags->normalize, "L2-normalise each feature (for cosine similarity)");
+  cmd->add_flag("--normalize", flags->normalize, "L2-normalise each feature (for cosine similarity; not the tokens)");
+  cmd->add_flag("--tokens", flags->tokens,
+                "also write every patch token after the final norm to DIR/tokens-*.npy ([rows, patches, D])");
   cmd->add_option("--dtype", flags->dtype, "float32 (default) or float16")->check(CLI::IsMember({"float32", "float16"}));
   cmd->add_option("--shard-rows", flags->shard_rows, "rows in each features-*.npy before the next is started (default 65536)")
       ->check(int_range(1, int64_t{1} << 31));

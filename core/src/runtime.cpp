@@ -16,6 +16,7 @@ Runtime::Runtime(const RuntimeOptions& options)
   if (options.features) {  // the graph then ends at the pooled, normalised feature
     model_.config.num_classes = 0;
     model_.labels.clear();
+    model_.config.output_patch_tokens = options.patch_tokens;
   }
   if (model_.preprocess.input_size != model_.config.image_size)
     throw Error("preprocess input_size " + std::to_string(model_.preprocess.input_size) +

@@ -165,7 +165,21 @@ class VitGraphBuilder {
     return c_.map_token ? token(o, 0, p + ".token") : node(Op::REDUCE_MEAN, {o}, p + ".avg", params::reduce(1));
   }
 
+  // embed --tokens: [B, F] and the normed patch tokens [B, G*G, D] as one [B, F + G*G*D].
+  int with_patch_tokens(int features, int x) {
+    if (!c_.output_patch_tokens || c_.has_head()) return features;
+    int normed = c_.final_norm ? layer_norm(x, "norm") : x;  // timm's forward_features
+    const int64_t B = shape(x)[0], T = shape(x)[1];
+    int patches = node(Op::SLICE, {normed}, "tokens.patches", params::slice(1, c_.prefix_tokens(), T));
+    patches = reshape(patches, {B, c_.patch_token_floats()}, "tokens.flatten");
+    return node(Op::CONCAT, {features, patches}, "features.tokens", params::concat(1));
+  }
+
   int head(int x) {
+    return with_patch_tokens(pooled_head(x), x);
+  }
+
+  int pooled_head(int x) {
     int features;
     if (c_.distilled) {
       // DeiT: the class and distillation tokens each through the norm and their own head.

@@ -107,6 +107,35 @@ class Embed(unittest.TestCase):
                 for p in self.photos:
                     assert_close(self, got[p], self.want[p], f"{os.path.basename(p)} on {backend}")
 
+    def test_patch_tokens_equal_timm_forward_features(self):
+        folder = self.out("ti_tokens")
+        embed("--model", MODEL_DIR, "--tokens", "--shard-rows", "3", *self.photos[:5], "-o", folder, ok=(0,))
+        x = torch.stack([self.transform(Image.open(p).convert("RGB")) for p in self.photos[:5]])
+        with torch.no_grad():
+            want = self.model.forward_features(x)[:, 1:].numpy()  # after the final norm, class token left out
+        got = np.concatenate([np.load(os.path.join(folder, f"tokens-0000{s}.npy")) for s in (0, 1)])
+        self.assertEqual(got.shape, (5, 196, 192))
+        for i in range(5):
+            assert_close(self, got[i], want[i], f"tokens of {os.path.basename(self.photos[i])}")
+        feats = np.concatenate([np.load(os.path.join(folder, f"features-0000{s}.npy")) for s in (0, 1)])
+        for i in range(5):
+            assert_close(self, feats[i], self.want[self.photos[i]], "feature beside the tokens")
+        # A headless model with registers: the registers are not patch tokens.
+        model, named = build("vit_small_patch14_reg4_dinov2", {"depth": 1, "img_size": 112}, seed=5)
+        ckpt = self.out("m_tokens_reg")
+        write_checkpoint(ckpt, "vit_small_patch14_reg4_dinov2", model, named)
+        data = timm.data.resolve_data_config(model=model)
+        data["input_size"] = (3, 112, 112)
+        transform = timm.data.create_transform(**data, is_training=False)
+        x = torch.stack([transform(Image.open(p).convert("RGB")) for p in self.photos[:2]])
+        with torch.no_grad():
+            want = model.forward_features(x)[:, model.num_prefix_tokens:].numpy()
+        out = self.out("e_tokens_reg")
+        embed("--model", ckpt, "--backend", "reference", "--tokens", *self.photos[:2], "-o", out, ok=(0,))
+        got = np.load(os.path.join(out, "tokens-00000.npy"))
+        self.assertEqual(got.shape, want.shape)
+        assert_close(self, got, want, "dinov2 registers: patch tokens")
+
     def test_normalised_float16(self):
         folder = self.out("ti_norm16")
         embed("--model", MODEL_DIR, "--normalize", "--dtype", "float16", *self.photos, "-o", folder, ok=(0,))
@@ -171,7 +200,7 @@ class Embed(unittest.TestCase):
             inputs.append(shutil.copy(p, copies))
         want_of = dict(self.want, **{c: self.want[p] for c, p in zip(inputs[len(self.photos):], self.photos)})
         full = self.out("full")
-        embed("--model", MODEL_DIR, "--shard-rows", "5", "--batch-size", "4", *inputs, "-o", full, ok=(0,))
+        embed("--model", MODEL_DIR, "--shard-rows", "5", "--batch-size", "4", "--tokens", *inputs, "-o", full, ok=(0,))
         want = features_by_path(full)
         for p in inputs:
             assert_close(self, want[p], want_of[p], p)
@@ -182,13 +211,19 @@ class Embed(unittest.TestCase):
             lines = f.read().splitlines(keepends=True)
         with open(os.path.join(part, "index.csv"), "wb") as f:
             f.write(b"".join(lines[:12]) + lines[12][:9])
-        r = embed("--model", MODEL_DIR, "--shard-rows", "5", "--batch-size", "4", *inputs, "-o", part, "--resume", ok=(0,))
+        r = embed("--model", MODEL_DIR, "--shard-rows", "5", "--batch-size", "4", "--tokens", *inputs, "-o", part, "--resume",
+                  ok=(0,))
         self.assertIn("11 skipped", r.stderr)
         self.assertEqual(read_index(part), read_index(full))
         got = features_by_path(part)
         for p in inputs:
             assert_close(self, got[p], want[p], p)
         self.assertEqual(sorted(os.listdir(part)), sorted(os.listdir(full)))
+        for name in sorted(os.listdir(full)):
+            if name.startswith("tokens-"):
+                a, b = np.load(os.path.join(part, name)), np.load(os.path.join(full, name))
+                self.assertEqual(a.shape, b.shape, name)
+                assert_close(self, a, b, name)
         # Two shards of the run: each input in exactly one.
         halves = []
         for i in range(2):

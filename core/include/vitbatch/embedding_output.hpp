@@ -1,6 +1,7 @@
 // embedding_output.hpp: what `vitbatch embed` writes into its directory. index.csv has one
 // row per input, in input order: `path,shard,row,error`, where a feature lives in
-// features-SSSSS.npy (shard S) at row `row`; a failed input has an empty shard and row and
+// features-SSSSS.npy (shard S) at row `row` (and its patch tokens, with --tokens, at the same
+// row of tokens-SSSSS.npy); a failed input has an empty shard and row and
 // its reason. The .npy files are [rows, D] float32 or float16, a new one every shard_rows
 // rows. After every batch the .npy is flushed (data, then its header's row count) before the
 // index, so the index never names a feature that is not on disk. --resume keeps the index's
@@ -37,6 +38,10 @@ struct EmbedOutputOptions {
   NpyDtype dtype = NpyDtype::Float32;
   int64_t shard_rows = 65536;
   bool normalize = false;  // L2-normalise each feature (in double)
+  // --tokens: each output row also holds patch_tokens x token_dim floats after the feature,
+  // written to tokens-SSSSS.npy ([rows, patch_tokens, token_dim]) beside features-SSSSS.npy.
+  int64_t patch_tokens = 0;
+  int64_t token_dim = 0;
 };
 
 std::string feature_shard_path(const std::string& dir, int64_t shard);  // DIR/features-00042.npy
@@ -54,10 +59,18 @@ class EmbedSink : public RowSink {
   int64_t rows() const { return rows_; }
 
  private:
+  // One series of .npy files (features, tokens): its rows' shape and where they sit in a row
+  // of the model's output.
+  struct Series {
+    std::string kind;
+    std::vector<int64_t> row_shape;
+    int64_t offset = 0, floats = 0;
+    std::unique_ptr<NpyWriter> writer;
+  };
   EmbedOutputOptions options_;
   EmbedIndexFormat format_;
   OutputSink& index_;
-  std::unique_ptr<NpyWriter> shard_;
+  std::vector<Series> series_;
   int64_t shard_index_ = 0;
   int64_t rows_ = 0;  // feature rows over all shards
   std::vector<float> scratch_;

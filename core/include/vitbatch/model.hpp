@@ -89,6 +89,10 @@ struct ViTConfig {
   double layer_norm_eps = 1e-6;
   std::string naming;       // "timm" or "huggingface"
   std::string architecture; // timm's name from config.json, when given
+  // A run's choice, not the architecture's (embed --tokens, on a model without head): the
+  // output also carries every patch token after the final norm (timm's
+  // forward_features(x)[:, prefix:]), flattened after the pooled feature.
+  bool output_patch_tokens = false;
 
   int64_t grid() const { return image_size / patch_size; }
   int64_t prefix_tokens() const { return (class_token ? 1 : 0) + reg_tokens + (distilled ? 1 : 0); }
@@ -96,8 +100,12 @@ struct ViTConfig {
   int64_t pos_embed_rows() const { return no_embed_class ? grid() * grid() : tokens(); }
   bool has_head() const { return num_classes > 0; }
   int64_t feature_width() const { return pool == Pooling::TokenAvg ? 2 * dim : dim; }
-  // What the graph outputs per image: the logits, or without a head the pooled feature.
-  int64_t output_width() const { return has_head() ? num_classes : feature_width(); }
+  int64_t patch_token_floats() const { return grid() * grid() * dim; }
+  // What the graph outputs per image: the logits, or without a head the pooled feature (and
+  // with output_patch_tokens the patch tokens after it).
+  int64_t output_width() const {
+    return has_head() ? num_classes : feature_width() + (output_patch_tokens ? patch_token_floats() : 0);
+  }
 };
 
 // timm's eval transform: resize shortest side to floor(input_size / crop_pct), centre crop

@@ -30,6 +30,8 @@ struct RuntimeOptions {
   // Run the model without its classifier: the output is the pooled feature the head reads
   // (timm's forward_head(pre_logits=True)), for embed.
   bool features = false;
+  // With features: the output also carries the patch tokens (ViTConfig::output_patch_tokens).
+  bool patch_tokens = false;
 };
 
 // What "auto" picks among the usable plugins: onednn when it loads, else reference. `why`
