@@ -8,6 +8,8 @@
 #include "vitbatch/classify_pipeline.hpp"
 
 #include "vitbatch/error.hpp"
+#include "vitbatch/file_io.hpp"
+#include "vitbatch/html_report.hpp"
 #include "vitbatch/input_paths.hpp"
 #include "vitbatch/limits.hpp"
 #include "vitbatch/run_record.hpp"
@@ -45,6 +47,8 @@ struct ClassifyFlags {
   std::string activation = "softmax";
   double min_prob = 0.0;
   std::optional<std::string> output_logits;
+  std::optional<std::string> report;
+  int64_t report_thumbnails = 2000;
 };
 
 // --format, else the output file's extension (.jsonl/.ndjson/.json: JSON Lines), else CSV.
@@ -163,12 +167,37 @@ int run_classify(const ClassifyFlags& flags) {
   if (bar && !inputs.reads_stdin())
     counter.emplace(flags.stream.inputs, flags.stream.files_from, options.accept, bar->total, flags.stream.null_separated);
 
+  std::optional<vitbatch::HtmlReport> page;
+  if (flags.report) {
+    page.emplace("vitbatch classify", labels, flags.report_thumbnails);
+    options.thumbnail_side = flags.report_thumbnails > 0 ? 96 : 0;
+  }
   try {
-    vitbatch::PredictionSink sink(*format, *output, runtime->model().config.num_classes, top_k, activation, flags.min_prob,
-                                  logits_file.get());
+    vitbatch::PredictionSink predictions(*format, *output, runtime->model().config.num_classes, top_k, activation,
+                                         flags.min_prob, logits_file.get());
+    std::optional<vitbatch::ReportTee> tee;
+    if (page) tee.emplace(predictions, *page, runtime->model().config.num_classes, top_k, activation);
+    vitbatch::RowSink& sink = tee ? static_cast<vitbatch::RowSink&>(*tee) : predictions;
     vitbatch::PipelineSummary s = vitbatch::run_pipeline(inputs, runtime->model(), runtime->executor(), sink, options, std::cerr);
     counter.reset();
     bar.reset();
+    if (page) {  // written whole, then renamed into place: a page is never half there
+      char rate[64];
+      std::snprintf(rate, sizeof rate, "%.1f s, %.1f images/s", s.seconds, s.seconds > 0 ? s.classified / s.seconds : 0.0);
+      page->summary({{"model", runtime->model().path},
+                     {"running on", runtime->running()},
+                     {"classified", std::to_string(s.classified)},
+                     {"failed", std::to_string(s.failed)},
+                     {"skipped (--resume, --shard)", std::to_string(s.skipped)},
+                     {"time", rate},
+                     {"scores", vitbatch::activation_name(activation)}});
+      try {
+        vitbatch::write_file_atomically(*flags.report, page->render());
+      } catch (const vitbatch::Error& e) {
+        std::cerr << "vitbatch: error: " << e.what() << "\n";
+        return kExitOutputFailed;
+      }
+    }
     if (s.output_closed && output->pipe_closed()) return kExitOutputClosed;  // the reader left: say nothing
     if (s.output_closed && logits_file && !logits_file->error().empty()) {
       std::cerr << "vitbatch: error: " << logits_file->path() << ": " << logits_file->error()
@@ -225,6 +254,11 @@ void set_classify_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--min-prob", flags->min_prob,
                   "leave out predictions scored under P (0..1); a row may then have fewer than --top-k, or none")
       ->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--report", flags->report,
+                  "also write FILE.html: one self-contained page of cards (thumbnail, top-k bars, failures), paged");
+  cmd->add_option("--report-thumbnails", flags->report_thumbnails,
+                  "thumbnails in the report: the first N rows get one (default 2000; 0: none)")
+      ->check(int_range(0, int64_t{1} << 31));
   cmd->add_option("--output-logits", flags->output_logits,
                   "also write every row's logits to FILE.npy (rows x classes float32, NaN for a failed row), row i "
                   "for the output's row i");

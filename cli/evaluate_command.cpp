@@ -10,6 +10,8 @@
 #include "vitbatch/classify_pipeline.hpp"
 #include "vitbatch/error.hpp"
 #include "vitbatch/evaluation.hpp"
+#include "vitbatch/file_io.hpp"
+#include "vitbatch/html_report.hpp"
 #include "vitbatch/labels.hpp"
 #include "vitbatch/limits.hpp"
 
@@ -17,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -36,6 +39,8 @@ struct EvaluateFlags {
   std::string progress = "auto";
   int64_t max_pixels = vitbatch::DecodeOptions{}.max_pixels;
   bool exif_transpose = false;
+  std::optional<std::string> report;
+  int64_t report_thumbnails = 2000;
 };
 
 std::string percent(double x) {
@@ -122,6 +127,19 @@ nlohmann::json report_json(const vitbatch::EvaluationReport& r, const vitbatch::
           {"misclassified", wrong},    {"errors", errors}};
 }
 
+std::vector<std::pair<std::string, std::string>> report_summary(const vitbatch::EvaluationReport& r,
+                                                               const std::string& source, const std::string& running) {
+  std::vector<std::pair<std::string, std::string>> lines{{"dataset", source}, {"running on", running},
+                                                         {"images scored", std::to_string(r.count)}};
+  for (auto [name, k] : {std::pair<const char*, int64_t>{"top-1", r.top1}, {"top-5", r.top5}}) {
+    auto [lo, hi] = vitbatch::wilson_interval(k, r.count);
+    lines.push_back({name, percent(fraction(k, r.count)) + " (95% CI " + percent(lo) + " - " + percent(hi) + ")"});
+  }
+  lines.push_back({"failed", std::to_string(r.failed)});
+  lines.push_back({"without a class", std::to_string(r.unlabelled)});
+  return lines;
+}
+
 int run_evaluate(const EvaluateFlags& flags) {
   vitbatch::RunConfig config;
   std::unique_ptr<vitbatch::Runtime> runtime;
@@ -172,7 +190,12 @@ int run_evaluate(const EvaluateFlags& flags) {
   options.progress = bar ? &*bar : nullptr;
   std::istringstream no_stdin;
   vitbatch::InputPaths inputs(set.inputs, no_stdin);
-  vitbatch::EvaluationSink sink(set, runtime->model().config.num_classes);
+  std::optional<vitbatch::HtmlReport> page;
+  if (flags.report) {
+    page.emplace("vitbatch evaluate", labels, flags.report_thumbnails);
+    options.thumbnail_side = flags.report_thumbnails > 0 ? 96 : 0;
+  }
+  vitbatch::EvaluationSink sink(set, runtime->model().config.num_classes, page ? &*page : nullptr);
   try {
     vitbatch::PipelineSummary s = vitbatch::run_pipeline(inputs, runtime->model(), runtime->executor(), sink, options, std::cerr);
     bar.reset();
@@ -187,6 +210,25 @@ int run_evaluate(const EvaluateFlags& flags) {
     else
       print_table(report, set, labels, source, flags.misclassified_shown);
     std::cout.flush();
+    if (page) {
+      page->summary(report_summary(report, source, runtime->running()));
+      std::vector<std::vector<std::string>> classes;
+      for (const auto& [index, c] : report.per_class)
+        classes.push_back({std::to_string(index), label_of(labels, index), std::to_string(c.count), percent(fraction(c.top1, c.count))});
+      std::stable_sort(classes.begin(), classes.end(), [](const auto& a, const auto& b) { return std::stod(a[3]) < std::stod(b[3]); });
+      page->table("per class, lowest top-1 first", {"index", "label", "images", "top-1"}, classes);
+      std::vector<std::vector<std::string>> pairs;
+      for (size_t i = 0; i < report.confused.size() && i < 20; ++i)
+        pairs.push_back({label_of(labels, report.confused[i].first.first), label_of(labels, report.confused[i].first.second),
+                         std::to_string(report.confused[i].second)});
+      if (!pairs.empty()) page->table("most confused", {"label", "predicted", "images"}, pairs);
+      try {
+        vitbatch::write_file_atomically(*flags.report, page->render());
+      } catch (const vitbatch::Error& e) {
+        std::cerr << "vitbatch: error: " << e.what() << "\n";
+        return kExitOutputFailed;
+      }
+    }
     std::cerr << vitbatch::summary_line({s.classified, s.failed, s.skipped, s.seconds, false, runtime->running()}) << "\n";
     if (report.count == 0) {
       std::cerr << "vitbatch: nothing was evaluated: no labelled image could be read\n";
@@ -212,6 +254,11 @@ void set_evaluate_command(CLI::App& app, int* exit_code) {
       ->required();
   cmd->add_option("--labels", flags->labels, "class names, one per line (default: the model's own, else ImageNet-1k)");
   cmd->add_flag("--json", flags->json, "one JSON object on stdout (count, top1, top5, intervals, classes, ...)");
+  cmd->add_option("--report", flags->report,
+                  "also write FILE.html: summary, per-class table, confused pairs and a card per image (thumbnail, "
+                  "label, top-5), filterable to the misclassified and failed");
+  cmd->add_option("--report-thumbnails", flags->report_thumbnails, "thumbnails in the report: the first N rows (default 2000)")
+      ->check(int_range(0, int64_t{1} << 31));
   cmd->add_option("--show", flags->misclassified_shown, "misclassified files listed in the table (default 20)")
       ->check(int_range(0, 1000000));
   cmd->add_option("--batch-size", flags->batch_size, "images per model call (default 16)")

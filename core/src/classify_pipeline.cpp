@@ -1,6 +1,7 @@
 #include "vitbatch/classify_pipeline.hpp"
 
 #include "vitbatch/error.hpp"
+#include "vitbatch/html_report.hpp"
 #include "vitbatch/preprocess.hpp"
 
 #include <algorithm>
@@ -25,14 +26,15 @@ struct Slot {
   std::string error;
   std::shared_ptr<const std::vector<uint8_t>> bytes;  // an archive member's, else read from path
   std::vector<float> pixels;  // [3, S, S], allocated once per slot
+  std::string thumbnail;      // JPEG of the crop (--report)
 };
 
 // The decode workers and the ring of slots they fill. Slot i holds input seq with
 // seq % size == i; the caller never has more than `size` inputs in flight.
 class DecodeStage {
  public:
-  DecodeStage(size_t slots, int threads, const PreprocessConfig& pre, const DecodeOptions& decode)
-      : slots_(slots), pre_(pre), decode_(decode) {
+  DecodeStage(size_t slots, int threads, const PreprocessConfig& pre, const DecodeOptions& decode, int thumbnail_side)
+      : slots_(slots), pre_(pre), decode_(decode), thumbnail_side_(thumbnail_side) {
     // Slots get their pixels when first used: a huge --batch-size over three images
     // allocates for three.
     for (int i = 0; i < threads; ++i) workers_.emplace_back([this] { work(); });
@@ -91,8 +93,16 @@ class DecodeStage {
       std::string error;
       try {
         s.pixels.resize(static_cast<size_t>(3 * pre_.input_size * pre_.input_size));
-        if (s.bytes) load_model_input(s.bytes->data(), s.bytes->size(), pre_, decode_, s.pixels.data());
-        else load_model_input(s.path, pre_, decode_, s.pixels.data());  // the file, read by this worker
+        s.thumbnail.clear();
+        if (thumbnail_side_ > 0) {  // the crop is kept for its picture
+          RgbImage crop = eval_crop(s.bytes ? decode_image(s.bytes->data(), s.bytes->size(), decode_) : read_image(s.path, decode_), pre_);
+          normalize_to_chw(crop, pre_, s.pixels.data());
+          s.thumbnail = jpeg_thumbnail(crop, thumbnail_side_);
+        } else if (s.bytes) {
+          load_model_input(s.bytes->data(), s.bytes->size(), pre_, decode_, s.pixels.data());
+        } else {
+          load_model_input(s.path, pre_, decode_, s.pixels.data());  // the file, read by this worker
+        }
       } catch (const Error& e) {
         error = e.what();
       } catch (const std::bad_alloc&) {
@@ -115,6 +125,7 @@ class DecodeStage {
   std::vector<Slot> slots_;
   const PreprocessConfig& pre_;
   DecodeOptions decode_;
+  int thumbnail_side_;
   std::mutex mutex_;
   std::condition_variable work_ready_, done_;
   std::deque<int64_t> queue_;
@@ -124,7 +135,7 @@ class DecodeStage {
 
 }  // namespace
 
-void PredictionSink::row(const std::string& path, const float* output, const std::string& error) {
+void PredictionSink::row(const std::string& path, const float* output, const std::string& error, const std::string&) {
   if (logits_) {
     if (output) {
       logits_->append(output, 1);
@@ -145,6 +156,11 @@ void PredictionSink::row(const std::string& path, const float* output, const std
   output_.write(format_.row(path, predictions, ""));
 }
 
+void ReportTee::row(const std::string& path, const float* output, const std::string& error, const std::string& thumbnail) {
+  page_.add({path, error, thumbnail, output ? top_k(output, classes_, top_k_, activation_) : std::vector<Prediction>{}, -1});
+  inner_.row(path, output, error, thumbnail);
+}
+
 bool PredictionSink::flush() {
   // The logits first: a row in the CSV always has its logits row.
   if (logits_ && !logits_->flush()) return false;
@@ -162,13 +178,13 @@ PipelineSummary run_pipeline(InputPaths& inputs, const Model& model, Executor& e
   DecodeOptions decode = options.decode;
   decode.cancel = options.stop;  // a stop signal aborts a decode in progress (a scan bomb)
   DecodeStage stage(static_cast<size_t>(B + 4 * std::max(1, options.decode_threads)), std::max(1, options.decode_threads),
-                    pre, decode);
+                    pre, decode, options.thumbnail_side);
   // Grown as images arrive (doubling), never past one batch: memory follows the images
   // there are, not the batch size asked for.
   std::vector<float> pixels, logits;
 
   struct Row {
-    std::string path, error;
+    std::string path, error, thumbnail;
     int slot = -1;  // position in the batch, -1 for a failed input
   };
   std::vector<Row> rows;  // rows waiting for the batch they belong to
@@ -190,13 +206,13 @@ PipelineSummary run_pipeline(InputPaths& inputs, const Model& model, Executor& e
                            " (NaN or Inf): the model or its preprocessing overflows\n";
         if (options.progress) options.progress->print(line);
         else diagnostics << line << std::flush;
-        sink.row(r.path, nullptr, "non-finite " + options.output_name + " (NaN or Inf)");
+        sink.row(r.path, nullptr, "non-finite " + options.output_name + " (NaN or Inf)", r.thumbnail);
         ++summary.failed;
       } else if (l) {
-        sink.row(r.path, l, "");
+        sink.row(r.path, l, "", r.thumbnail);
         ++summary.classified;
       } else {
-        sink.row(r.path, nullptr, r.error);
+        sink.row(r.path, nullptr, r.error, r.thumbnail);
         ++summary.failed;
       }
     }
@@ -239,7 +255,7 @@ PipelineSummary run_pipeline(InputPaths& inputs, const Model& model, Executor& e
       Slot* slot = stage.finished(next_out, std::chrono::milliseconds(progressed ? 0 : 20));
       if (!slot) break;
       progressed = true;
-      Row row{std::move(slot->path), std::move(slot->error), -1};
+      Row row{std::move(slot->path), std::move(slot->error), std::move(slot->thumbnail), -1};
       if (row.error.empty()) {
         size_t need = (filled + 1) * image_floats;
         if (pixels.size() < need) pixels.resize(std::min(image_floats * B, std::max(need, 2 * pixels.size())));

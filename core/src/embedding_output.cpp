@@ -101,7 +101,7 @@ EmbedSink::EmbedSink(const EmbedOutputOptions& options, OutputSink& index, int64
   scratch_.resize(static_cast<size_t>(options_.width));
 }
 
-void EmbedSink::row(const std::string& path, const float* output, const std::string& error) {
+void EmbedSink::row(const std::string& path, const float* output, const std::string& error, const std::string&) {
   if (!output) {
     index_.write(format_.row(path, -1, -1, error));
     return;

@@ -2,6 +2,7 @@
 
 #include "vitbatch/error.hpp"
 #include "vitbatch/file_io.hpp"
+#include "vitbatch/html_report.hpp"
 #include "vitbatch/labels.hpp"
 #include "vitbatch/prediction_format.hpp"
 
@@ -149,19 +150,21 @@ std::pair<double, double> wilson_interval(int64_t k, int64_t n) {
   return {std::max(0.0, centre - half), std::min(1.0, centre + half)};
 }
 
-void EvaluationSink::row(const std::string& path, const float* output, const std::string& error) {
+void EvaluationSink::row(const std::string& path, const float* output, const std::string& error,
+                         const std::string& thumbnail) {
+  const int64_t label = set_.class_of(path);
+  // The 5 largest logits (ties to the lower index), as classify ranks them.
+  std::vector<Prediction> top = output ? top_k(output, classes_, 5) : std::vector<Prediction>{};
+  if (page_) page_->add({path, error, thumbnail, top, label});
   if (!output) {
     ++report_.failed;
     report_.errors.emplace_back(path, error);
     return;
   }
-  const int64_t label = set_.class_of(path);
   if (label < 0) {
     ++report_.unlabelled;
     return;
   }
-  // The 5 largest logits (ties to the lower index), as classify ranks them.
-  std::vector<Prediction> top = top_k(output, classes_, 5);
   ++report_.count;
   auto& cls = report_.per_class[label];
   ++cls.count;

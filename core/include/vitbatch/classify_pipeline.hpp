@@ -7,6 +7,7 @@
 #pragma once
 
 #include "vitbatch/executor.hpp"
+#include "vitbatch/html_report.hpp"
 #include "vitbatch/image.hpp"
 #include "vitbatch/input_paths.hpp"
 #include "vitbatch/npy_writer.hpp"
@@ -25,8 +26,10 @@ class RowSink {
  public:
   virtual ~RowSink() = default;
   // `output`: what the model gave for the image (Executor::output_width() floats, all
-  // finite), or null for an input that failed with `error`.
-  virtual void row(const std::string& path, const float* output, const std::string& error) = 0;
+  // finite), or null for an input that failed with `error`. `thumbnail`: a JPEG of the crop
+  // when PipelineOptions::thumbnail_side asks for one, else empty.
+  virtual void row(const std::string& path, const float* output, const std::string& error,
+                   const std::string& thumbnail) = 0;
   // After each batch: make the rows so far durable. False: the output failed; the run stops.
   virtual bool flush() = 0;
 };
@@ -40,7 +43,7 @@ class PredictionSink : public RowSink {
                  double min_prob, NpyWriter* logits)
       : format_(format), output_(output), classes_(classes), top_k_(top_k), activation_(activation),
         min_prob_(min_prob), logits_(logits) {}
-  void row(const std::string& path, const float* output, const std::string& error) override;
+  void row(const std::string& path, const float* output, const std::string& error, const std::string& thumbnail) override;
   bool flush() override;
 
  private:
@@ -51,6 +54,23 @@ class PredictionSink : public RowSink {
   ScoreActivation activation_;
   double min_prob_;
   NpyWriter* logits_;
+};
+
+// Passes every row on to `inner` and puts a card for it on `page` (classify --report): the
+// top-k scored as `inner` scores them.
+class ReportTee : public RowSink {
+ public:
+  ReportTee(RowSink& inner, HtmlReport& page, int64_t classes, int top_k, ScoreActivation activation)
+      : inner_(inner), page_(page), classes_(classes), top_k_(top_k), activation_(activation) {}
+  void row(const std::string& path, const float* output, const std::string& error, const std::string& thumbnail) override;
+  bool flush() override { return inner_.flush(); }
+
+ private:
+  RowSink& inner_;
+  HtmlReport& page_;
+  int64_t classes_;
+  int top_k_;
+  ScoreActivation activation_;
 };
 
 struct PipelineOptions {
@@ -71,6 +91,9 @@ struct PipelineOptions {
   std::atomic<int64_t>* in_flight = nullptr;
   // What the model's output is called in the error row for a non-finite one.
   std::string output_name = "logits";
+  // Non-zero: the decode workers also make a JPEG thumbnail of each crop, this many pixels a
+  // side, for the sink (--report).
+  int thumbnail_side = 0;
 };
 
 struct PipelineSummary {

@@ -52,7 +52,7 @@ class EmbedSink : public RowSink {
   // must be whole; the last is cut to what the index names and later ones are deleted.
   // Throws Error naming the file that does not fit.
   EmbedSink(const EmbedOutputOptions& options, OutputSink& index, int64_t kept_rows);
-  void row(const std::string& path, const float* output, const std::string& error) override;
+  void row(const std::string& path, const float* output, const std::string& error, const std::string& thumbnail) override;
   bool flush() override;
   // The failure that made flush() return false: "FILE: reason".
   std::string error() const;

@@ -17,6 +17,8 @@
 
 namespace vitbatch {
 
+class HtmlReport;
+
 struct ClassName {
   int64_t index = -1;  // -1: names no class
   std::string how;     // "name", "name (case and _ ignored)", "WordNet id", "index"
@@ -65,14 +67,17 @@ struct EvaluationReport {
 // Scores each row against its class as it streams by; failed rows are kept as errors.
 class EvaluationSink : public RowSink {
  public:
-  EvaluationSink(const LabelledSet& set, int64_t classes) : set_(set), classes_(classes) {}
-  void row(const std::string& path, const float* output, const std::string& error) override;
+  // `page`: also a card for every row (--report).
+  EvaluationSink(const LabelledSet& set, int64_t classes, HtmlReport* page = nullptr)
+      : set_(set), classes_(classes), page_(page) {}
+  void row(const std::string& path, const float* output, const std::string& error, const std::string& thumbnail) override;
   bool flush() override { return true; }
   EvaluationReport report() const;
 
  private:
   const LabelledSet& set_;
   int64_t classes_;
+  HtmlReport* page_;
   EvaluationReport report_;
   std::map<std::pair<int64_t, int64_t>, int64_t> confusion_;
 };
