@@ -127,6 +127,26 @@ class Explain(unittest.TestCase):
             self.assertGreater(np.abs(picture[:, 224:448].astype(int) - picture[:, :224]).mean(), 5)
             self.assertGreater(np.abs(picture[:, 448:].astype(int) - picture[:, 224:448]).mean(), 1)
 
+    def test_a_tree_with_bad_inputs_mirrors_its_paths(self):
+        tree = os.path.join(self.tmp, "tree")
+        for sub, photo in (("a", PHOTOS[0]), ("a/b", PHOTOS[1]), ("c", PHOTOS[2]), ("c", PHOTOS[0])):
+            os.makedirs(os.path.join(tree, sub), exist_ok=True)
+            shutil.copy(photo, os.path.join(tree, sub))
+        with open(os.path.join(tree, "c", "empty.jpg"), "wb"):
+            pass
+        out = os.path.join(self.tmp, "tree_maps")
+        r = subprocess.run([VITBATCH, "explain", "--model", MODEL_DIR, "-o", out, tree], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        with open(os.path.join(out, "index.csv"), newline="") as f:
+            rows = list(csv.DictReader(f))
+        self.assertEqual([row["png"] for row in rows],
+                         ["a/b/chelsea.png.png", "a/dog.jpg.png", "c/dog.jpg.png", "", "c/rocket.jpg.png"])
+        self.assertIn("c/empty.jpg", rows[3]["path"])
+        for row in rows:
+            if row["png"]:
+                with Image.open(os.path.join(out, row["png"])) as im:
+                    self.assertEqual(im.size, (672, 224))
+
     def test_small_models_are_drawn_at_224_at_least(self):
         sys.path.insert(0, os.path.dirname(__file__))
         import edge_cases
