@@ -32,6 +32,15 @@ std::vector<double> fuse(const float* probs, const AttentionShape& s, HeadFusion
   return out;
 }
 
+// The patch tokens' part of a row of T values, scaled to a maximum of 1.
+std::vector<float> scaled_patches(const std::vector<double>& row, const AttentionShape& s) {
+  std::vector<float> out(row.begin() + s.prefix, row.end());
+  const float top = out.empty() ? 0.0f : *std::max_element(out.begin(), out.end());
+  if (top > 0)
+    for (float& v : out) v /= top;
+  return out;
+}
+
 // The map's row: the class token's, or the mean of all rows; over the patch tokens.
 std::vector<float> patch_row(const std::vector<double>& m, const AttentionShape& s) {
   const int64_t T = s.tokens;
@@ -42,11 +51,7 @@ std::vector<float> patch_row(const std::vector<double>& m, const AttentionShape&
     for (int64_t i = 0; i < T; ++i)
       for (int64_t j = 0; j < T; ++j) row[j] += m[i * T + j] / double(T);
   }
-  std::vector<float> out(row.begin() + s.prefix, row.end());
-  const float top = out.empty() ? 0.0f : *std::max_element(out.begin(), out.end());
-  if (top > 0)
-    for (float& v : out) v /= top;
-  return out;
+  return scaled_patches(row, s);
 }
 
 double clamp01(double v) { return v < 0 ? 0 : v > 1 ? 1 : v; }
@@ -103,11 +108,7 @@ std::vector<float> attention_rollout(const std::vector<const float*>& blocks, co
     }
     v.swap(next);
   }
-  std::vector<float> out(v.begin() + s.prefix, v.end());
-  const float top = out.empty() ? 0.0f : *std::max_element(out.begin(), out.end());
-  if (top > 0)
-    for (float& x : out) x /= top;
-  return out;
+  return scaled_patches(v, s);
 }
 
 std::vector<float> last_layer_attention(const float* last, const AttentionShape& s, HeadFusion fusion) {
