@@ -14,12 +14,10 @@
 #include "vitbatch/limits.hpp"
 #include "vitbatch/run_record.hpp"
 #include "vitbatch/system_memory.hpp"
-#include "vitbatch/versions.hpp"
 #include "vitbatch/labels.hpp"
 #include "vitbatch/resume.hpp"
 #include "vitbatch/shard.hpp"
 
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -75,8 +73,7 @@ int run_classify(const ClassifyFlags& flags) {
   std::optional<vitbatch::Shard> shard;
   const std::string cwd = vitbatch::current_directory();
   try {
-    if (flags.stream.inputs.empty() && flags.stream.files_from.empty())
-      throw vitbatch::Error("no inputs: name image files, directories or tar files, - for paths on stdin, or --files-from FILE");
+    require_inputs(flags.stream);
     vitbatch::RuntimeOptions runtime_options = resolve_runtime_options(flags.common, config);
     top_k = flags.top_k.value_or(config.top_k.value_or(5));
     options.batch_size = flags.stream.batch_size.value_or(config.batch_size.value_or(16));
@@ -115,19 +112,12 @@ int run_classify(const ClassifyFlags& flags) {
     std::string format_name = output_format(flags.format, output_path);
     format = vitbatch::PredictionFormat::make(format_name, top_k, labels, activation);
 
-    vitbatch::RunRecord record;
-    record.vitbatch_version = vitbatch::kVersion;
-    record.model = vitbatch::lexically_absolute(model.path, cwd);
-    struct stat st {};
-    record.model_bytes = ::stat(model.path.c_str(), &st) == 0 ? st.st_size : 0;
-    record.backend = runtime->backends().front()->name();
-    record.precision = runtime_options.backend_options.precision;
+    vitbatch::RunRecord record =
+        base_run_record(*runtime, runtime_options.backend_options.precision, cwd, flags.stream.absolute_paths);
     record.format = format_name;
     record.top_k = top_k;
     record.activation = flags.activation;
     record.min_prob = flags.min_prob;
-    record.cwd = cwd;
-    record.absolute_paths = flags.stream.absolute_paths;
     if (output_path != "-") prepared = prepare_output_file(output_path, flags.stream.resume, record, *format, cwd);
     if (output_path == "-") output.emplace(vitbatch::OutputSink::to_stdout());
     else output.emplace(vitbatch::OutputSink::to_file(output_path, flags.stream.resume));
@@ -147,25 +137,8 @@ int run_classify(const ClassifyFlags& flags) {
     std::cerr << "vitbatch: error: " << output->name() << ": " << output->error() << "\n";
     return kExitOutputFailed;
   }
-  if (shard || !done_keys.empty())
-    options.accept = [&](const vitbatch::InputItem& item) {
-      return (!shard || shard->contains(item.key)) && !done_keys.count(vitbatch::lexically_absolute(item.path, cwd));
-    };
-  options.absolute_paths = flags.stream.absolute_paths;
-  options.stop = &g_stop_signal;
-  options.in_flight = &g_in_flight;
-  install_stop_signals();
-
-  bool tty = isatty(STDERR_FILENO);
-  std::optional<vitbatch::ProgressBar> bar;
-  if (flags.stream.progress == "always" || (flags.stream.progress == "auto" && tty)) bar.emplace(STDERR_FILENO);
-  options.progress = bar ? &*bar : nullptr;
+  StreamRun run(flags.stream, shard, done_keys, cwd, options);
   options.output_is_terminal = !flags.output && isatty(STDOUT_FILENO);
-  vitbatch::InputPaths inputs(flags.stream.inputs, STDIN_FILENO, flags.stream.null_separated);
-  for (const auto& list : flags.stream.files_from) inputs.add_files_from(list);
-  std::optional<InputCounter> counter;
-  if (bar && !inputs.reads_stdin())
-    counter.emplace(flags.stream.inputs, flags.stream.files_from, options.accept, bar->total, flags.stream.null_separated);
 
   std::optional<vitbatch::HtmlReport> page;
   if (flags.report) {
@@ -173,14 +146,11 @@ int run_classify(const ClassifyFlags& flags) {
     options.thumbnail_side = flags.report_thumbnails > 0 ? 96 : 0;
   }
   try {
-    vitbatch::PredictionSink predictions(*format, *output, runtime->model().config.num_classes, top_k, activation,
-                                         flags.min_prob, logits_file.get());
-    std::optional<vitbatch::ReportTee> tee;
-    if (page) tee.emplace(predictions, *page, runtime->model().config.num_classes, top_k, activation);
-    vitbatch::RowSink& sink = tee ? static_cast<vitbatch::RowSink&>(*tee) : predictions;
-    vitbatch::PipelineSummary s = vitbatch::run_pipeline(inputs, runtime->model(), runtime->executor(), sink, options, std::cerr);
-    counter.reset();
-    bar.reset();
+    vitbatch::PredictionSink sink(*format, *output, runtime->model().config.num_classes, top_k, activation, flags.min_prob,
+                                  logits_file.get(), page ? &*page : nullptr);
+    vitbatch::PipelineSummary s =
+        vitbatch::run_pipeline(run.inputs(), runtime->model(), runtime->executor(), sink, options, std::cerr);
+    run.finished();
     if (page) {  // written whole, then renamed into place: a page is never half there
       char rate[64];
       std::snprintf(rate, sizeof rate, "%.1f s, %.1f images/s", s.seconds, s.seconds > 0 ? s.classified / s.seconds : 0.0);
@@ -211,7 +181,7 @@ int run_classify(const ClassifyFlags& flags) {
                 << "\n";
       return kExitOutputFailed;
     }
-    std::string ignored = ignored_line(inputs.ignored());
+    std::string ignored = ignored_line(run.inputs().ignored());
     if (!ignored.empty()) std::cerr << ignored << "\n";
     std::cerr << vitbatch::summary_line({s.classified, s.failed, s.skipped, s.seconds, s.interrupted, runtime->running()})
               << "\n";
@@ -225,7 +195,7 @@ int run_classify(const ClassifyFlags& flags) {
     }
     return s.failed > 0 ? kExitSomeFailed : kExitOk;
   } catch (const vitbatch::Error& e) {
-    bar.reset();
+    run.finished();
     output->flush();
     std::cerr << "vitbatch: error: " << e.what() << "\n";
     return kExitRuntime;

@@ -14,7 +14,6 @@
 #include "vitbatch/limits.hpp"
 #include "vitbatch/progress.hpp"
 #include "vitbatch/shard.hpp"
-#include "vitbatch/versions.hpp"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -55,8 +54,7 @@ int run_embed(const EmbedFlags& flags) {
   const std::string cwd = vitbatch::current_directory();
   const std::string index_path = flags.output + "/index.csv";
   try {
-    if (flags.stream.inputs.empty() && flags.stream.files_from.empty())
-      throw vitbatch::Error("no inputs: name image files, directories or tar files, - for paths on stdin, or --files-from FILE");
+    require_inputs(flags.stream);
     vitbatch::RuntimeOptions runtime_options = resolve_runtime_options(flags.common, config);
     runtime_options.features = true;
     runtime_options.patch_tokens = flags.tokens;
@@ -77,16 +75,10 @@ int run_embed(const EmbedFlags& flags) {
     if (!flags.stream.resume && ::stat(index_path.c_str(), &st) == 0 && st.st_size > 0)
       throw vitbatch::Error(flags.output + " already holds an embedding (index.csv): --resume continues it; to start "
                             "over, remove it or choose another directory");
-    vitbatch::RunRecord record;
-    record.vitbatch_version = vitbatch::kVersion;
-    record.model = vitbatch::lexically_absolute(model.path, cwd);
-    record.model_bytes = ::stat(model.path.c_str(), &st) == 0 ? st.st_size : 0;
-    record.backend = runtime->backends().front()->name();
-    record.precision = runtime_options.backend_options.precision;
+    vitbatch::RunRecord record =
+        base_run_record(*runtime, runtime_options.backend_options.precision, cwd, flags.stream.absolute_paths);
     record.format = layout_name(flags);
     record.activation = "none";
-    record.cwd = cwd;
-    record.absolute_paths = flags.stream.absolute_paths;
     vitbatch::EmbedIndexFormat format(flags.shard_rows);
     prepared = prepare_output_file(index_path, flags.stream.resume, record, format, cwd);
     index.emplace(vitbatch::OutputSink::to_file(index_path, flags.stream.resume));
@@ -111,29 +103,13 @@ int run_embed(const EmbedFlags& flags) {
   std::cerr << "vitbatch: running on " << runtime->running() << ", writing " << runtime->model().config.feature_width()
             << "-wide features" << (flags.tokens ? " and patch tokens" : "") << " to " << flags.output << "\n";
 
-  const auto& done_keys = prepared.done_keys;
-  if (shard || !done_keys.empty())
-    options.accept = [&](const vitbatch::InputItem& item) {
-      return (!shard || shard->contains(item.key)) && !done_keys.count(vitbatch::lexically_absolute(item.path, cwd));
-    };
-  options.absolute_paths = flags.stream.absolute_paths;
-  options.stop = &g_stop_signal;
-  options.in_flight = &g_in_flight;
   options.output_name = "features";
-  install_stop_signals();
-  std::optional<vitbatch::ProgressBar> bar;
-  if (flags.stream.progress == "always" || (flags.stream.progress == "auto" && isatty(STDERR_FILENO))) bar.emplace(STDERR_FILENO);
-  options.progress = bar ? &*bar : nullptr;
-  vitbatch::InputPaths inputs(flags.stream.inputs, STDIN_FILENO, flags.stream.null_separated);
-  for (const auto& list : flags.stream.files_from) inputs.add_files_from(list);
-  std::optional<InputCounter> counter;
-  if (bar && !inputs.reads_stdin())
-    counter.emplace(flags.stream.inputs, flags.stream.files_from, options.accept, bar->total, flags.stream.null_separated);
+  StreamRun run(flags.stream, shard, prepared.done_keys, cwd, options);
 
   try {
-    vitbatch::PipelineSummary s = vitbatch::run_pipeline(inputs, runtime->model(), runtime->executor(), *sink, options, std::cerr);
-    counter.reset();
-    bar.reset();
+    vitbatch::PipelineSummary s =
+        vitbatch::run_pipeline(run.inputs(), runtime->model(), runtime->executor(), *sink, options, std::cerr);
+    run.finished();
     char rate[64];
     std::snprintf(rate, sizeof rate, "%.1f s (%.1f images/s", s.seconds, s.seconds > 0 ? s.classified / s.seconds : 0.0);
     std::string summary = "vitbatch: " + std::to_string(s.classified) + " embedded, " + std::to_string(s.failed) +
@@ -146,7 +122,7 @@ int run_embed(const EmbedFlags& flags) {
                 << summary << "\n";
       return kExitOutputFailed;
     }
-    std::string ignored = ignored_line(inputs.ignored());
+    std::string ignored = ignored_line(run.inputs().ignored());
     if (!ignored.empty()) std::cerr << ignored << "\n";
     std::cerr << summary << "\n";
     if (s.interrupted) return 128 + g_stop_signal.load();
@@ -156,7 +132,7 @@ int run_embed(const EmbedFlags& flags) {
     }
     return s.failed > 0 ? kExitSomeFailed : kExitOk;
   } catch (const vitbatch::Error& e) {
-    bar.reset();
+    run.finished();
     sink->flush();
     std::cerr << "vitbatch: error: " << e.what() << "\n";
     return kExitRuntime;

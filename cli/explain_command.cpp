@@ -33,17 +33,13 @@ namespace {
 
 struct ExplainFlags {
   CommonFlags common;
-  std::vector<std::string> inputs;
-  std::vector<std::string> files_from;
-  bool null_separated = false;
+  StreamFlags stream;  // the inputs and their decoding (add_input_flags)
   std::string output;
   std::string fusion = "mean";
   double discard = 0.0;
   double alpha = 0.5;
   bool save_npy = false;
   int batch_size = 8;
-  int64_t max_pixels = vitbatch::DecodeOptions{}.max_pixels;
-  bool exif_transpose = false;
 };
 
 // A name below DIR for an input: its path below its directory argument, else its file name;
@@ -79,8 +75,7 @@ int run_explain(const ExplainFlags& flags) {
   vitbatch::HeadFusion fusion = vitbatch::parse_head_fusion(flags.fusion);
   vitbatch::AttentionShape shape;
   try {
-    if (flags.inputs.empty() && flags.files_from.empty())
-      throw vitbatch::Error("no inputs: name image files, directories or tar files, - for paths on stdin, or --files-from FILE");
+    require_inputs(flags.stream);
     runtime = std::make_unique<vitbatch::Runtime>(resolve_runtime_options(flags.common, config));
     const vitbatch::ViTConfig& c = runtime->model().config;
     shape = {c.heads, c.tokens(), c.prefix_tokens(), c.class_token, c.grid()};
@@ -178,11 +173,11 @@ int run_explain(const ExplainFlags& flags) {
   };
 
   vitbatch::DecodeOptions decode;
-  decode.max_pixels = flags.max_pixels;
-  decode.exif_transpose = flags.exif_transpose;
+  decode.max_pixels = flags.stream.max_pixels;
+  decode.exif_transpose = flags.stream.exif_transpose;
   decode.cancel = &g_stop_signal;
-  vitbatch::InputPaths inputs(flags.inputs, STDIN_FILENO, flags.null_separated);
-  for (const auto& list : flags.files_from) inputs.add_files_from(list);
+  vitbatch::InputPaths inputs(flags.stream.inputs, STDIN_FILENO, flags.stream.null_separated);
+  for (const auto& list : flags.stream.files_from) inputs.add_files_from(list);
   try {
     while (!g_stop_signal.load()) {
       std::optional<vitbatch::InputItem> item = inputs.next();
@@ -193,9 +188,7 @@ int run_explain(const ExplainFlags& flags) {
         continue;
       }
       try {
-        vitbatch::RgbImage image = item->bytes ? vitbatch::decode_image(item->bytes->data(), item->bytes->size(), decode)
-                                               : vitbatch::read_image(item->path, decode);
-        vitbatch::RgbImage crop = vitbatch::eval_crop(image, model.preprocess);
+        vitbatch::RgbImage crop = vitbatch::model_crop(item->path, item->bytes.get(), model.preprocess, decode);
         pixels.resize(static_cast<size_t>((images + 1) * image_floats));
         vitbatch::normalize_to_chw(crop, model.preprocess, pixels.data() + images * image_floats);
         batch.push_back({item->path, output_name(*item, taken), "", std::move(crop)});
@@ -235,10 +228,7 @@ void set_explain_command(CLI::App& app, int* exit_code) {
   CLI::App* cmd = app.add_subcommand(
       "explain", "attention rollout and last-layer attention of each image, overlaid on its crop: DIR/*.png");
   add_common_flags(*cmd, flags->common);
-  cmd->add_option("inputs", flags->inputs, "image files, directories, tar files, or - for paths on stdin");
-  cmd->add_option("--files-from", flags->files_from, "read paths from FILE (- for stdin), after the inputs")
-      ->check(CLI::ExistingFile | CLI::IsMember({"-"}));
-  cmd->add_flag("-0,--null", flags->null_separated, "paths on stdin and in --files-from are NUL-separated");
+  add_input_flags(*cmd, flags->stream);
   cmd->add_option("-o,--output", flags->output,
                   "directory to write: NAME.png (crop | rollout | last layer) per image and index.csv")
       ->required();
@@ -252,9 +242,6 @@ void set_explain_command(CLI::App& app, int* exit_code) {
   cmd->add_option("--batch-size", flags->batch_size,
                   "images per model call (default 8; every block's attention of a batch is held)")
       ->check(int_range(1, 256));
-  cmd->add_option("--max-pixels", flags->max_pixels, "refuse images with more pixels (default: Pillow's limit)")
-      ->check(int_range(1, vitbatch::kMaxPixelLimit));
-  cmd->add_flag("--exif-transpose", flags->exif_transpose, "rotate/flip by the EXIF Orientation tag first");
   cmd->footer(std::string("Examples:\n"
                           "  vitbatch explain --model M photos/ -o maps/\n"
                           "  vitbatch explain --model M dog.jpg -o maps/ --head-fusion max --discard 0.9 --save-npy\n\n") +

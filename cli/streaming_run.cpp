@@ -7,6 +7,9 @@
 #include "vitbatch/limits.hpp"
 #include "vitbatch/system_memory.hpp"
 
+#include "vitbatch/versions.hpp"
+
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -44,13 +47,23 @@ std::string gib(uint64_t bytes) {
 
 }  // namespace
 
-void add_stream_flags(CLI::App& cmd, StreamFlags& flags, const std::string& resume_help) {
+void add_input_flags(CLI::App& cmd, StreamFlags& flags) {
   cmd.add_option("inputs", flags.inputs,
                  "image files, directories (recursive, in path order), tar files (WebDataset shards too: rows "
                  "named archive.tar!member.jpg), or - for paths on stdin");
   cmd.add_option("--files-from", flags.files_from,
                  "read paths from FILE (- for stdin), one per line, or NUL-separated with -0; after the inputs")
       ->check(CLI::ExistingFile | CLI::IsMember({"-"}));
+  cmd.add_flag("-0,--null", flags.null_separated, "paths on stdin and in --files-from are NUL-separated (find -print0)");
+  cmd.add_option("--max-pixels", flags.max_pixels,
+                 "refuse images with more pixels, checked before decoding (default: Pillow's limit, 178956970)")
+      ->check(int_range(1, vitbatch::kMaxPixelLimit));
+  cmd.add_flag("--exif-transpose", flags.exif_transpose,
+               "rotate/flip by the EXIF Orientation tag first (off by default, as in timm)");
+}
+
+void add_stream_flags(CLI::App& cmd, StreamFlags& flags, const std::string& resume_help) {
+  add_input_flags(cmd, flags);
   cmd.add_option("--batch-size", flags.batch_size, "images per model call (default 16)")
       ->check(int_range(1, vitbatch::kMaxBatchSize));
   cmd.add_option("--decode-threads", flags.decode_threads,
@@ -62,14 +75,13 @@ void add_stream_flags(CLI::App& cmd, StreamFlags& flags, const std::string& resu
                  "I/N: take only the I-th of N disjoint parts of the inputs (0 <= I < N), by a hash of each "
                  "path relative to its directory argument");
   cmd.add_flag("--absolute-paths", flags.absolute_paths, "write each path made absolute instead of as given");
-  cmd.add_flag("-0,--null", flags.null_separated, "paths on stdin and in --files-from are NUL-separated (find -print0)");
   cmd.add_option("--progress", flags.progress, "progress bar on stderr: auto (if a terminal), always, never")
       ->check(CLI::IsMember({"auto", "always", "never"}));
-  cmd.add_option("--max-pixels", flags.max_pixels,
-                 "refuse images with more pixels, checked before decoding (default: Pillow's limit, 178956970)")
-      ->check(int_range(1, vitbatch::kMaxPixelLimit));
-  cmd.add_flag("--exif-transpose", flags.exif_transpose,
-               "rotate/flip by the EXIF Orientation tag first (off by default, as in timm)");
+}
+
+void require_inputs(const StreamFlags& flags) {
+  if (flags.inputs.empty() && flags.files_from.empty())
+    throw vitbatch::Error("no inputs: name image files, directories or tar files, - for paths on stdin, or --files-from FILE");
 }
 
 std::atomic<int> g_stop_signal{0};
@@ -89,6 +101,31 @@ void install_stop_signals() {
 int default_decode_threads(bool model_on_device) {
   int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   return model_on_device ? std::min(cores, vitbatch::kMaxDecodeThreads) : std::max(1, std::min(4, cores));
+}
+
+StreamRun::StreamRun(const StreamFlags& flags, std::optional<vitbatch::Shard> shard,
+                     const std::unordered_set<std::string>& done_keys, const std::string& cwd,
+                     vitbatch::PipelineOptions& options)
+    : shard_(std::move(shard)), done_keys_(done_keys), cwd_(cwd),
+      inputs_(flags.inputs, STDIN_FILENO, flags.null_separated) {
+  for (const auto& list : flags.files_from) inputs_.add_files_from(list);
+  if (shard_ || !done_keys_.empty())
+    options.accept = [this](const vitbatch::InputItem& item) {
+      return (!shard_ || shard_->contains(item.key)) && !done_keys_.count(vitbatch::lexically_absolute(item.path, cwd_));
+    };
+  options.absolute_paths = flags.absolute_paths;
+  options.stop = &g_stop_signal;
+  options.in_flight = &g_in_flight;
+  install_stop_signals();
+  if (flags.progress == "always" || (flags.progress == "auto" && isatty(STDERR_FILENO))) bar_.emplace(STDERR_FILENO);
+  options.progress = bar_ ? &*bar_ : nullptr;
+  if (bar_ && !inputs_.reads_stdin())
+    counter_.emplace(flags.inputs, flags.files_from, options.accept, bar_->total, flags.null_separated);
+}
+
+void StreamRun::finished() {
+  counter_.reset();
+  bar_.reset();
 }
 
 // Refuses a batch whose buffers cannot fit in the memory there is, before allocating any.
@@ -137,6 +174,21 @@ InputCounter::InputCounter(const std::vector<std::string>& args, const std::vect
 InputCounter::~InputCounter() {
   cancel_.store(true);
   thread_.join();
+}
+
+vitbatch::RunRecord base_run_record(const vitbatch::Runtime& runtime, const std::string& precision, const std::string& cwd,
+                                    bool absolute_paths) {
+  vitbatch::RunRecord record;
+  record.vitbatch_version = vitbatch::kVersion;
+  const std::string& weights = runtime.model().path;
+  record.model = vitbatch::lexically_absolute(weights, cwd);
+  struct stat st {};
+  record.model_bytes = ::stat(weights.c_str(), &st) == 0 ? st.st_size : 0;
+  record.backend = runtime.backends().front()->name();
+  record.precision = precision;
+  record.cwd = cwd;
+  record.absolute_paths = absolute_paths;
+  return record;
 }
 
 PreparedOutput prepare_output_file(const std::string& output_path, bool resume, vitbatch::RunRecord record,

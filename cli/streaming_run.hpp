@@ -4,12 +4,15 @@
 // ready for a run (locked, its run record checked on --resume and written).
 #pragma once
 
+#include "vitbatch/classify_pipeline.hpp"
 #include "vitbatch/image.hpp"
 #include "vitbatch/input_paths.hpp"
 #include "vitbatch/model.hpp"
 #include "vitbatch/prediction_format.hpp"
 #include "vitbatch/resume.hpp"
 #include "vitbatch/run_record.hpp"
+#include "vitbatch/runtime.hpp"
+#include "vitbatch/shard.hpp"
 
 #include <CLI/CLI.hpp>
 
@@ -41,8 +44,13 @@ struct StreamFlags {
   bool exif_transpose = false;
   bool absolute_paths = false;
 };
-// `resume_help` says what --resume continues for this command.
+// Where the inputs come from and how they are decoded: inputs, --files-from, -0,
+// --max-pixels, --exif-transpose.
+void add_input_flags(CLI::App& command, StreamFlags& flags);
+// add_input_flags and the rest of StreamFlags; `resume_help` says what --resume continues.
 void add_stream_flags(CLI::App& command, StreamFlags& flags, const std::string& resume_help);
+// Throws the usage error for a command given no inputs at all.
+void require_inputs(const StreamFlags& flags);
 
 // Set by the first SIGINT/SIGTERM (install_stop_signals); the pipeline stops taking inputs.
 extern std::atomic<int> g_stop_signal;
@@ -74,6 +82,33 @@ class InputCounter {
   std::atomic<bool> cancel_{false};
   std::thread thread_;
 };
+
+// The pipeline's surroundings in a streaming command, from its flags: the inputs (arguments,
+// then --files-from lists), which of them to take (--shard, and not those --resume found
+// done), the stop signals, and the progress bar with its background count. Sets those parts
+// of `options`; lives through run_pipeline. `done_keys` must outlive it.
+class StreamRun {
+ public:
+  StreamRun(const StreamFlags& flags, std::optional<vitbatch::Shard> shard,
+            const std::unordered_set<std::string>& done_keys, const std::string& cwd, vitbatch::PipelineOptions& options);
+  vitbatch::InputPaths& inputs() { return inputs_; }
+  // Stops the count and clears the bar: before anything else is written to stderr.
+  void finished();
+
+ private:
+  std::optional<vitbatch::Shard> shard_;
+  const std::unordered_set<std::string>& done_keys_;
+  std::string cwd_;
+  vitbatch::InputPaths inputs_;
+  std::optional<vitbatch::ProgressBar> bar_;
+  std::optional<InputCounter> counter_;  // after bar_: it writes the bar's total, so it goes first
+};
+
+// What every run's record holds: vitbatch's version, the model (absolute path and size), the
+// backend that runs it and the precision, the working directory, --absolute-paths. The
+// command adds what its output's shape depends on (format, top-k, ...).
+vitbatch::RunRecord base_run_record(const vitbatch::Runtime& runtime, const std::string& precision, const std::string& cwd,
+                                    bool absolute_paths);
 
 // An output file made ready: locked against a second writer, its run record checked (on
 // --resume) and written, and what it already holds.

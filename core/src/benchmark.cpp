@@ -62,7 +62,7 @@ PhotoSet load_photos(const Model& model, const std::vector<std::string>& inputs)
     }
     try {
       set.pixels.resize(set.pixels.size() + image);
-      load_model_input(*item, model.preprocess, DecodeOptions{}, set.pixels.data() + set.pixels.size() - image);
+      load_model_input(item->path, item->bytes.get(), model.preprocess, DecodeOptions{}, set.pixels.data() + set.pixels.size() - image);
       set.paths.push_back(item->path);
     } catch (const Error& e) {
       set.pixels.resize(set.pixels.size() - image);

@@ -33,7 +33,7 @@ CalibrationResult calibrate_int8(Runtime& runtime, InputPaths& inputs, const Cal
       continue;
     }
     try {
-      load_model_input(*item, model.preprocess, settings.decode, pixels.data() + filled * per_image);
+      load_model_input(item->path, item->bytes.get(), model.preprocess, settings.decode, pixels.data() + filled * per_image);
     } catch (const Error& e) {
       on_error(item->path, e.what());
       ++result.failed;

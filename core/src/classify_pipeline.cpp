@@ -93,16 +93,10 @@ class DecodeStage {
       std::string error;
       try {
         s.pixels.resize(static_cast<size_t>(3 * pre_.input_size * pre_.input_size));
-        s.thumbnail.clear();
-        if (thumbnail_side_ > 0) {  // the crop is kept for its picture
-          RgbImage crop = eval_crop(s.bytes ? decode_image(s.bytes->data(), s.bytes->size(), decode_) : read_image(s.path, decode_), pre_);
-          normalize_to_chw(crop, pre_, s.pixels.data());
-          s.thumbnail = jpeg_thumbnail(crop, thumbnail_side_);
-        } else if (s.bytes) {
-          load_model_input(s.bytes->data(), s.bytes->size(), pre_, decode_, s.pixels.data());
-        } else {
-          load_model_input(s.path, pre_, decode_, s.pixels.data());  // the file, read by this worker
-        }
+        // Decoded by this worker; the crop is kept for a picture when one is asked for.
+        RgbImage crop = model_crop(s.path, s.bytes.get(), pre_, decode_);
+        normalize_to_chw(crop, pre_, s.pixels.data());
+        s.thumbnail = thumbnail_side_ > 0 ? jpeg_thumbnail(crop, thumbnail_side_) : std::string();
       } catch (const Error& e) {
         error = e.what();
       } catch (const std::bad_alloc&) {
@@ -135,7 +129,8 @@ class DecodeStage {
 
 }  // namespace
 
-void PredictionSink::row(const std::string& path, const float* output, const std::string& error, const std::string&) {
+void PredictionSink::row(const std::string& path, const float* output, const std::string& error,
+                         const std::string& thumbnail) {
   if (logits_) {
     if (output) {
       logits_->append(output, 1);
@@ -144,21 +139,16 @@ void PredictionSink::row(const std::string& path, const float* output, const std
       logits_->append(nan.data(), 1);
     }
   }
-  if (!output) {
-    output_.write(format_.row(path, {}, error));
-    return;
+  std::vector<Prediction> predictions;
+  if (output) {
+    predictions = top_k(output, classes_, top_k_, activation_);
+    if (min_prob_ > 0)
+      predictions.erase(std::remove_if(predictions.begin(), predictions.end(),
+                                       [&](const Prediction& p) { return p.probability < min_prob_; }),
+                        predictions.end());
   }
-  std::vector<Prediction> predictions = top_k(output, classes_, top_k_, activation_);
-  if (min_prob_ > 0)
-    predictions.erase(std::remove_if(predictions.begin(), predictions.end(),
-                                     [&](const Prediction& p) { return p.probability < min_prob_; }),
-                      predictions.end());
-  output_.write(format_.row(path, predictions, ""));
-}
-
-void ReportTee::row(const std::string& path, const float* output, const std::string& error, const std::string& thumbnail) {
-  page_.add({path, error, thumbnail, output ? top_k(output, classes_, top_k_, activation_) : std::vector<Prediction>{}, -1});
-  inner_.row(path, output, error, thumbnail);
+  output_.write(format_.row(path, predictions, output ? "" : error));
+  if (page_) page_->add({path, output ? "" : error, thumbnail, std::move(predictions), -1});
 }
 
 bool PredictionSink::flush() {

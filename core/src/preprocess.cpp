@@ -4,8 +4,6 @@
 // timm's on the same photo.
 #include "vitbatch/preprocess.hpp"
 
-#include "vitbatch/input_paths.hpp"
-
 #include "vitbatch/error.hpp"
 
 #include <algorithm>
@@ -295,18 +293,14 @@ void normalize_to_chw(const RgbImage& img, const PreprocessConfig& config, float
     }
 }
 
-void load_model_input(const std::string& path, const PreprocessConfig& config, const DecodeOptions& decode, float* out) {
-  normalize_to_chw(eval_crop(read_image(path, decode), config), config, out);
+RgbImage model_crop(const std::string& path, const std::vector<uint8_t>* bytes, const PreprocessConfig& config,
+                    const DecodeOptions& decode) {
+  return eval_crop(bytes ? decode_image(bytes->data(), bytes->size(), decode) : read_image(path, decode), config);
 }
 
-void load_model_input(const InputItem& item, const PreprocessConfig& config, const DecodeOptions& decode, float* out) {
-  if (item.bytes) load_model_input(item.bytes->data(), item.bytes->size(), config, decode, out);
-  else load_model_input(item.path, config, decode, out);
-}
-
-void load_model_input(const uint8_t* data, size_t size, const PreprocessConfig& config, const DecodeOptions& decode,
-                      float* out) {
-  normalize_to_chw(eval_crop(decode_image(data, size, decode), config), config, out);
+void load_model_input(const std::string& path, const std::vector<uint8_t>* bytes, const PreprocessConfig& config,
+                      const DecodeOptions& decode, float* out) {
+  normalize_to_chw(model_crop(path, bytes, config, decode), config, out);
 }
 
 }  // namespace vitbatch

@@ -5,6 +5,7 @@ them."""
 
 import csv
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -94,6 +95,17 @@ class ClassifyOutputs(unittest.TestCase):
                     self.assertEqual(b[f"top{k}_index"], "")
                     dropped += 1
         self.assertGreater(dropped, 10)
+        # The report's cards carry the same predictions as the rows (--min-prob applied).
+        page = os.path.join(self.tmp, "cut.html")
+        rows = self.rows(self.classify("-k", "5", "--min-prob", "0.15", "--report", page, self.tree).stdout)
+        with open(page) as f:
+            html = f.read()
+        data = json.loads(html.split('<script type="application/json" id="rows">', 1)[1].split("</script>", 1)[0])
+        self.assertEqual(len(data["rows"]), len(rows))
+        for card, row in zip(data["rows"], rows):
+            self.assertEqual(card["path"], row["path"])
+            self.assertEqual([q[0] for q in card["p"]], [int(row[f"top{k}_index"]) for k in range(1, 6) if row[f"top{k}_index"]])
+            self.assertEqual(card["error"], row["error"])
         r = self.classify("--min-prob", "0.1", "--activation", "none", self.tree, ok=(2,))
         self.assertIn("--min-prob is a probability", r.stderr)
 

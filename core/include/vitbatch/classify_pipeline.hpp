@@ -35,14 +35,15 @@ class RowSink {
 };
 
 // Classify's rows: the top-k of each output scored by the activation, predictions under
-// min_prob dropped, written in `format` to `output`; and, when `logits` is given, each row's
-// logits (NaN for a failed row) to a .npy beside it, row i of the file for row i of the output.
+// min_prob dropped, written in `format` to `output`; when `logits` is given, each row's
+// logits (NaN for a failed row) to a .npy beside it, row i of the file for row i of the
+// output; when `page` is given, a card with the same predictions (--report).
 class PredictionSink : public RowSink {
  public:
   PredictionSink(const PredictionFormat& format, OutputSink& output, int64_t classes, int top_k, ScoreActivation activation,
-                 double min_prob, NpyWriter* logits)
+                 double min_prob, NpyWriter* logits, HtmlReport* page)
       : format_(format), output_(output), classes_(classes), top_k_(top_k), activation_(activation),
-        min_prob_(min_prob), logits_(logits) {}
+        min_prob_(min_prob), logits_(logits), page_(page) {}
   void row(const std::string& path, const float* output, const std::string& error, const std::string& thumbnail) override;
   bool flush() override;
 
@@ -54,23 +55,7 @@ class PredictionSink : public RowSink {
   ScoreActivation activation_;
   double min_prob_;
   NpyWriter* logits_;
-};
-
-// Passes every row on to `inner` and puts a card for it on `page` (classify --report): the
-// top-k scored as `inner` scores them.
-class ReportTee : public RowSink {
- public:
-  ReportTee(RowSink& inner, HtmlReport& page, int64_t classes, int top_k, ScoreActivation activation)
-      : inner_(inner), page_(page), classes_(classes), top_k_(top_k), activation_(activation) {}
-  void row(const std::string& path, const float* output, const std::string& error, const std::string& thumbnail) override;
-  bool flush() override { return inner_.flush(); }
-
- private:
-  RowSink& inner_;
-  HtmlReport& page_;
-  int64_t classes_;
-  int top_k_;
-  ScoreActivation activation_;
+  HtmlReport* page_;
 };
 
 struct PipelineOptions {

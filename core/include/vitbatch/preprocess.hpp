@@ -10,8 +10,6 @@
 
 namespace vitbatch {
 
-struct InputItem;
-
 // Pillow's Image.resize((width, height), filter) on an RGB image. filter: "bicubic",
 // "bilinear", "lanczos", "box" or "hamming".
 RgbImage resize_pillow(const RgbImage& image, int64_t width, int64_t height, const std::string& filter);
@@ -27,14 +25,15 @@ RgbImage eval_crop(const RgbImage& image, const PreprocessConfig& config);
 // x * rescale_factor, then the optional normalisation, as its processor computes them).
 void normalize_to_chw(const RgbImage& cropped, const PreprocessConfig& config, float* out);
 
-// The whole path from a file to what the model reads: decode, eval_crop, normalize_to_chw into
-// out ([3, S, S]). Throws Error with the reason (the caller adds the path).
-void load_model_input(const std::string& path, const PreprocessConfig& config, const DecodeOptions& decode, float* out);
-// The same from an encoded image already in memory (an archive member).
-void load_model_input(const uint8_t* data, size_t size, const PreprocessConfig& config, const DecodeOptions& decode,
-                      float* out);
-// The same for an input: its bytes if it holds them (an archive member), else its file.
-void load_model_input(const InputItem& item, const PreprocessConfig& config, const DecodeOptions& decode, float* out);
+// The crop the model sees of an input: `bytes` decoded when given (an archive member's, held
+// in memory), else the file at `path`; then eval_crop. Throws Error with the reason (the
+// caller adds the path).
+RgbImage model_crop(const std::string& path, const std::vector<uint8_t>* bytes, const PreprocessConfig& config,
+                    const DecodeOptions& decode);
+// The whole path from an input to what the model reads: model_crop, then normalize_to_chw
+// into out ([3, S, S]).
+void load_model_input(const std::string& path, const std::vector<uint8_t>* bytes, const PreprocessConfig& config,
+                      const DecodeOptions& decode, float* out);
 
 // Checks interpolation names and sizes; throws Error naming the bad value.
 void validate(const PreprocessConfig& config);
