@@ -1,5 +1,5 @@
 // The oneDNN backend: matmuls on oneDNN's JIT kernels (brgemm/AVX-512 where the CPU has it)
-// with weights pre-packed once, bias and GELU fused as post-ops, attention fused per image,
+// with weights pre-packed once, bias and GELU fused as post-ops, attention as one fused kernel,
 // LayerNorm / softmax / GELU / adds as oneDNN primitives; fp32, bf16 (weights and matmul
 // inputs in bf16, f32 accumulation) or int8 (u8 x s8; activations quantised with the calibrated
 // ranges on the nodes, or per call without them).

@@ -1,5 +1,7 @@
 #include "onednn_kernels.hpp"
 
+#include "fused_attention.hpp"
+
 #include "vit_plugin_helpers.hpp"
 
 #include <omp.h>
@@ -42,6 +44,12 @@ memory::dims plain_strides(const memory::dims& dims) {
 
 memory::desc plain(const memory::dims& dims, dt type) { return memory::desc(dims, type, plain_strides(dims)); }
 
+// The precision a matmul runs in: the context's, or at int8 for one calibration keeps out of
+// int8, the float fallback.
+Precision matmul_precision(const Context& ctx, bool keep_float) {
+  return keep_float && ctx.precision == Precision::INT8 ? ctx.float_fallback : ctx.precision;
+}
+
 // This OpenMP thread's contiguous share of [0, n).
 std::pair<int64_t, int64_t> share(int64_t n) {
   int64_t threads = omp_get_num_threads(), id = omp_get_thread_num();
@@ -83,16 +91,18 @@ class Matmul {
   // `scratch_offset`: where in the context's scratch (in floats) this matmul may keep its
   // converted input; scratch_floats() says how much it needs there. `range`: x's calibrated
   // [lo, hi] (int8), or null. keep_float: at int8, run this one in the float fallback.
+  // bf16_output: y is written in bf16 (for a following bf16 matmul, which then takes it as
+  // it is: bf16_input), saving that matmul's conversion pass and half of y's traffic.
   Matmul(Context& ctx, int64_t M, int64_t K, int64_t N, const float* weights, const float* bias, bool gelu,
-         size_t scratch_offset = 0, const float* range = nullptr, bool keep_float = false)
-      : M_(M), K_(K), N_(N),
-        precision_(keep_float && ctx.precision == Precision::INT8 ? ctx.float_fallback : ctx.precision),
-        scratch_offset_(scratch_offset) {
+         size_t scratch_offset = 0, const float* range = nullptr, bool keep_float = false, bool bf16_output = false,
+         bool bf16_input = false)
+      : M_(M), K_(K), N_(N), precision_(matmul_precision(ctx, keep_float)), scratch_offset_(scratch_offset),
+        bf16_input_(bf16_input && precision_ == Precision::BF16) {
     dt src_type = precision_ == Precision::F32 ? dt::f32 : precision_ == Precision::BF16 ? dt::bf16 : dt::u8;
     dt wei_type = precision_ == Precision::F32 ? dt::f32 : precision_ == Precision::BF16 ? dt::bf16 : dt::s8;
     memory::desc src_md = plain({M, K}, src_type);
     memory::desc wei_md({K, N}, wei_type, tag::any);
-    memory::desc dst_md = plain({M, N}, dt::f32);
+    memory::desc dst_md = plain({M, N}, bf16_output ? dt::bf16 : dt::f32);
     memory::desc bias_md = plain({1, N}, dt::f32);
     dnnl::primitive_attr attr;
     dnnl::post_ops post;
@@ -122,7 +132,7 @@ class Matmul {
       ctx.reserve_scratch(scratch_offset_ + scratch_floats());
       converted_ = memory(src_md, ctx.engine, nullptr);
     }
-    if (precision_ == Precision::BF16) {
+    if (precision_ == Precision::BF16 && !bf16_input_) {
       f32_src_ = memory(plain({M, K}, dt::f32), ctx.engine, nullptr);
       to_bf16_ = dnnl::reorder(f32_src_, converted_);
     }
@@ -148,19 +158,22 @@ class Matmul {
 
   // Floats of scratch this matmul needs for its converted input (bf16: 2 bytes, int8: 1).
   size_t scratch_floats() const {
-    return precision_ == Precision::F32 ? 0 : static_cast<size_t>(M_ * K_ * (precision_ == Precision::BF16 ? 2 : 1) + 3) / 4;
+    return precision_ == Precision::F32 || bf16_input_ ? 0 : static_cast<size_t>(M_ * K_ * (precision_ == Precision::BF16 ? 2 : 1) + 3) / 4;
   }
 
-  void run(Context& ctx, const float* x, float* y) {
+  // x: f32, or bf16 where the matmul was made with bf16_input; y: as bf16_output says.
+  void run(Context& ctx, const void* x, void* y) {
     dst_.set_data_handle(y);
     if (precision_ != Precision::F32) converted_.set_data_handle(ctx.scratch.data() + scratch_offset_);
     if (precision_ == Precision::F32) {
-      src_.set_data_handle(const_cast<float*>(x));
+      src_.set_data_handle(const_cast<void*>(x));
+    } else if (bf16_input_) {
+      converted_.set_data_handle(const_cast<void*>(x));
     } else if (precision_ == Precision::BF16) {
-      f32_src_.set_data_handle(const_cast<float*>(x));
+      f32_src_.set_data_handle(const_cast<void*>(x));
       to_bf16_.execute(ctx.stream, f32_src_, converted_);
     } else {
-      quantize(x);
+      quantize(static_cast<const float*>(x));
     }
     prim_.execute(ctx.stream, args_);
   }
@@ -248,6 +261,7 @@ class Matmul {
   int64_t M_, K_, N_;
   Precision precision_;
   size_t scratch_offset_;
+  bool bf16_input_;
   dnnl::matmul::primitive_desc pd_;
   dnnl::matmul prim_;
   std::shared_ptr<PackedWeights> packed_;
@@ -276,18 +290,20 @@ class LinearKernel : public Kernel {
 };
 
 // fc2(gelu(fc1(x))): GELU fused into fc1 as a post-op; the hidden activations live in the
-// context's scratch, followed by the matmuls' converted inputs.
+// context's scratch, followed by the matmuls' converted inputs. Where fc2 runs in bf16 (bf16,
+// or int8 with fc2 kept in bf16), fc1 writes the hidden activations in bf16 straight away.
 class MlpKernel : public Kernel {
  public:
   MlpKernel(Context& ctx, const vit_node& n)
       : M_(rows_of(n.inputs[0])),
         hidden_floats_(static_cast<size_t>(M_ * n.inputs[1].shape[0])),
+        hidden_bf16_(matmul_precision(ctx, n.ints[0] && (n.ints[1] & 2)) == Precision::BF16),
         fc1_(ctx, M_, n.inputs[1].shape[1], n.inputs[1].shape[0], static_cast<const float*>(n.inputs[1].data),
              static_cast<const float*>(n.inputs[2].data), true, hidden_floats_, n.ints[0] ? n.floats : nullptr,
-             n.ints[0] && (n.ints[1] & 1)),
+             n.ints[0] && (n.ints[1] & 1), hidden_bf16_),
         fc2_(ctx, M_, n.inputs[3].shape[1], n.inputs[3].shape[0], static_cast<const float*>(n.inputs[3].data),
              static_cast<const float*>(n.inputs[4].data), false, hidden_floats_, n.ints[0] ? n.floats + 2 : nullptr,
-             n.ints[0] && (n.ints[1] & 2)) {
+             n.ints[0] && (n.ints[1] & 2), false, hidden_bf16_) {
     ctx.reserve_scratch(hidden_floats_ + std::max(fc1_.scratch_floats(), fc2_.scratch_floats()));
   }
   void run(Context& ctx, const vit_node& n) override {
@@ -299,17 +315,13 @@ class MlpKernel : public Kernel {
  private:
   int64_t M_;
   size_t hidden_floats_;
+  bool hidden_bf16_;
   Matmul fc1_, fc2_;
 };
 
-// Multi-head attention on packed qkv [B, T, 3D], one image at a time so that the scores
-// [heads, T, T] stay in cache: S = scale * Q K^T (strided views of qkv, no copies),
-// softmax, O = P V written straight into the [T, D] output layout. In the bf16 and int8
-// precisions the two products take bf16 inputs (qkv converted once per batch, the softmax
-// writing bf16 probabilities) with f32 results; fp32 stays fp32 throughout.
 // The extras of vit_ops.def's attention: q/k LayerNorm and rope rewrite q and k per token
-// before the products (a pass over a copy of qkv), the score bias is the scores matmul's
-// binary post-op. Each takes its inputs' positions from ints[1].
+// before the products (a pass over a copy of qkv), the score bias [heads, T, T] is added to
+// the scores. Each takes its inputs' positions from ints[1].
 struct AttentionExtras {
   bool qk_norm = false, rope = false, bias = false, rope_half = false;
   int64_t rope_skip = 0;
@@ -358,104 +370,68 @@ void rewrite_qk(const vit_node& n, const AttentionExtras& x, float* qkv, int64_t
   }
 }
 
+// Multi-head attention on packed qkv [B, T, 3D] in one fused pass per (image, head, block
+// of 16 queries) on the threads' own scratch (fused_attention.hpp): no [T, T] score matrix
+// in memory, no copy of qkv, no per-image primitive calls and barriers (oneDNN's matmul,
+// softmax, matmul per image, which this replaced, left one of 2 threads idle a third of the
+// time on ViT-Ti's 3 heads). fp32 in fp32; bf16 and int8 on vdpbf16ps where the CPU has
+// AVX512_BF16, taking a head's blocks in one call that converts its K and V once.
 class AttentionKernel : public Kernel {
  public:
   AttentionKernel(Context& ctx, const vit_node& n) : extras_(n) {
     B_ = n.inputs[0].shape[0];
-    T_ = n.inputs[0].shape[1];
-    D_ = n.inputs[0].shape[2] / 3;
-    H_ = n.ints[0];
-    int64_t hd = D_ / H_;
-    half_ = ctx.precision != Precision::F32;
-    dt in = half_ ? dt::bf16 : dt::f32;
-    memory::desc q({H_, T_, hd}, in, memory::dims{hd, 3 * D_, 1});
-    memory::desc kt({H_, hd, T_}, in, memory::dims{hd, 1, 3 * D_});
-    memory::desc v({H_, T_, hd}, in, memory::dims{hd, 3 * D_, 1});
-    memory::desc s = plain({H_, T_, T_}, dt::f32), p = plain({H_, T_, T_}, in);
-    memory::desc o({H_, T_, hd}, dt::f32, memory::dims{hd, D_, 1});
-    dnnl::primitive_attr scaled;
-    scaled.set_output_scales(0, {n.floats[0]});
-    if (extras_.bias) {  // scale * (q @ k^T) + bias, the bias the same for every image
-      dnnl::post_ops ops;
-      ops.append_binary(dnnl::algorithm::binary_add, plain({H_, T_, T_}, dt::f32));
-      scaled.set_post_ops(ops);
-    }
-    scores_ = dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(q, kt, s), scaled, ctx.engine));
-    softmax_ = dnnl::softmax_v2_forward(dnnl::softmax_v2_forward::primitive_desc(
-        dnnl::softmax_v2_forward::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::softmax_accurate, s, p, 2),
-        ctx.engine));
-    mix_ = dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(p, v, o), ctx.engine));
-    // Scratch: f32 scores, then (bf16) probabilities, then (bf16) the whole batch's qkv, then
-    // (with q/k rewritten) an f32 copy of qkv.
-    size_t scores = static_cast<size_t>(H_ * T_ * T_), converted = static_cast<size_t>(B_ * T_ * 3 * D_);
-    probabilities_offset_ = half_ ? scores : 0;
-    qkv_offset_ = scores + (scores + 1) / 2;
-    size_t end = half_ ? qkv_offset_ + (converted + 1) / 2 : scores;
-    rewritten_offset_ = end;
-    ctx.reserve_scratch(extras_.rewrites_qk() ? end + converted : end);
-    scratch_ = memory(s, ctx.engine, nullptr);
-    probabilities_ = memory(p, ctx.engine, nullptr);
-    if (half_) {
-      memory::desc whole = plain({B_ * T_, 3 * D_}, dt::f32), whole_bf16 = plain({B_ * T_, 3 * D_}, dt::bf16);
-      qkv_f32_ = memory(whole, ctx.engine, nullptr);
-      qkv_bf16_ = memory(whole_bf16, ctx.engine, nullptr);
-      to_bf16_ = dnnl::reorder(qkv_f32_, qkv_bf16_);
-    }
-    q_ = memory(q, ctx.engine, nullptr);
-    k_ = memory(kt, ctx.engine, nullptr);
-    v_ = memory(v, ctx.engine, nullptr);
-    o_ = memory(o, ctx.engine, nullptr);
-    scores_args_ = {{DNNL_ARG_SRC, q_}, {DNNL_ARG_WEIGHTS, k_}, {DNNL_ARG_DST, scratch_}};
-    if (extras_.bias) {
-      bias_ = memory(plain({H_, T_, T_}, dt::f32), ctx.engine, nullptr);
-      scores_args_[DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1] = bias_;
-    }
-    softmax_args_ = {{DNNL_ARG_SRC, scratch_}, {DNNL_ARG_DST, probabilities_}};
-    mix_args_ = {{DNNL_ARG_SRC, probabilities_}, {DNNL_ARG_WEIGHTS, v_}, {DNNL_ARG_DST, o_}};
+    shape_.T = n.inputs[0].shape[1];
+    shape_.D = n.inputs[0].shape[2] / 3;
+    shape_.heads = n.ints[0];
+    shape_.scale = n.floats[0];
+    const int64_t hd = shape_.D / shape_.heads;
+    bf16_ = ctx.precision != Precision::F32 && hd % 2 == 0 && has_bf16_attention();
+    blocks_ = (shape_.T + kQueryBlock - 1) / kQueryBlock;
+    // bf16: enough tasks per head for the threads to share even one image's few heads.
+    groups_ = bf16_ ? std::clamp<int64_t>((4 * ctx.threads + B_ * shape_.heads - 1) / (B_ * shape_.heads), 1, blocks_)
+                    : blocks_;
+    per_thread_ = bf16_ ? attention_head_bf16_floats(shape_) : attention_block_floats(shape_);
+    size_t copy = extras_.rewrites_qk() ? static_cast<size_t>(B_ * shape_.T * 3 * shape_.D) : 0;
+    ctx.reserve_scratch(copy + per_thread_ * static_cast<size_t>(ctx.threads));
+    work_offset_ = copy;
   }
   void run(Context& ctx, const vit_node& n) override {
+    const int64_t T = shape_.T, D = shape_.D, H = shape_.heads, blocks = blocks_, groups = groups_;
+    const float* qkv = static_cast<const float*>(n.inputs[0].data);
     auto* out = static_cast<float*>(n.outputs[0].data);
     float* scratch = ctx.scratch.data();
-    scratch_.set_data_handle(scratch);
-    probabilities_.set_data_handle(scratch + probabilities_offset_);
-    char* qkv = static_cast<char*>(n.inputs[0].data);
-    size_t element = sizeof(float);
-    if (extras_.bias) bias_.set_data_handle(n.inputs[extras_.bias_at].data);
     if (extras_.rewrites_qk()) {  // q/k norm and rope on a copy: the input is not ours to change
-      float* copy = scratch + rewritten_offset_;
-      std::memcpy(copy, qkv, static_cast<size_t>(B_ * T_ * 3 * D_) * sizeof(float));
-      rewrite_qk(n, extras_, copy, B_ * T_, T_, D_, H_);
-      qkv = reinterpret_cast<char*>(copy);
+      std::memcpy(scratch, qkv, static_cast<size_t>(B_ * T * 3 * D) * sizeof(float));
+      rewrite_qk(n, extras_, scratch, B_ * T, T, D, H);
+      qkv = scratch;
     }
-    if (half_) {
-      qkv_f32_.set_data_handle(qkv);
-      qkv_bf16_.set_data_handle(scratch + qkv_offset_);
-      to_bf16_.execute(ctx.stream, qkv_f32_, qkv_bf16_);
-      qkv = reinterpret_cast<char*>(scratch + qkv_offset_);
-      element = 2;
-    }
-    for (int64_t b = 0; b < B_; ++b) {
-      char* base = qkv + b * T_ * 3 * D_ * element;
-      q_.set_data_handle(base);
-      k_.set_data_handle(base + D_ * element);
-      v_.set_data_handle(base + 2 * D_ * element);
-      o_.set_data_handle(out + b * T_ * D_);
-      scores_.execute(ctx.stream, scores_args_);
-      softmax_.execute(ctx.stream, softmax_args_);
-      mix_.execute(ctx.stream, mix_args_);
+    const float* bias = extras_.bias ? static_cast<const float*>(n.inputs[extras_.bias_at].data) : nullptr;
+    const int64_t tasks = B_ * H * groups;
+    float* work = scratch + work_offset_;
+    const size_t per_thread = per_thread_;
+    const AttentionShape shape = shape_;
+    const bool bf16 = bf16_;
+#pragma omp parallel num_threads(ctx.threads)
+    {
+      float* mine = work + per_thread * static_cast<size_t>(omp_get_thread_num());
+#pragma omp for schedule(static)
+      for (int64_t task = 0; task < tasks; ++task) {
+        const int64_t b = task / (H * groups), h = task / groups % H, g = task % groups;
+        if (bf16)
+          attention_head_bf16(shape, qkv + b * T * 3 * D, bias, h, g * blocks / groups, (g + 1) * blocks / groups,
+                              out + b * T * D, mine);
+        else
+          attention_block(shape, qkv + b * T * 3 * D, bias, h, g * kQueryBlock, out + b * T * D, mine);
+      }
     }
   }
 
  private:
   AttentionExtras extras_;
-  int64_t B_, T_, D_, H_;
-  bool half_ = false;
-  size_t probabilities_offset_ = 0, qkv_offset_ = 0, rewritten_offset_ = 0;  // in floats, into the context's scratch
-  dnnl::matmul scores_, mix_;
-  dnnl::softmax_v2_forward softmax_;
-  dnnl::reorder to_bf16_;
-  memory scratch_, probabilities_, qkv_f32_, qkv_bf16_, q_, k_, v_, o_, bias_;
-  std::unordered_map<int, memory> scores_args_, softmax_args_, mix_args_;
+  AttentionShape shape_;
+  int64_t B_ = 0, blocks_ = 0, groups_ = 0;
+  bool bf16_ = false;
+  size_t per_thread_ = 0, work_offset_ = 0;
 };
 
 // A oneDNN primitive whose arguments are the node's tensors, bound by position: the

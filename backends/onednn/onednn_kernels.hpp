@@ -40,7 +40,7 @@ struct Context {
   // the host reuses for other weights later never finds stale ones.
   std::vector<std::pair<std::pair<const void*, dnnl::memory::desc>, std::weak_ptr<PackedWeights>>> packed;
   // Scratch shared by all kernels (they run one at a time): MLP hidden activations,
-  // attention scores, bf16/int8 copies of matmul inputs. Sized at prepare, never at run.
+  // each thread's attention work, bf16/int8 copies of matmul inputs. Sized at prepare, never at run.
   std::vector<float> scratch;
   float* reserve_scratch(size_t floats) {
     if (scratch.size() < floats) scratch.resize(floats);

@@ -212,30 +212,38 @@ std::vector<OpCase> make_cases(std::mt19937& rng) {
     Params attn;
     attn.ints[0] = heads;
     attn.floats[0] = 0.3f;
-    cases.push_back({"attention", Op::ATTENTION, {{B, T, 3 * D}}, {false}, attn, [=](const std::vector<Tensor>& in) {
-                       Tensor out(static_cast<size_t>(B * T * D));
-                       const Tensor& x = in[0];
-                       for (int64_t b = 0; b < B; ++b)
-                         for (int64_t h = 0; h < heads; ++h)
-                           for (int64_t i = 0; i < T; ++i) {
-                             std::vector<double> p(T);
-                             double mx = -1e300, z = 0;
-                             for (int64_t j = 0; j < T; ++j) {
-                               double acc = 0;
-                               for (int64_t k = 0; k < hd; ++k)
-                                 acc += double(x[(b * T + i) * 3 * D + h * hd + k]) * x[(b * T + j) * 3 * D + D + h * hd + k];
-                               p[j] = acc * 0.3;
-                               mx = std::max(mx, p[j]);
-                             }
-                             for (double& v : p) z += (v = std::exp(v - mx));
-                             for (int64_t k = 0; k < hd; ++k) {
-                               double acc = 0;
-                               for (int64_t j = 0; j < T; ++j) acc += p[j] / z * x[(b * T + j) * 3 * D + 2 * D + h * hd + k];
-                               out[(b * T + i) * D + h * hd + k] = float(acc);
-                             }
-                           }
-                       return out;
-                     }});
+    // softmax(0.3 q.k + bias[h, i, j]) @ v per image and head, over Tn tokens; bias may be null.
+    auto attention_loops = [=](const Tensor& x, const float* bias, int64_t Tn) {
+      Tensor out(static_cast<size_t>(B * Tn * D));
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t h = 0; h < heads; ++h)
+          for (int64_t i = 0; i < Tn; ++i) {
+            std::vector<double> p(Tn);
+            double mx = -1e300, z = 0;
+            for (int64_t j = 0; j < Tn; ++j) {
+              double acc = 0;
+              for (int64_t k = 0; k < hd; ++k)
+                acc += double(x[(b * Tn + i) * 3 * D + h * hd + k]) * x[(b * Tn + j) * 3 * D + D + h * hd + k];
+              p[j] = acc * 0.3 + (bias ? bias[(h * Tn + i) * Tn + j] : 0.0);
+              mx = std::max(mx, p[j]);
+            }
+            for (double& v : p) z += (v = std::exp(v - mx));
+            for (int64_t k = 0; k < hd; ++k) {
+              double acc = 0;
+              for (int64_t j = 0; j < Tn; ++j) acc += p[j] / z * x[(b * Tn + j) * 3 * D + 2 * D + h * hd + k];
+              out[(b * Tn + i) * D + h * hd + k] = float(acc);
+            }
+          }
+      return out;
+    };
+    cases.push_back({"attention", Op::ATTENTION, {{B, T, 3 * D}}, {false}, attn,
+                     [=](const std::vector<Tensor>& in) { return attention_loops(in[0], nullptr, T); }});
+    // With a score bias (BEiT's relative position bias). One token more than above, so that
+    // one of the two has an odd count (kernels that pair keys pad one).
+    Params biased = attn;
+    biased.ints[1] = 2;
+    cases.push_back({"attention+score bias", Op::ATTENTION, {{B, T + 1, 3 * D}, {1, heads, T + 1, T + 1}}, {false, true},
+                     biased, [=](const std::vector<Tensor>& in) { return attention_loops(in[0], in[1].data(), T + 1); }});
     int64_t hidden = dim(1, 50);
     cases.push_back({"mlp", Op::MLP, {{B, T, K}, {hidden, K}, {hidden}, {K, hidden}, {K}}, {false, true, true, true, true},
                      {}, [=](const std::vector<Tensor>& in) {
