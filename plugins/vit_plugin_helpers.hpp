@@ -176,6 +176,36 @@ inline vit_node make_node(int32_t op, const std::vector<vit_tensor>& inputs, con
   return node;
 }
 
+// ---- Claiming runs (vit_backend_api::claim) --------------------------------------------
+// Whether every weight of n (inputs 1.., or an MLP's 1..4) is a constant.
+inline bool weights_constant(const vit_node& n) {
+  int last = n.op == VIT_OP_MLP ? 4 : n.n_inputs - 1;
+  for (int i = 1; i <= last; ++i)
+    if (!VIT_INPUT_IS_CONSTANT(&n, i)) return false;
+  return true;
+}
+
+// An add of value `inner` and one same-shaped value from outside the run (a residual):
+// which input is the residual, or -1 when `add` is not that (`other_inner`: another value of
+// the run the residual may not be).
+inline int residual_input(const vit_node& add, int32_t inner, int32_t other_inner = -1) {
+  if (add.op != VIT_OP_ADD || add.n_inputs != 2) return -1;
+  if (element_count(add.inputs[0]) != element_count(add.inputs[1])) return -1;
+  for (int i = 0; i < 2; ++i)
+    if (add.input_ids[1 - i] == inner && add.input_ids[i] != inner && add.input_ids[i] != other_inner &&
+        !VIT_INPUT_IS_CONSTANT(&add, i))
+      return i;
+  return -1;
+}
+
+// Whether any of n[from..count) reads n[producer]'s output.
+inline bool read_from(const vit_node* n, int32_t count, int producer, int from) {
+  for (int32_t k = from; k < count; ++k)
+    for (int32_t i = 0; i < n[k].n_inputs; ++i)
+      if (n[k].input_ids[i] == n[producer].output_id) return true;
+  return false;
+}
+
 }  // namespace vit_plugin
 
 // Defines the plugin's entry point: TABLE is an expression giving its vit_backend_api

@@ -148,31 +148,9 @@ enum Fusion {
                        // type, and no float32 copy of either is written
 };
 
-bool weights_constant(const vit_node& n) {
-  int last = n.op == VIT_OP_MLP ? 4 : n.n_inputs - 1;
-  for (int i = 1; i <= last; ++i)
-    if (!VIT_INPUT_IS_CONSTANT(&n, i)) return false;
-  return true;
-}
-
-// The add reads `inner` and one value from outside the run (its residual): which input.
-int residual_input(const vit_node& add, int32_t inner, int32_t other_inner = -1) {
-  if (add.op != VIT_OP_ADD || add.n_inputs != 2) return -1;
-  if (vit_plugin::element_count(add.inputs[0]) != vit_plugin::element_count(add.inputs[1])) return -1;
-  for (int i = 0; i < 2; ++i)
-    if (add.input_ids[1 - i] == inner && add.input_ids[i] != inner && add.input_ids[i] != other_inner &&
-        !VIT_INPUT_IS_CONSTANT(&add, i))
-      return i;
-  return -1;
-}
-
-// Whether any of n[from..count) reads n[producer]'s output.
-bool read_from(const vit_node* n, int32_t count, int producer, int from) {
-  for (int32_t k = from; k < count; ++k)
-    for (int32_t i = 0; i < n[k].n_inputs; ++i)
-      if (n[k].input_ids[i] == n[producer].output_id) return true;
-  return false;
-}
+using vit_plugin::read_from;
+using vit_plugin::residual_input;
+using vit_plugin::weights_constant;
 
 Fusion fusion_at(const vit_node* n, int32_t count, Elem e) {
   if (count >= 5 && n[0].op == VIT_OP_LAYER_NORM && n[1].op == VIT_OP_LINEAR && n[1].n_inputs == 3 &&

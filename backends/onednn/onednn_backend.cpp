@@ -93,6 +93,14 @@ vit_status execute(void* context, void* state, const vit_node* node, char* messa
 
 void release(void*, void* state) { delete static_cast<Kernel*>(state); }
 
+// A projection or MLP and the residual add after it, as one matmul with the add as a post-op.
+vit_status claim(void*, const vit_node* nodes, int32_t count, int32_t* length, char* message, size_t size) {
+  return vit_plugin::guard(message, size, [&] {
+    *length = onednn_backend::claim_length(nodes, count);
+    return VIT_STATUS_OK;
+  });
+}
+
 int32_t score(char*, size_t) { return 20; }  // every op on JIT kernels for this CPU
 
 vit_backend_api table() {
@@ -105,6 +113,7 @@ vit_backend_api table() {
   api.execute = execute;
   api.release = release;
   api.score = score;
+  api.claim = claim;
   return api;
 }
 

@@ -86,23 +86,33 @@ void span_quantize(const float* x, int64_t n, float inverse_scale, float offset,
 // converts x to bf16, int8 quantises x (asymmetric u8, one scale per tensor: from the
 // calibrated range when the node has one, else from this call's min and max) and w per
 // output channel (symmetric s8).
+struct MatmulOptions {
+  bool gelu = false;
+  // Where in the context's scratch (in floats) the matmul may keep its converted input;
+  // Matmul::scratch_floats() says how much it needs there.
+  size_t scratch_offset = 0;
+  const float* range = nullptr;  // x's calibrated [lo, hi] (int8), or null
+  bool keep_float = false;       // at int8, run this one in the float fallback
+  // y written in bf16, for a following bf16 matmul that takes it as it is (bf16_input):
+  // that matmul's conversion pass saved, and half of y's traffic.
+  bool bf16_output = false, bf16_input = false;
+  // y += r, a residual [M, N] passed to run(): the add after a projection, as a post-op.
+  bool residual = false;
+};
+
 class Matmul {
  public:
-  // `scratch_offset`: where in the context's scratch (in floats) this matmul may keep its
-  // converted input; scratch_floats() says how much it needs there. `range`: x's calibrated
-  // [lo, hi] (int8), or null. keep_float: at int8, run this one in the float fallback.
-  // bf16_output: y is written in bf16 (for a following bf16 matmul, which then takes it as
-  // it is: bf16_input), saving that matmul's conversion pass and half of y's traffic.
-  Matmul(Context& ctx, int64_t M, int64_t K, int64_t N, const float* weights, const float* bias, bool gelu,
-         size_t scratch_offset = 0, const float* range = nullptr, bool keep_float = false, bool bf16_output = false,
-         bool bf16_input = false)
-      : M_(M), K_(K), N_(N), precision_(matmul_precision(ctx, keep_float)), scratch_offset_(scratch_offset),
-        bf16_input_(bf16_input && precision_ == Precision::BF16) {
+  Matmul(Context& ctx, int64_t M, int64_t K, int64_t N, const float* weights, const float* bias,
+         const MatmulOptions& o = {})
+      : M_(M), K_(K), N_(N), precision_(matmul_precision(ctx, o.keep_float)), scratch_offset_(o.scratch_offset),
+        bf16_input_(o.bf16_input && precision_ == Precision::BF16) {
+    const bool gelu = o.gelu;
+    const float* range = o.range;
     dt src_type = precision_ == Precision::F32 ? dt::f32 : precision_ == Precision::BF16 ? dt::bf16 : dt::u8;
     dt wei_type = precision_ == Precision::F32 ? dt::f32 : precision_ == Precision::BF16 ? dt::bf16 : dt::s8;
     memory::desc src_md = plain({M, K}, src_type);
     memory::desc wei_md({K, N}, wei_type, tag::any);
-    memory::desc dst_md = plain({M, N}, bf16_output ? dt::bf16 : dt::f32);
+    memory::desc dst_md = plain({M, N}, o.bf16_output ? dt::bf16 : dt::f32);
     memory::desc bias_md = plain({1, N}, dt::f32);
     dnnl::primitive_attr attr;
     dnnl::post_ops post;
@@ -118,6 +128,10 @@ class Matmul {
       if (bias) post.append_binary(dnnl::algorithm::binary_add, bias_md);       // + b
     }
     if (gelu) post.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_erf, 0.0f, 0.0f);
+    if (o.residual) {
+      residual_index_ = post.len();
+      post.append_binary(dnnl::algorithm::binary_add, plain({M, N}, dt::f32));
+    }
     attr.set_post_ops(post);
     bool bias_in_matmul = bias && precision_ != Precision::INT8;
     auto desc = bias_in_matmul ? dnnl::matmul::desc(src_md, wei_md, bias_md, dst_md)
@@ -154,6 +168,10 @@ class Matmul {
     } else if (bias_) {
       args_[DNNL_ARG_BIAS] = bias_;
     }
+    if (o.residual) {
+      residual_ = memory(plain({M, N}, dt::f32), ctx.engine, nullptr);
+      args_[DNNL_ARG_ATTR_MULTIPLE_POST_OP(residual_index_) | DNNL_ARG_SRC_1] = residual_;
+    }
   }
 
   // Floats of scratch this matmul needs for its converted input (bf16: 2 bytes, int8: 1).
@@ -161,9 +179,11 @@ class Matmul {
     return precision_ == Precision::F32 || bf16_input_ ? 0 : static_cast<size_t>(M_ * K_ * (precision_ == Precision::BF16 ? 2 : 1) + 3) / 4;
   }
 
-  // x: f32, or bf16 where the matmul was made with bf16_input; y: as bf16_output says.
-  void run(Context& ctx, const void* x, void* y) {
+  // x: f32, or bf16 where the matmul was made with bf16_input; y: as bf16_output says;
+  // residual: [M, N] where made with residual.
+  void run(Context& ctx, const void* x, void* y, const float* residual = nullptr) {
     dst_.set_data_handle(y);
+    if (residual_index_ >= 0) residual_.set_data_handle(const_cast<float*>(residual));
     if (precision_ != Precision::F32) converted_.set_data_handle(ctx.scratch.data() + scratch_offset_);
     if (precision_ == Precision::F32) {
       src_.set_data_handle(const_cast<void*>(x));
@@ -262,6 +282,7 @@ class Matmul {
   Precision precision_;
   size_t scratch_offset_;
   bool bf16_input_;
+  int residual_index_ = -1;  // the residual's post-op, if any
   dnnl::matmul::primitive_desc pd_;
   dnnl::matmul prim_;
   std::shared_ptr<PackedWeights> packed_;
@@ -269,53 +290,92 @@ class Matmul {
   bool fixed_ = false;                 // int8: a calibrated range, set once
   float scale_ = 1.0f;
   int32_t zero_point_ = 0;
-  memory src_, dst_, bias_, converted_, f32_src_, compensation_, activation_scale_;
+  memory src_, dst_, bias_, converted_, f32_src_, compensation_, activation_scale_, residual_;
   dnnl::reorder to_bf16_;
   std::unordered_map<int, memory> args_;
 };
 
+// linear; with `add` (a claimed linear -> add), the add's residual too, as a post-op.
 class LinearKernel : public Kernel {
  public:
-  LinearKernel(Context& ctx, const vit_node& n)
-      : mm_(ctx, rows_of(n.inputs[0]), n.inputs[1].shape[1], n.inputs[1].shape[0],
+  LinearKernel(Context& ctx, const vit_node& n, const vit_node* add = nullptr)
+      : residual_at_(add ? vit_plugin::residual_input(*add, n.output_id) : -1),
+        mm_(ctx, rows_of(n.inputs[0]), n.inputs[1].shape[1], n.inputs[1].shape[0],
             static_cast<const float*>(n.inputs[1].data),
-            n.n_inputs > 2 ? static_cast<const float*>(n.inputs[2].data) : nullptr, false, 0,
-            n.ints[0] ? n.floats : nullptr, n.ints[0] && n.ints[1]) {}
+            n.n_inputs > 2 ? static_cast<const float*>(n.inputs[2].data) : nullptr,
+            options(n, add != nullptr)) {}
   void run(Context& ctx, const vit_node& n) override {
-    mm_.run(ctx, static_cast<const float*>(n.inputs[0].data), static_cast<float*>(n.outputs[0].data));
+    if (residual_at_ < 0) {
+      mm_.run(ctx, n.inputs[0].data, n.outputs[0].data);
+      return;
+    }
+    const vit_node &linear = n.fused[0], &add = n.fused[1];
+    if (linear.outputs[0].data) throw std::runtime_error("onednn: a fused linear's own output is read later");
+    mm_.run(ctx, linear.inputs[0].data, add.outputs[0].data, static_cast<const float*>(add.inputs[residual_at_].data));
   }
 
  private:
+  static MatmulOptions options(const vit_node& n, bool residual) {
+    MatmulOptions o;
+    o.range = n.ints[0] ? n.floats : nullptr;
+    o.keep_float = n.ints[0] && n.ints[1];
+    o.residual = residual;
+    return o;
+  }
+
+  int residual_at_;
   Matmul mm_;
 };
 
 // fc2(gelu(fc1(x))): GELU fused into fc1 as a post-op; the hidden activations live in the
 // context's scratch, followed by the matmuls' converted inputs. Where fc2 runs in bf16 (bf16,
 // or int8 with fc2 kept in bf16), fc1 writes the hidden activations in bf16 straight away.
+// With `add` (a claimed mlp -> add), fc2 adds the residual as a post-op.
 class MlpKernel : public Kernel {
  public:
-  MlpKernel(Context& ctx, const vit_node& n)
+  MlpKernel(Context& ctx, const vit_node& n, const vit_node* add = nullptr)
       : M_(rows_of(n.inputs[0])),
         hidden_floats_(static_cast<size_t>(M_ * n.inputs[1].shape[0])),
         hidden_bf16_(matmul_precision(ctx, n.ints[0] && (n.ints[1] & 2)) == Precision::BF16),
+        residual_at_(add ? vit_plugin::residual_input(*add, n.output_id) : -1),
         fc1_(ctx, M_, n.inputs[1].shape[1], n.inputs[1].shape[0], static_cast<const float*>(n.inputs[1].data),
-             static_cast<const float*>(n.inputs[2].data), true, hidden_floats_, n.ints[0] ? n.floats : nullptr,
-             n.ints[0] && (n.ints[1] & 1), hidden_bf16_),
+             static_cast<const float*>(n.inputs[2].data), options(n, 0, false)),
         fc2_(ctx, M_, n.inputs[3].shape[1], n.inputs[3].shape[0], static_cast<const float*>(n.inputs[3].data),
-             static_cast<const float*>(n.inputs[4].data), false, hidden_floats_, n.ints[0] ? n.floats + 2 : nullptr,
-             n.ints[0] && (n.ints[1] & 2), false, hidden_bf16_) {
+             static_cast<const float*>(n.inputs[4].data), options(n, 1, add != nullptr)) {
     ctx.reserve_scratch(hidden_floats_ + std::max(fc1_.scratch_floats(), fc2_.scratch_floats()));
   }
   void run(Context& ctx, const vit_node& n) override {
     float* hidden = ctx.scratch.data();
-    fc1_.run(ctx, static_cast<const float*>(n.inputs[0].data), hidden);
-    fc2_.run(ctx, hidden, static_cast<float*>(n.outputs[0].data));
+    const vit_node& mlp = residual_at_ < 0 ? n : n.fused[0];
+    fc1_.run(ctx, mlp.inputs[0].data, hidden);
+    if (residual_at_ < 0) {
+      fc2_.run(ctx, hidden, n.outputs[0].data);
+    } else {
+      const vit_node& add = n.fused[1];
+      if (mlp.outputs[0].data) throw std::runtime_error("onednn: a fused MLP's own output is read later");
+      fc2_.run(ctx, hidden, add.outputs[0].data, static_cast<const float*>(add.inputs[residual_at_].data));
+    }
   }
 
  private:
+  // fc1 (layer 0) or fc2 (1): its calibrated range and int8 exemption (vit_ops.def's mlp),
+  // the hidden activations' type between them, the residual on fc2.
+  MatmulOptions options(const vit_node& n, int layer, bool residual) const {
+    MatmulOptions o;
+    o.scratch_offset = hidden_floats_;
+    o.range = n.ints[0] ? n.floats + 2 * layer : nullptr;
+    o.keep_float = n.ints[0] && (n.ints[1] & (1 << layer));
+    o.gelu = layer == 0;
+    o.bf16_output = layer == 0 && hidden_bf16_;
+    o.bf16_input = layer == 1 && hidden_bf16_;
+    o.residual = residual;
+    return o;
+  }
+
   int64_t M_;
   size_t hidden_floats_;
   bool hidden_bf16_;
+  int residual_at_;
   Matmul fc1_, fc2_;
 };
 
@@ -613,8 +673,25 @@ bool accepts(const vit_node& n, std::string* why) {
   }
 }
 
+int32_t claim_length(const vit_node* nodes, int32_t count) {
+  // linear -> add and mlp -> add, where the add's other input is a residual from outside and
+  // nothing after the add reads the linear's or MLP's own output: the add becomes the
+  // matmul's last post-op, saving a pass over the activations.
+  if (count < 2 || (nodes[0].op != VIT_OP_LINEAR && nodes[0].op != VIT_OP_MLP)) return 0;
+  std::string why;
+  if (!accepts(nodes[0], &why) || !accepts(nodes[1], &why) || !vit_plugin::weights_constant(nodes[0])) return 0;
+  if (vit_plugin::residual_input(nodes[1], nodes[0].output_id) < 0 || vit_plugin::read_from(nodes, count, 0, 2))
+    return 0;
+  return 2;
+}
+
 std::unique_ptr<Kernel> make_kernel(Context& ctx, const vit_node& n) {
   switch (n.op) {
+    case VIT_OP_FUSED:
+      if (n.n_fused != 2 || claim_length(n.fused, 2) != 2)
+        throw std::runtime_error("onednn: asked to run a fused step it did not claim");
+      if (n.fused[0].op == VIT_OP_LINEAR) return std::make_unique<LinearKernel>(ctx, n.fused[0], &n.fused[1]);
+      return std::make_unique<MlpKernel>(ctx, n.fused[0], &n.fused[1]);
     case VIT_OP_LINEAR: return std::make_unique<LinearKernel>(ctx, n);
     case VIT_OP_MLP: return std::make_unique<MlpKernel>(ctx, n);
     case VIT_OP_ATTENTION: return std::make_unique<AttentionKernel>(ctx, n);

@@ -208,6 +208,42 @@ TEST_CASE("a backend may claim a run of nodes: it runs them as one step, the inn
   CHECK(placement.find("reference  linear  blocks.0.attn.proj\n") == std::string::npos);
 }
 
+TEST_CASE("onednn runs each projection and MLP with its residual add as one matmul, at every precision") {
+  PluginHost host({VITBATCH_PLUGIN_DIR});
+  test_support::TempDir dir;
+  dir.write("model.safetensors", test_support::safetensors_bytes(test_support::varied(test_support::tiny_vit(2))));
+  dir.write("config.json", R"({"num_heads": 1})");
+  Model model = load_model(dir.path());
+  Backend reference(host.find("reference"), BackendOptions{});
+  std::vector<float> pixels(3 * 3 * 8 * 8);
+  for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = std::sin(0.37f * static_cast<float>(i));
+  std::vector<float> plain(3 * 5);
+  Executor(model, {&reference}).run(pixels.data(), 3, plain.data());
+  float largest = 0.0f;
+  for (float v : plain) largest = std::max(largest, std::fabs(v));
+  // Tolerances on the scale of the logits, as the op tests' (int8 here quantises per call).
+  for (const auto& [precision, tolerance] :
+       {std::pair<std::string, double>{"fp32", 1e-5}, {"bf16", 3e-2}, {"int8", 8e-2}}) {
+    CAPTURE(precision);
+    BackendOptions options;
+    options.precision = precision;
+    Backend onednn(host.find("onednn"), options);
+    Executor executor(model, {&onednn, &reference});
+    std::vector<float> fused(3 * 5);
+    executor.run(pixels.data(), 3, fused.data());
+    std::string placement = executor.placement(3);
+    CAPTURE(placement);
+    for (int b = 0; b < 2; ++b) {
+      const std::string block = "blocks." + std::to_string(b);
+      CHECK(placement.find("onednn  fused(linear+add)  " + block + ".attn.proj " + block + ".residual1") !=
+            std::string::npos);
+      CHECK(placement.find("onednn  fused(mlp+add)  " + block + ".mlp " + block + ".residual2") != std::string::npos);
+    }
+    CHECK(placement.find("  add  blocks.") == std::string::npos);  // every residual add went into a matmul
+    for (size_t i = 0; i < fused.size(); ++i) CHECK(std::fabs(fused[i] - plain[i]) <= tolerance * largest);
+  }
+}
+
 TEST_CASE("a device backend's buffers are its own: the executor copies wherever a value crosses, and nowhere else") {
   // fakedev keeps its floats bit-inverted: a read that skips copy() gives garbage, so equal
   // logits mean every crossing had its copy.
