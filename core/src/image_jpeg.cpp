@@ -7,6 +7,7 @@
 #include <csetjmp>
 #include <cstdio>
 #include <cstring>
+#include <utility>
 
 #include <jpeglib.h>
 // jerror.h needs jpeglib.h first.
@@ -107,14 +108,24 @@ RgbImage decode_jpeg(const uint8_t* data, size_t size, const DecodeOptions& opti
   image.width = cinfo.output_width;
   image.height = cinfo.output_height;
   image.pixels.resize(static_cast<size_t>(image.width * image.height * 3));
-  row.resize(static_cast<size_t>(image.width) * cinfo.output_components);
-  while (cinfo.output_scanline < cinfo.output_height) {
-    JSAMPROW rows[1] = {row.data()};
-    size_t y = cinfo.output_scanline;
-    jpeg_read_scanlines(&cinfo, rows, 1);
-    uint8_t* out = image.pixels.data() + y * image.width * 3;
-    for (int64_t x = 0; x < image.width; ++x) {
-      if (cmyk) {
+  if (!cmyk && !gray) {
+    // RGB, the common case: libjpeg writes straight into the image's rows, no copy.
+    while (cinfo.output_scanline < cinfo.output_height) {
+      JSAMPROW rows[1] = {image.pixels.data() + static_cast<size_t>(cinfo.output_scanline) * image.width * 3};
+      jpeg_read_scanlines(&cinfo, rows, 1);
+    }
+  } else {
+    row.resize(static_cast<size_t>(image.width) * cinfo.output_components);
+    while (cinfo.output_scanline < cinfo.output_height) {
+      JSAMPROW rows[1] = {row.data()};
+      size_t y = cinfo.output_scanline;
+      jpeg_read_scanlines(&cinfo, rows, 1);
+      uint8_t* out = image.pixels.data() + y * image.width * 3;
+      if (gray) {
+        for (int64_t x = 0; x < image.width; ++x) out[3 * x] = out[3 * x + 1] = out[3 * x + 2] = row[x];
+        continue;
+      }
+      for (int64_t x = 0; x < image.width; ++x) {
         const uint8_t* p = row.data() + 4 * x;
         // Pillow reads every CMYK JPEG with raw mode "CMYK;I" (inverted, as Adobe writes
         // them), Adobe marker or not; so do we, to give the same pixels.
@@ -122,18 +133,12 @@ RgbImage decode_jpeg(const uint8_t* data, size_t size, const DecodeOptions& opti
         out[3 * x] = pillow_cmyk_channel(c, k);
         out[3 * x + 1] = pillow_cmyk_channel(m, k);
         out[3 * x + 2] = pillow_cmyk_channel(yy, k);
-      } else if (gray) {
-        out[3 * x] = out[3 * x + 1] = out[3 * x + 2] = row[x];
-      } else {
-        out[3 * x] = row[3 * x];
-        out[3 * x + 1] = row[3 * x + 1];
-        out[3 * x + 2] = row[3 * x + 2];
       }
     }
   }
   jpeg_finish_decompress(&cinfo);
   jpeg_destroy_decompress(&cinfo);
-  return apply_orientation(image, orientation);
+  return apply_orientation(std::move(image), orientation);
 }
 
 }  // namespace vitbatch

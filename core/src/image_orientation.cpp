@@ -32,7 +32,7 @@ int exif_orientation(const uint8_t* tiff, size_t size) {
   return 1;
 }
 
-RgbImage apply_orientation(const RgbImage& in, int orientation) {
+RgbImage apply_orientation(RgbImage in, int orientation) {
   if (orientation <= 1 || orientation > 8) return in;
   bool swap = orientation >= 5;  // 5-8 exchange width and height
   RgbImage out;

@@ -9,6 +9,7 @@
 #include <png.h>
 
 #include <cstring>
+#include <utility>
 
 namespace vitbatch {
 namespace {
@@ -112,7 +113,7 @@ RgbImage decode_png(const uint8_t* data, size_t size, const DecodeOptions& optio
       }
     }
   }
-  return apply_orientation(image, orientation);
+  return apply_orientation(std::move(image), orientation);
 }
 
 }  // namespace vitbatch

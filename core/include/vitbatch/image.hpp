@@ -51,7 +51,8 @@ RgbImage read_image(const std::string& path, const DecodeOptions& options = {});
 // The Orientation (1-8) in an EXIF block (the TIFF structure after "Exif\0\0"), or 1.
 int exif_orientation(const uint8_t* tiff, size_t size);
 // Applies an EXIF orientation the way PIL.ImageOps.exif_transpose does.
-RgbImage apply_orientation(const RgbImage& image, int orientation);
+// Takes the image by value: the common orientation 1 hands it back without a copy.
+RgbImage apply_orientation(RgbImage image, int orientation);
 // Pillow's CMYK -> RGB for one channel (Convert.c cmyk2rgb): (255 - k) - c * (255 - k) / 255,
 // rounded as Pillow rounds.
 uint8_t pillow_cmyk_channel(int c, int k);
