@@ -117,15 +117,26 @@ class Matmul {
     dnnl::primitive_attr attr;
     dnnl::post_ops post;
     if (precision_ == Precision::INT8) {
-      // The zero point and activation scale change every call. Runtime zero points and
-      // scales would push oneDNN off its brgemm kernels, so they become post-ops fed from
-      // memory instead: y = s_x * (s_w[n] * acc - z_x * s_w[n] * colsum_w[n]) + b[n], where
-      // s_w is a constant per-channel output scale and the rest are binary post-ops.
+      // y = s_x * (s_w[n] * acc - z_x * s_w[n] * colsum_w[n]) + b[n], s_w the per-channel
+      // weight scales. With a calibrated range all of it is constant: output scales
+      // s_x * s_w[n] and one per-channel add (b[n] - s_x * z_x * s_w[n] * colsum_w[n]).
+      // Without one, the zero point and s_x change every call; runtime zero points and
+      // scales would push oneDNN off its brgemm kernels, so they become binary post-ops
+      // fed from memory instead (s_w stays a constant output scale).
       channel_scales_ = quantized_scales(weights);
-      attr.set_output_scales(1 << 1, channel_scales_);
-      post.append_binary(dnnl::algorithm::binary_add, bias_md);                 // - z_x s_w colsum
-      post.append_binary(dnnl::algorithm::binary_mul, plain({1, 1}, dt::f32));   // * s_x
-      if (bias) post.append_binary(dnnl::algorithm::binary_add, bias_md);       // + b
+      fixed_ = range != nullptr;
+      if (fixed_) {
+        set_quantization(range[0], range[1]);
+        std::vector<float> output_scales(N_);
+        for (int64_t c = 0; c < N_; ++c) output_scales[c] = scale_ * channel_scales_[c];
+        attr.set_output_scales(1 << 1, output_scales);
+        post.append_binary(dnnl::algorithm::binary_add, bias_md);  // b - s_x z_x s_w colsum
+      } else {
+        attr.set_output_scales(1 << 1, channel_scales_);
+        post.append_binary(dnnl::algorithm::binary_add, bias_md);                // - z_x s_w colsum
+        post.append_binary(dnnl::algorithm::binary_mul, plain({1, 1}, dt::f32));  // * s_x
+        if (bias) post.append_binary(dnnl::algorithm::binary_add, bias_md);      // + b
+      }
     }
     if (gelu) post.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_erf, 0.0f, 0.0f);
     if (o.residual) {
@@ -153,9 +164,11 @@ class Matmul {
     if (precision_ == Precision::INT8) {
       compensation_ = memory(bias_md, ctx.engine);
       activation_scale_ = memory(plain({1, 1}, dt::f32), ctx.engine);
-      if (range) {  // fixed: the scale, zero point and compensation are set once, here
-        fixed_ = true;
-        set_quantization(range[0], range[1]);
+      if (fixed_) {  // the folded per-channel add, set once here
+        auto* folded = static_cast<float*>(compensation_.get_data_handle());
+        for (int64_t c = 0; c < N_; ++c)
+          folded[c] = (bias ? bias[c] : 0.0f) -
+                      scale_ * static_cast<float>(zero_point_) * channel_scales_[c] * packed_->column_sums[c];
       }
     }
     // The argument map is built once: run() only moves the data handles of these memories.
@@ -163,8 +176,10 @@ class Matmul {
              {DNNL_ARG_SRC, precision_ == Precision::F32 ? src_ : converted_}};
     if (precision_ == Precision::INT8) {
       args_[DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1] = compensation_;
-      args_[DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1] = activation_scale_;
-      if (bias_) args_[DNNL_ARG_ATTR_MULTIPLE_POST_OP(2) | DNNL_ARG_SRC_1] = bias_;
+      if (!fixed_) {
+        args_[DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1] = activation_scale_;
+        if (bias_) args_[DNNL_ARG_ATTR_MULTIPLE_POST_OP(2) | DNNL_ARG_SRC_1] = bias_;
+      }
     } else if (bias_) {
       args_[DNNL_ARG_BIAS] = bias_;
     }
@@ -244,6 +259,7 @@ class Matmul {
         hi = std::max(hi, part_hi);
       }
       set_quantization(lo, hi);
+      set_dynamic_post_ops();
     }
     auto* q = static_cast<uint8_t*>(converted_.get_data_handle());
     const float inverse = 1.0f / scale_, offset = static_cast<float>(zero_point_) + 0.5f;
@@ -254,13 +270,16 @@ class Matmul {
     }
   }
 
-  // The scale and zero point for x in [lo, hi] (widened to hold 0, so 0 stays exact), and
-  // what they make of the post-op inputs.
+  // The scale and zero point for x in [lo, hi] (widened to hold 0, so 0 stays exact).
   void set_quantization(float lo, float hi) {
     lo = std::min(lo, 0.0f);
     hi = std::max(hi, 0.0f);
     scale_ = hi > lo ? (hi - lo) / 255.0f : 1.0f;
     zero_point_ = std::max(0, std::min(255, static_cast<int32_t>(std::nearbyint(-lo / scale_))));
+  }
+
+  // Without a calibrated range: this call's scale and zero point into the post-op inputs.
+  void set_dynamic_post_ops() {
     auto* comp = static_cast<float*>(compensation_.get_data_handle());
     for (int64_t c = 0; c < N_; ++c)
       comp[c] = -static_cast<float>(zero_point_) * channel_scales_[c] * packed_->column_sums[c];
@@ -287,7 +306,7 @@ class Matmul {
   dnnl::matmul prim_;
   std::shared_ptr<PackedWeights> packed_;
   std::vector<float> channel_scales_;  // int8: s_w
-  bool fixed_ = false;                 // int8: a calibrated range, set once
+  bool fixed_ = false;                 // int8: a calibrated range, folded in at construction
   float scale_ = 1.0f;
   int32_t zero_point_ = 0;
   memory src_, dst_, bias_, converted_, f32_src_, compensation_, activation_scale_, residual_;
