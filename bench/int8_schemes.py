@@ -34,7 +34,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TI = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
 
 
+def ti_model(shared):
+    """timm's ViT-Ti/16 with the real weights from ../shared, in eval mode."""
+    m = timm.create_model("vit_tiny_patch16_224", pretrained=False)
+    m.load_state_dict(load_file(os.path.join(shared, "models", TI, "model.safetensors")))
+    return m.eval()
+
+
 def quantised_weight(w):
+    """Symmetric s8 per output channel, as the onednn backend quantises weights, dequantised."""
     flat = w.reshape(w.shape[0], -1)
     scale = flat.abs().amax(1, keepdim=True).clamp(min=1e-12) / 127
     return (torch.clamp(torch.round(flat / scale), -127, 127) * scale).reshape(w.shape)
@@ -65,12 +73,9 @@ def main():
     parser.add_argument("--eval", type=int, default=400)
     parser.add_argument("--calibration", type=int, default=64)
     args = parser.parse_args()
-    folder = os.path.join(args.shared, "models", TI)
 
     def model():
-        m = timm.create_model("vit_tiny_patch16_224", pretrained=False)
-        m.load_state_dict(load_file(os.path.join(folder, "model.safetensors")))
-        return m.eval()
+        return ti_model(args.shared)
 
     fp32 = model()
     transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=fp32))

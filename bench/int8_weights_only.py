@@ -18,7 +18,8 @@ warnings.filterwarnings("ignore")
 import timm
 import torch
 from PIL import Image
-from safetensors.torch import load_file
+
+from int8_schemes import quantised_weight, ti_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -29,19 +30,10 @@ def main():
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    folder = os.path.join(args.shared, "models", "vit_tiny_patch16_224.augreg_in21k_ft_in1k")
-
-    def model():
-        m = timm.create_model("vit_tiny_patch16_224", pretrained=False)
-        m.load_state_dict(load_file(os.path.join(folder, "model.safetensors")))
-        return m.eval()
-    fp32, quantised = model(), model()
+    fp32, quantised = ti_model(args.shared), ti_model(args.shared)
     for module in quantised.modules():
         if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
-            w = module.weight.data
-            flat = w.reshape(w.shape[0], -1)
-            scale = flat.abs().amax(1, keepdim=True).clamp(min=1e-12) / 127
-            module.weight.data = (torch.clamp(torch.round(flat / scale), -127, 127) * scale).reshape(w.shape)
+            module.weight.data = quantised_weight(module.weight.data)
     transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=fp32))
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([sys.executable, os.path.join(HERE, "augment_photos.py"), "--shared", args.shared, "--count",
