@@ -2,6 +2,8 @@
 // preprocessor_config.json say, and the checkpoint's tensors under timm's names.
 #include "model_sources.hpp"
 
+#include "json_integer.hpp"
+
 #include "vitbatch/error.hpp"
 #include "vitbatch/file_io.hpp"
 #include "vitbatch/weight_names.hpp"
@@ -67,13 +69,13 @@ static ConfigJson read_config_json(const std::string& path, PreprocessConfig& pr
   auto& found = c.preprocessing;
   try {
     const nlohmann::json& cfg = j.contains("pretrained_cfg") ? j["pretrained_cfg"] : j;
-    if (cfg.contains("input_size")) c.input_size = pre.input_size = cfg["input_size"].at(2).get<int64_t>();
+    if (cfg.contains("input_size")) c.input_size = pre.input_size = json_integer(cfg["input_size"].at(2), "input_size[2]");
     if (cfg.contains("crop_pct") && !cfg["crop_pct"].is_null()) {
       pre.crop_pct = cfg["crop_pct"].get<double>();
       found.insert("crop_pct");
     }
     if (cfg.contains("test_input_size") && cfg["test_input_size"].is_array())
-      c.test_input_size = cfg["test_input_size"].at(2).get<int64_t>();
+      c.test_input_size = json_integer(cfg["test_input_size"].at(2), "test_input_size[2]");
     if (cfg.contains("crop_mode") && cfg["crop_mode"].is_string()) {
       pre.crop_mode = cfg["crop_mode"].get<std::string>();
       found.insert("crop_mode");
@@ -92,8 +94,8 @@ static ConfigJson read_config_json(const std::string& path, PreprocessConfig& pr
     }
     if (j.contains("architecture") && j["architecture"].is_string()) c.architecture = j["architecture"].get<std::string>();
     if (j.contains("global_pool") && j["global_pool"].is_string()) c.global_pool = j["global_pool"].get<std::string>();
-    if (j.contains("num_attention_heads")) c.heads = j["num_attention_heads"].get<int64_t>();
-    if (j.contains("num_heads")) c.heads = j["num_heads"].get<int64_t>();
+    if (j.contains("num_attention_heads")) c.heads = json_integer(j["num_attention_heads"], "num_attention_heads");
+    if (j.contains("num_heads")) c.heads = json_integer(j["num_heads"], "num_heads");
     if (j.contains("layer_norm_eps")) c.eps = j["layer_norm_eps"].get<double>();
     if (j.contains("hidden_act") && j["hidden_act"].is_string()) c.act = j["hidden_act"].get<std::string>();
     if (j.contains("model_type") && j["model_type"].is_string()) c.model_type = j["model_type"].get<std::string>();
@@ -119,23 +121,23 @@ static void read_preprocessor_config(const std::string& path, PreprocessConfig& 
     pre.hf_do_resize = j.value("do_resize", true);
     if (j.contains("size")) {
       const auto& size = j["size"];
-      if (size.is_number_integer()) pre.hf_resize_height = pre.hf_resize_width = size.get<int64_t>();
-      else if (size.contains("shortest_edge")) pre.hf_shortest_edge = size["shortest_edge"].get<int64_t>();
+      if (size.is_number_integer()) pre.hf_resize_height = pre.hf_resize_width = json_integer(size, path + ": size");
+      else if (size.is_object() && size.contains("shortest_edge")) pre.hf_shortest_edge = json_integer(size["shortest_edge"], path + ": size.shortest_edge");
       else {
-        pre.hf_resize_height = size.at("height").get<int64_t>();
-        pre.hf_resize_width = size.at("width").get<int64_t>();
+        pre.hf_resize_height = json_integer(size.at("height"), path + ": size.height");
+        pre.hf_resize_width = json_integer(size.at("width"), path + ": size.width");
       }
     }
     // PIL's resample codes: 0 nearest, 2 bilinear, 3 bicubic (HF's default is bilinear).
-    int resample = j.value("resample", 2);
+    int64_t resample = j.contains("resample") ? json_integer(j["resample"], path + ": resample") : 2;
     if (resample == 2) pre.interpolation = "bilinear";
     else if (resample == 3) pre.interpolation = "bicubic";
     else throw Error(path + ": resample " + std::to_string(resample) + " is not one vitbatch runs (2 bilinear, 3 bicubic)");
     pre.hf_do_center_crop = j.value("do_center_crop", false);
     if (pre.hf_do_center_crop && j.contains("crop_size")) {
       const auto& crop = j["crop_size"];
-      pre.input_size = crop.is_number_integer() ? crop.get<int64_t>() : crop.at("height").get<int64_t>();
-      if (crop.is_object() && crop.at("width").get<int64_t>() != pre.input_size)
+      pre.input_size = crop.is_number_integer() ? json_integer(crop, path + ": crop_size") : json_integer(crop.at("height"), path + ": crop_size.height");
+      if (crop.is_object() && json_integer(crop.at("width"), path + ": crop_size.width") != pre.input_size)
         throw Error(path + ": crop_size " + crop.dump() + " is not square");
     } else if (pre.hf_resize_height) {
       if (pre.hf_resize_height != pre.hf_resize_width)

@@ -1,6 +1,8 @@
 #include "vitbatch/run_record.hpp"
 
+#include "json_integer.hpp"
 #include "vitbatch/error.hpp"
+#include "vitbatch/limits.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -21,17 +23,19 @@ std::optional<RunRecord> read_run_record(const std::string& path) {
     RunRecord r;
     r.vitbatch_version = j.value("vitbatch", "");
     r.model = j.at("model").get<std::string>();
-    r.model_bytes = j.value("model_bytes", int64_t{0});
+    r.model_bytes = j.contains("model_bytes") ? json_integer(j["model_bytes"], "model_bytes") : 0;
     r.backend = j.at("backend").get<std::string>();
     r.precision = j.at("precision").get<std::string>();
     r.format = j.value("format", "");
-    r.top_k = j.value("top_k", 0);
+    const int64_t top_k = j.contains("top_k") ? json_integer(j["top_k"], "top_k") : 0;
+    if (top_k < 0 || top_k > kMaxTopK) throw Error("top_k " + std::to_string(top_k) + " is out of range");
+    r.top_k = static_cast<int>(top_k);
     r.activation = j.value("activation", "softmax");  // records from before --activation
     r.min_prob = j.value("min_prob", 0.0);
     r.cwd = j.value("cwd", "");
     r.absolute_paths = j.value("absolute_paths", false);
     return r;
-  } catch (const nlohmann::json::exception& e) {
+  } catch (const std::exception& e) {  // nlohmann's exceptions and json_integer's Error
     throw Error(path + ": not a vitbatch run record: " + e.what());
   }
 }

@@ -65,6 +65,29 @@ TEST_CASE("config.json and overrides set heads, eps and preprocessing") {
   CHECK_THROWS_WITH_AS(load_model(dir.file("m"), o), doctest::Contains("3 heads do not divide dim 8"), Error);
 }
 
+TEST_CASE("counts in config.json and preprocessor_config.json must be integers") {
+  // A float where a count belongs was cast by nlohmann's get<int64_t>(): 1e30 is undefined
+  // behaviour (the config_json fuzzer's find), 2.5 heads would silently run as 2.
+  TempDir dir;
+  dir.write("m/model.safetensors", safetensors_bytes(tiny_vit()));
+  dir.write("m/config.json", R"({"num_heads": 1e30})");
+  CHECK_THROWS_WITH_AS(load_model(dir.file("m")), doctest::Contains("config.json: unexpected value: num_heads must be an integer, got 1e+30"), Error);
+  dir.write("m/config.json", R"({"num_heads": 2.5})");
+  CHECK_THROWS_WITH_AS(load_model(dir.file("m")), doctest::Contains("num_heads must be an integer, got 2.5"), Error);
+  dir.write("m/config.json", R"({"num_heads": 18446744073709551615})");
+  CHECK_THROWS_WITH_AS(load_model(dir.file("m")), doctest::Contains("num_heads must be an integer, got 18446744073709551615"), Error);
+  dir.write("m/config.json", R"({"num_heads": 2, "pretrained_cfg": {"input_size": [3, 8, -9e99]}})");
+  CHECK_THROWS_WITH_AS(load_model(dir.file("m")), doctest::Contains("input_size[2] must be an integer, got -9e+99"), Error);
+  dir.write("m/config.json", R"({"num_heads": 2, "pretrained_cfg": {"input_size": [3, 8, 8]}})");
+  CHECK(load_model(dir.file("m")).config.heads == 2);
+  dir.write("m/preprocessor_config.json", R"({"size": {"height": 8, "width": 8.5}})");
+  CHECK_THROWS_WITH_AS(load_model(dir.file("m")), doctest::Contains("preprocessor_config.json: size.width must be an integer, got 8.5"), Error);
+  dir.write("m/preprocessor_config.json", R"({"size": {"height": 8, "width": 8}, "resample": 3e300})");
+  CHECK_THROWS_WITH_AS(load_model(dir.file("m")), doctest::Contains("preprocessor_config.json: resample must be an integer, got 3e+300"), Error);
+  dir.write("m/preprocessor_config.json", R"({"size": {"height": 8, "width": 8}, "resample": 3})");
+  CHECK(load_model(dir.file("m")).preprocess.interpolation == "bicubic");
+}
+
 TEST_CASE("class names come from timm's label_names or Hugging Face's id2label") {
   TempDir dir;
   dir.write("a/model.safetensors", safetensors_bytes(tiny_vit()));

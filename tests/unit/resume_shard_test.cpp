@@ -2,6 +2,7 @@
 #include "test_support.hpp"
 #include "vitbatch/error.hpp"
 #include "vitbatch/resume.hpp"
+#include "vitbatch/run_record.hpp"
 #include "vitbatch/shard.hpp"
 
 #include <doctest/doctest.h>
@@ -61,4 +62,20 @@ TEST_CASE("shards partition the inputs") {
   }
   for (int n : sizes) CHECK(n > 900);  // FNV-1a spreads evenly
   CHECK(fnv1a64("") == 1469598103934665603ULL);
+}
+
+TEST_CASE("a run record's counts must be integers") {
+  test_support::TempDir dir;
+  const std::string fields = R"("model": "m", "backend": "reference", "precision": "fp32")";
+  dir.write("a.meta.json", "{" + fields + R"(, "top_k": 5, "model_bytes": 1234})");
+  auto r = read_run_record(dir.file("a.meta.json"));
+  REQUIRE(r);
+  CHECK(r->top_k == 5);
+  CHECK(r->model_bytes == 1234);
+  dir.write("b.meta.json", "{" + fields + R"(, "top_k": 1e30})");
+  CHECK_THROWS_WITH_AS(read_run_record(dir.file("b.meta.json")), doctest::Contains("not a vitbatch run record: top_k must be an integer, got 1e+30"), Error);
+  dir.write("c.meta.json", "{" + fields + R"(, "top_k": -3})");
+  CHECK_THROWS_WITH_AS(read_run_record(dir.file("c.meta.json")), doctest::Contains("top_k -3 is out of range"), Error);
+  dir.write("d.meta.json", "{" + fields + R"(, "model_bytes": 12.5})");
+  CHECK_THROWS_WITH_AS(read_run_record(dir.file("d.meta.json")), doctest::Contains("model_bytes must be an integer, got 12.5"), Error);
 }
