@@ -11,7 +11,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 seconds="${1:-30}"
 jobs="${2:-1}"
 build="$root/build-fuzz"
-harnesses=(safetensors yaml_config config_json resume_reader stdin_paths archive
+harnesses=(safetensors yaml_config config_json run_record resume_reader stdin_paths archive
            decode_jpeg decode_png decode_webp decode_tiff decode_gif decode_bmp)
 [ "$#" -gt 2 ] && harnesses=("${@:3}")
 bash "$root/scripts/install_packages.sh" clang libclang-rt-14-dev
@@ -57,7 +57,21 @@ for h in "${harnesses[@]}"; do
   printf '%-16s %12s %8s %8s %10s\n' "$h" "$execs" "${cov:-?}" "${ft:-?}" "${corp:-?}"
 done
 if [ "$failed" -ne 0 ]; then
-  for f in "$build"/artifacts/*; do [ -e "$f" ] && echo "fuzz: crashing input kept: $f" >&2; done
+  # CI keeps only what is printed: the report itself (sanitizer or libFuzzer, with its stack)
+  # and the input as base64, so a failure found there can be replayed here.
+  for h in "${harnesses[@]}"; do
+    log="$build/logs/$h.log"
+    if grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|runtime error:|deadly signal' "$log"; then
+      echo "fuzz: $h report:" >&2
+      sed -n '/ERROR: \(AddressSanitizer\|LeakSanitizer\|libFuzzer\)\|runtime error:\|deadly signal/,$p' "$log" | head -n 60 >&2
+    fi
+  done
+  for f in "$build"/artifacts/*; do
+    [ -e "$f" ] || continue
+    echo "fuzz: crashing input kept: $f ($(stat -c %s "$f") bytes), base64:" >&2
+    head -c 4096 "$f" | base64 -w 0 >&2
+    echo >&2
+  done
   exit 1
 fi
 echo "fuzz: ${#harnesses[@]} harnesses, ${seconds} s each: no crash, leak, hang or sanitizer report"

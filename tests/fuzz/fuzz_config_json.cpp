@@ -1,5 +1,6 @@
 // A model directory's config.json, read by load_model beside a small valid checkpoint (so
-// every setting it gives reaches the checks that follow it).
+// every setting it gives reaches the checks that follow it). Bytes after the input's first
+// NUL, if it has one, become a Hugging Face preprocessor_config.json beside it.
 #include "vitbatch/error.hpp"
 #include "vitbatch/model.hpp"
 
@@ -59,7 +60,11 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  write(g_dir + "/config.json", data, size);
+  const uint8_t* nul = static_cast<const uint8_t*>(std::memchr(data, 0, size));
+  const size_t config_size = nul ? static_cast<size_t>(nul - data) : size;
+  write(g_dir + "/config.json", data, config_size);
+  if (nul) write(g_dir + "/preprocessor_config.json", nul + 1, size - config_size - 1);
+  else unlink((g_dir + "/preprocessor_config.json").c_str());
   try {
     vitbatch::load_model(g_dir);
   } catch (const vitbatch::Error&) {
