@@ -80,12 +80,23 @@ void span_quantize(const float* x, int64_t n, float inverse_scale, float offset,
   }
 }
 
+// A per-row int8 matmul's epilogue for one row: y = s * y + (lo * ws[n] + b[n]) [+ r], where
+// oneDNN wrote y = s_w[n] * acc and ws[n] = s_w[n] * colsum_w[n] (see Matmul's per_row).
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void span_row_epilogue(float* y, int64_t n, float scale, float lo, const float* ws, const float* b, const float* r) {
+  if (r) {
+    for (int64_t i = 0; i < n; ++i) y[i] = scale * y[i] + (lo * ws[i] + b[i]) + r[i];
+  } else {
+    for (int64_t i = 0; i < n; ++i) y[i] = scale * y[i] + (lo * ws[i] + b[i]);
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // y[M, N] = x[M, K] @ w^T + b, optionally GELU'd, in the context's precision. Weights are
 // packed once into the layout the primitive prefers (shared across batch sizes); bf16
 // converts x to bf16, int8 quantises x (asymmetric u8, one scale per tensor: from the
-// calibrated range when the node has one, else from this call's min and max) and w per
-// output channel (symmetric s8).
+// calibrated range when the node has one, else from this call's min and max; or one per
+// row, MatmulOptions::per_row) and w per output channel (symmetric s8).
 struct MatmulOptions {
   bool gelu = false;
   // Where in the context's scratch (in floats) the matmul may keep its converted input;
@@ -98,6 +109,10 @@ struct MatmulOptions {
   bool bf16_output = false, bf16_input = false;
   // y += r, a residual [M, N] passed to run(): the add after a projection, as a post-op.
   bool residual = false;
+  // int8: one scale per row of x (per token) instead of one per tensor, above the calibrated
+  // floor where there is one (fc2, whose input GELU bounds below but whose rows' peaks differ
+  // too much for one scale: bench/int8_schemes.py). Not with gelu or bf16_output.
+  bool per_row = false;
 };
 
 class Matmul {
@@ -116,7 +131,18 @@ class Matmul {
     memory::desc bias_md = plain({1, N}, dt::f32);
     dnnl::primitive_attr attr;
     dnnl::post_ops post;
-    if (precision_ == Precision::INT8) {
+    per_row_ = o.per_row && precision_ == Precision::INT8;
+    if (per_row_ && (gelu || o.bf16_output)) throw std::logic_error("onednn: a per-row int8 matmul has no gelu or bf16 output");
+    if (per_row_) {
+      // x[m, :] ~ s[m] * q + lo[m], so y = s[m] * (s_w[n] * acc) + lo[m] * s_w[n] * colsum_w[n]
+      // + b[n]: oneDNN applies s_w as a constant output scale, and the rest, which varies by
+      // row, is vitbatch's own epilogue (oneDNN 2.6's brgemm matmul has no per-row post-op:
+      // a [M, 1] binary sends it to its reference kernel). The residual joins the epilogue.
+      channel_scales_ = quantized_scales(weights);
+      attr.set_output_scales(1 << 1, channel_scales_);
+      if (range) floor_ = std::min(range[0], 0.0f);
+      fixed_ = range != nullptr;
+    } else if (precision_ == Precision::INT8) {
       // y = s_x * (s_w[n] * acc - z_x * s_w[n] * colsum_w[n]) + b[n], s_w the per-channel
       // weight scales. With a calibrated range all of it is constant: output scales
       // s_x * s_w[n] and one per-channel add (b[n] - s_x * z_x * s_w[n] * colsum_w[n]).
@@ -139,7 +165,7 @@ class Matmul {
       }
     }
     if (gelu) post.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_erf, 0.0f, 0.0f);
-    if (o.residual) {
+    if (o.residual && !per_row_) {
       residual_index_ = post.len();
       post.append_binary(dnnl::algorithm::binary_add, plain({M, N}, dt::f32));
     }
@@ -161,7 +187,14 @@ class Matmul {
       f32_src_ = memory(plain({M, K}, dt::f32), ctx.engine, nullptr);
       to_bf16_ = dnnl::reorder(f32_src_, converted_);
     }
-    if (precision_ == Precision::INT8) {
+    if (per_row_) {
+      row_bias_.assign(bias ? bias : nullptr, bias ? bias + N_ : nullptr);
+      row_bias_.resize(N_, 0.0f);
+      weight_sums_.resize(N_);
+      for (int64_t c = 0; c < N_; ++c) weight_sums_[c] = channel_scales_[c] * static_cast<float>(packed_->column_sums[c]);
+      row_scale_.resize(M_);
+      row_floor_.resize(M_);
+    } else if (precision_ == Precision::INT8) {
       compensation_ = memory(bias_md, ctx.engine);
       activation_scale_ = memory(plain({1, 1}, dt::f32), ctx.engine);
       if (fixed_) {  // the folded per-channel add, set once here
@@ -174,7 +207,8 @@ class Matmul {
     // The argument map is built once: run() only moves the data handles of these memories.
     args_ = {{DNNL_ARG_WEIGHTS, packed_->weights}, {DNNL_ARG_DST, dst_},
              {DNNL_ARG_SRC, precision_ == Precision::F32 ? src_ : converted_}};
-    if (precision_ == Precision::INT8) {
+    if (per_row_) {
+    } else if (precision_ == Precision::INT8) {
       args_[DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1] = compensation_;
       if (!fixed_) {
         args_[DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1] = activation_scale_;
@@ -207,10 +241,13 @@ class Matmul {
     } else if (precision_ == Precision::BF16) {
       f32_src_.set_data_handle(const_cast<void*>(x));
       to_bf16_.execute(ctx.stream, f32_src_, converted_);
+    } else if (per_row_) {
+      quantize_rows(static_cast<const float*>(x));
     } else {
       quantize(static_cast<const float*>(x));
     }
     prim_.execute(ctx.stream, args_);
+    if (per_row_) finish_rows(static_cast<float*>(y), residual);
   }
 
  private:
@@ -270,6 +307,36 @@ class Matmul {
     }
   }
 
+  // Per row: lo[m] the calibrated floor (values below it clamp to it) or, without one, the
+  // row's minimum (or 0); s[m] = (max - lo[m]) / 255; q = round half up of (x - lo[m]) / s[m].
+  void quantize_rows(const float* x) {
+    auto* q = static_cast<uint8_t*>(converted_.get_data_handle());
+#pragma omp parallel
+    {
+      auto [begin, end] = share(M_);
+      for (int64_t m = begin; m < end; ++m) {
+        float lo = 0.0f, hi = 0.0f;
+        span_min_max(x + m * K_, K_, &lo, &hi);
+        if (fixed_) lo = floor_;
+        const float s = hi > lo ? (hi - lo) / 255.0f : 1.0f, inverse = 1.0f / s;
+        row_scale_[m] = s;
+        row_floor_[m] = lo;
+        span_quantize(x + m * K_, K_, inverse, 0.5f - lo * inverse, q + m * K_);
+      }
+    }
+  }
+
+  // The epilogue of a per-row matmul, each thread on its own rows (still in its cache).
+  void finish_rows(float* y, const float* residual) {
+#pragma omp parallel
+    {
+      auto [begin, end] = share(M_);
+      for (int64_t m = begin; m < end; ++m)
+        span_row_epilogue(y + m * N_, N_, row_scale_[m], row_floor_[m], weight_sums_.data(), row_bias_.data(),
+                          residual ? residual + m * N_ : nullptr);
+    }
+  }
+
   // The scale and zero point for x in [lo, hi] (widened to hold 0, so 0 stays exact).
   void set_quantization(float lo, float hi) {
     lo = std::min(lo, 0.0f);
@@ -307,6 +374,9 @@ class Matmul {
   std::shared_ptr<PackedWeights> packed_;
   std::vector<float> channel_scales_;  // int8: s_w
   bool fixed_ = false;                 // int8: a calibrated range, folded in at construction
+  bool per_row_ = false;               // int8: a scale per row of x (MatmulOptions::per_row)
+  float floor_ = 0.0f;                 // per row: the calibrated floor of x
+  std::vector<float> row_bias_, weight_sums_, row_scale_, row_floor_;  // per row: b, s_w * colsum, s[m], lo[m]
   float scale_ = 1.0f;
   int32_t zero_point_ = 0;
   memory src_, dst_, bias_, converted_, f32_src_, compensation_, activation_scale_, residual_;
@@ -350,36 +420,70 @@ class LinearKernel : public Kernel {
 // context's scratch, followed by the matmuls' converted inputs. Where fc2 runs in bf16 (bf16,
 // or int8 with fc2 kept in bf16), fc1 writes the hidden activations in bf16 straight away.
 // With `add` (a claimed mlp -> add), fc2 adds the residual as a post-op.
+// Where both run in calibrated int8, fc2 quantises its input per row, so the rows are
+// independent: they go through in blocks whose hidden activations stay in the core's L2
+// (fc1 writes them in f32, fc2 reads them twice, to find each row's scale and to quantise),
+// instead of a batch-sized f32 round trip through memory.
 class MlpKernel : public Kernel {
  public:
   MlpKernel(Context& ctx, const vit_node& n, const vit_node* add = nullptr)
       : M_(rows_of(n.inputs[0])),
-        hidden_floats_(static_cast<size_t>(M_ * n.inputs[1].shape[0])),
+        K_(n.inputs[1].shape[1]),
+        H_(n.inputs[1].shape[0]),
+        N_(n.inputs[3].shape[0]),
+        block_(block_rows(ctx, n, M_, H_)),
+        hidden_floats_(static_cast<size_t>(block_ * H_)),
         hidden_bf16_(matmul_precision(ctx, n.ints[0] && (n.ints[1] & 2)) == Precision::BF16),
         residual_at_(add ? vit_plugin::residual_input(*add, n.output_id) : -1),
-        fc1_(ctx, M_, n.inputs[1].shape[1], n.inputs[1].shape[0], static_cast<const float*>(n.inputs[1].data),
-             static_cast<const float*>(n.inputs[2].data), options(n, 0, false)),
-        fc2_(ctx, M_, n.inputs[3].shape[1], n.inputs[3].shape[0], static_cast<const float*>(n.inputs[3].data),
-             static_cast<const float*>(n.inputs[4].data), options(n, 1, add != nullptr)) {
-    ctx.reserve_scratch(hidden_floats_ + std::max(fc1_.scratch_floats(), fc2_.scratch_floats()));
+        fc1_(make(ctx, n, 0, block_, false)),
+        fc2_(make(ctx, n, 1, block_, add != nullptr)) {
+    if (M_ % block_) {
+      fc1_tail_ = make(ctx, n, 0, M_ % block_, false);
+      fc2_tail_ = make(ctx, n, 1, M_ % block_, add != nullptr);
+    }
+    ctx.reserve_scratch(hidden_floats_ + std::max(fc1_->scratch_floats(), fc2_->scratch_floats()));
   }
   void run(Context& ctx, const vit_node& n) override {
     float* hidden = ctx.scratch.data();
     const vit_node& mlp = residual_at_ < 0 ? n : n.fused[0];
-    fc1_.run(ctx, mlp.inputs[0].data, hidden);
-    if (residual_at_ < 0) {
-      fc2_.run(ctx, hidden, n.outputs[0].data);
-    } else {
+    void* y = n.outputs[0].data;
+    const float* residual = nullptr;
+    if (residual_at_ >= 0) {
       const vit_node& add = n.fused[1];
       if (mlp.outputs[0].data) throw std::runtime_error("onednn: a fused MLP's own output is read later");
-      fc2_.run(ctx, hidden, add.outputs[0].data, static_cast<const float*>(add.inputs[residual_at_].data));
+      y = add.outputs[0].data;
+      residual = static_cast<const float*>(add.inputs[residual_at_].data);
+    }
+    if (block_ == M_) {
+      fc1_->run(ctx, mlp.inputs[0].data, hidden);
+      fc2_->run(ctx, hidden, y, residual);
+      return;
+    }
+    // Blocked: the input and output are f32 (int8 quantises from f32 and writes f32).
+    const auto* x = static_cast<const float*>(mlp.inputs[0].data);
+    for (int64_t r = 0; r < M_; r += block_) {
+      const bool full = M_ - r >= block_;
+      Matmul& fc1 = full ? *fc1_ : *fc1_tail_;
+      Matmul& fc2 = full ? *fc2_ : *fc2_tail_;
+      fc1.run(ctx, x + r * K_, hidden);
+      fc2.run(ctx, hidden, static_cast<float*>(y) + r * N_, residual ? residual + r * N_ : nullptr);
     }
   }
 
  private:
-  // fc1 (layer 0) or fc2 (1): its calibrated range and int8 exemption (vit_ops.def's mlp),
-  // the hidden activations' type between them, the residual on fc2.
-  MatmulOptions options(const vit_node& n, int layer, bool residual) const {
+  // Rows a block: all of them, unless fc1 and fc2 both run calibrated int8 and there are more
+  // than two blocks' worth; then as many as keep a block's f32 hidden activations within
+  // 512 KiB (a multiple of 16, at least 32). ViT-Ti at batch 1 (197 rows of 768) stays whole:
+  // split, its four smaller calls cost more than the traffic they save.
+  static int64_t block_rows(const Context& ctx, const vit_node& n, int64_t M, int64_t H) {
+    const bool blocked = ctx.precision == Precision::INT8 && n.ints[0] && !(n.ints[1] & 3);
+    const int64_t rows = std::max<int64_t>(32, (int64_t{512 * 1024} / (4 * H)) / 16 * 16);
+    return blocked && M > 2 * rows ? rows : M;
+  }
+
+  // fc1 (layer 0) or fc2 (1) for `rows` rows: its calibrated range and int8 exemption
+  // (vit_ops.def's mlp), the hidden activations' type between them, the residual on fc2.
+  std::unique_ptr<Matmul> make(Context& ctx, const vit_node& n, int layer, int64_t rows, bool residual) const {
     MatmulOptions o;
     o.scratch_offset = hidden_floats_;
     o.range = n.ints[0] ? n.floats + 2 * layer : nullptr;
@@ -388,14 +492,18 @@ class MlpKernel : public Kernel {
     o.bf16_output = layer == 0 && hidden_bf16_;
     o.bf16_input = layer == 1 && hidden_bf16_;
     o.residual = residual;
-    return o;
+    o.per_row = layer == 1;
+    const vit_tensor& w = n.inputs[layer == 0 ? 1 : 3];
+    const vit_tensor& b = n.inputs[layer == 0 ? 2 : 4];
+    return std::make_unique<Matmul>(ctx, rows, w.shape[1], w.shape[0], static_cast<const float*>(w.data),
+                                    static_cast<const float*>(b.data), o);
   }
 
-  int64_t M_;
+  int64_t M_, K_, H_, N_, block_;
   size_t hidden_floats_;
   bool hidden_bf16_;
   int residual_at_;
-  Matmul fc1_, fc2_;
+  std::unique_ptr<Matmul> fc1_, fc2_, fc1_tail_, fc2_tail_;
 };
 
 // The extras of vit_ops.def's attention: q/k LayerNorm and rope rewrite q and k per token

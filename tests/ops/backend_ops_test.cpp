@@ -31,6 +31,8 @@ struct OpCase {
   std::vector<bool> constant;  // weights: offered to prepare() with data
   Params params;
   std::function<Tensor(const std::vector<Tensor>&)> loops;  // the expected output
+  // Reshapes the N(0, 1) inputs where a case needs other values; may be empty.
+  std::function<void(std::vector<Tensor>&)> adjust = {};
 };
 
 int64_t count(const Shape& s) { return element_count(s); }
@@ -271,6 +273,20 @@ std::vector<OpCase> make_cases(std::mt19937& rng) {
       ranged.label = "mlp+int8 ranges";
       ranged.params = params::mlp(&x_range, &hidden_range);
       cases.push_back(ranged);
+      // fc1's outputs near -0.75, where GELU has its minimum (-0.17), and fc2's weights with
+      // a mean: the hidden rows' floor then carries most of fc2's output, which int8 must
+      // keep (a per-row scheme that dropped its lo[m] * sum(w) term would be far off).
+      OpCase floor = cases[cases.size() - 2];
+      floor.label = "mlp (GELU's floor)";
+      floor.adjust = [](std::vector<Tensor>& in) {
+        for (float& v : in[1]) v *= 0.02f;
+        for (float& v : in[2]) v = -0.75f + 0.02f * v;
+        for (float& v : in[3]) v += 0.5f;
+      };
+      cases.push_back(floor);
+      floor.label = "mlp+int8 ranges (GELU's floor)";
+      floor.params = ranged.params;
+      cases.push_back(floor);
       hidden_range.keep_float = true;
       ranged.label = "mlp+ranges, fc2 float";
       ranged.params = params::mlp(&x_range, &hidden_range);
@@ -465,6 +481,7 @@ TEST_CASE("every op of every backend matches straightforward loops") {
         std::vector<Tensor> inputs;
         std::vector<vit_tensor> in_desc;
         for (const Shape& s : c.inputs) inputs.push_back(random_tensor(s, rng));
+        if (c.adjust) c.adjust(inputs);
         for (size_t i = 0; i < inputs.size(); ++i) in_desc.push_back(describe(c.inputs[i], inputs[i].data()));
         Shape out_shape = infer_shape(c.op, c.inputs, c.params);
         Tensor out(static_cast<size_t>(count(out_shape)), std::nanf(""));
