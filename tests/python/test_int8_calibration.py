@@ -57,7 +57,7 @@ class Int8Calibration(unittest.TestCase):
     def test_calibrate_writes_a_range_per_linear(self):
         self.assertEqual(self.calibrated.returncode, 0, self.calibrated.stderr)
         self.assertIn("calibrated 50 linears on 48 images", self.calibrated.stderr)
-        self.assertIn("12 kept out of int8", self.calibrated.stderr)
+        self.assertIn("0 kept out of int8", self.calibrated.stderr)  # fc2 too: per token (onednn)
         tensors = vitref.read_safetensors(self.scales)
         self.assertEqual(len(tensors), 50)  # patch embedding, 4 per block, head
         for name, r in tensors.items():
@@ -69,6 +69,21 @@ class Int8Calibration(unittest.TestCase):
         self.assertLess(tensors["blocks.0.attn.qkv"][0], -0.5)
         # GELU's minimum is -0.17: fc2's input never goes below it
         self.assertGreaterEqual(tensors["blocks.0.mlp.fc2"][0], -0.171)
+
+    def test_keep_float_leaves_the_named_linears_out(self):
+        kept = os.path.join(self.tmp, "kept.safetensors")
+        r = run("calibrate", "--model", vitref.MODEL_DIR, self.cal, "-o", kept, "--keep-float", "mlp.fc2")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("12 kept out of int8", r.stderr)
+        # The same ranges (same photos), so only fc2's precision differs: bf16 here, per-token
+        # int8 with the default file; both keep fp32's top-1 on these photos.
+        fp32 = self.logits(self.inputs[:4], "fp32")
+        for f in (kept, self.scales):
+            int8 = self.logits(self.inputs[:4], "int8:" + f)
+            self.assertFalse(np.array_equal(int8, fp32))
+            np.testing.assert_array_equal(int8.argmax(1), fp32.argmax(1))
+        self.assertFalse(np.array_equal(self.logits(self.inputs[:4], "int8:" + kept),
+                                        self.logits(self.inputs[:4], "int8:" + self.scales)))
 
     def test_minmax_range_is_wider_than_percentile(self):
         minmax = os.path.join(self.tmp, "minmax.safetensors")
