@@ -246,25 +246,28 @@ std::vector<OpCase> make_cases(std::mt19937& rng) {
     biased.ints[1] = 2;
     cases.push_back({"attention+score bias", Op::ATTENTION, {{B, T + 1, 3 * D}, {1, heads, T + 1, T + 1}}, {false, true},
                      biased, [=](const std::vector<Tensor>& in) { return attention_loops(in[0], in[1].data(), T + 1); }});
+    auto mlp_loops = [=](int64_t hidden) {
+      return [=](const std::vector<Tensor>& in) {
+        Tensor out(static_cast<size_t>(B * T * K));
+        std::vector<double> h(hidden);
+        for (int64_t r = 0; r < B * T; ++r) {
+          for (int64_t o = 0; o < hidden; ++o) {
+            double acc = in[2][o];
+            for (int64_t k = 0; k < K; ++k) acc += double(in[0][r * K + k]) * in[1][o * K + k];
+            h[o] = 0.5 * acc * (1.0 + std::erf(acc / std::sqrt(2.0)));
+          }
+          for (int64_t o = 0; o < K; ++o) {
+            double acc = in[4][o];
+            for (int64_t j = 0; j < hidden; ++j) acc += h[j] * in[3][o * hidden + j];
+            out[r * K + o] = float(acc);
+          }
+        }
+        return out;
+      };
+    };
     int64_t hidden = dim(1, 50);
     cases.push_back({"mlp", Op::MLP, {{B, T, K}, {hidden, K}, {hidden}, {K, hidden}, {K}}, {false, true, true, true, true},
-                     {}, [=](const std::vector<Tensor>& in) {
-                       Tensor out(static_cast<size_t>(B * T * K));
-                       std::vector<double> h(hidden);
-                       for (int64_t r = 0; r < B * T; ++r) {
-                         for (int64_t o = 0; o < hidden; ++o) {
-                           double acc = in[2][o];
-                           for (int64_t k = 0; k < K; ++k) acc += double(in[0][r * K + k]) * in[1][o * K + k];
-                           h[o] = 0.5 * acc * (1.0 + std::erf(acc / std::sqrt(2.0)));
-                         }
-                         for (int64_t o = 0; o < K; ++o) {
-                           double acc = in[4][o];
-                           for (int64_t j = 0; j < hidden; ++j) acc += h[j] * in[3][o * hidden + j];
-                           out[r * K + o] = float(acc);
-                         }
-                       }
-                       return out;
-                     }});
+                     {}, mlp_loops(hidden)});
     {
       // Calibrated int8 ranges on the nodes (vitbatch calibrate): the inputs are N(0, 1), so
       // +-4.5 holds them; fc1's output grows with sqrt(K), and GELU's minimum is -0.17.
@@ -287,6 +290,15 @@ std::vector<OpCase> make_cases(std::mt19937& rng) {
       floor.label = "mlp+int8 ranges (GELU's floor)";
       floor.params = ranged.params;
       cases.push_back(floor);
+      if (round == 2) {
+        // Wide enough (4096) that onednn's int8 MLP goes through in blocks of 32 rows, and
+        // B x 130 rows: two or more blocks and a remainder.
+        OpCase wide = ranged;
+        wide.label = "mlp+int8 ranges (row blocks)";
+        wide.inputs = {{B, T, K}, {4096, K}, {4096}, {K, 4096}, {K}};
+        wide.loops = mlp_loops(4096);
+        cases.push_back(wide);
+      }
       hidden_range.keep_float = true;
       ranged.label = "mlp+ranges, fc2 float";
       ranged.params = params::mlp(&x_range, &hidden_range);
