@@ -227,24 +227,28 @@ class Matmul {
       row_scale_.resize(M_);
       row_floor_.resize(M_);
     } else if (precision_ == Precision::INT8) {
-      compensation_ = memory(bias_md, ctx.engine);
-      activation_scale_ = memory(plain({1, 1}, dt::f32), ctx.engine);
-      if (fixed_) {  // the folded per-channel add, set once here
-        auto* folded = static_cast<float*>(compensation_.get_data_handle());
+      // The per-channel add: b - s_x z_x s_w colsum (calibrated, set below) or - z_x s_w
+      // colsum (dynamic, set each call beside s_x).
+      channel_add_ = memory(bias_md, ctx.engine);
+      if (fixed_) {
+        auto* folded = static_cast<float*>(channel_add_.get_data_handle());
         for (int64_t c = 0; c < N_; ++c)
           folded[c] = (bias ? bias[c] : 0.0f) -
                       scale_ * static_cast<float>(zero_point_) * channel_scales_[c] * packed_->column_sums[c];
+      } else {
+        activation_scale_ = memory(plain({1, 1}, dt::f32), ctx.engine);
       }
     }
     // The argument map is built once: run() only moves the data handles of these memories.
     args_ = {{DNNL_ARG_WEIGHTS, packed_->weights}, {DNNL_ARG_DST, dst_},
              {DNNL_ARG_SRC, precision_ == Precision::F32 ? src_ : converted_}};
-    if (per_row_) {
-    } else if (precision_ == Precision::INT8) {
-      args_[DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1] = compensation_;
-      if (!fixed_) {
-        args_[DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1] = activation_scale_;
-        if (bias_) args_[DNNL_ARG_ATTR_MULTIPLE_POST_OP(2) | DNNL_ARG_SRC_1] = bias_;
+    if (precision_ == Precision::INT8) {
+      if (!per_row_) {  // per row, the bias is the epilogue's
+        args_[DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1] = channel_add_;
+        if (!fixed_) {
+          args_[DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1] = activation_scale_;
+          if (bias_) args_[DNNL_ARG_ATTR_MULTIPLE_POST_OP(2) | DNNL_ARG_SRC_1] = bias_;
+        }
       }
     } else if (bias_) {
       args_[DNNL_ARG_BIAS] = bias_;
@@ -379,7 +383,7 @@ class Matmul {
 
   // Without a calibrated range: this call's scale and zero point into the post-op inputs.
   void set_dynamic_post_ops() {
-    auto* comp = static_cast<float*>(compensation_.get_data_handle());
+    auto* comp = static_cast<float*>(channel_add_.get_data_handle());
     for (int64_t c = 0; c < N_; ++c)
       comp[c] = -static_cast<float>(zero_point_) * channel_scales_[c] * packed_->column_sums[c];
     *static_cast<float*>(activation_scale_.get_data_handle()) = scale_;
@@ -411,7 +415,7 @@ class Matmul {
   std::vector<float> row_bias_, weight_sums_, row_scale_, row_floor_;  // per row: b, s_w * colsum, s[m], lo[m]
   float scale_ = 1.0f;
   int32_t zero_point_ = 0;
-  memory src_, dst_, bias_, converted_, f32_src_, compensation_, activation_scale_, residual_;
+  memory src_, dst_, bias_, converted_, f32_src_, channel_add_, activation_scale_, residual_;
   dnnl::reorder to_bf16_;
   std::unordered_map<int, memory> args_;
 };
