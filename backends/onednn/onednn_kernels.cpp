@@ -57,17 +57,20 @@ std::pair<int64_t, int64_t> share(int64_t n) {
   return {std::min(n, id * chunk), std::min(n, (id + 1) * chunk)};
 }
 
-// The quantisation passes, cloned for AVX-512 and AVX2 (the build targets plain x86-64).
+// The quantisation passes, cloned for AVX-512 and AVX2 (the build targets plain x86-64),
+// on 16-lane GCC vector types: one zmm, two ymm or four xmm per clone.
+typedef float f32x16 __attribute__((vector_size(64)));
+typedef int32_t i32x16 __attribute__((vector_size(64)));
+typedef uint8_t u8x16 __attribute__((vector_size(16)));
+
 __attribute__((target_clones("avx512f", "avx2", "default")))
 void span_min_max(const float* x, int64_t n, float* lo, float* hi) {
-  // In 16-float vectors (one zmm, two ymm or four xmm per clone): written as one chain of
-  // scalars GCC keeps the float reduction in order, at an element a cycle, which made it
-  // the per-row int8 fc2's main cost.
-  typedef float v16 __attribute__((vector_size(64)));
-  v16 l = {}, h = {};
+  // In vectors: written as one chain of scalars GCC keeps the float reduction in order, at
+  // an element a cycle, which made it the per-row int8 fc2's main cost.
+  f32x16 l = {}, h = {};
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    v16 v;
+    f32x16 v;
     std::memcpy(&v, x + i, sizeof v);
     l = v < l ? v : l;
     h = v > h ? v : h;
@@ -89,20 +92,17 @@ void span_min_max(const float* x, int64_t n, float* lo, float* hi) {
 // nearbyint, this vectorises.
 __attribute__((target_clones("avx512f", "avx2", "default")))
 void span_quantize(const float* x, int64_t n, float inverse_scale, float offset, uint8_t* q) {
-  // 16 at a time in vector types, which GCC turns into a convert and one narrowing store;
-  // its own vectorisation of the loop below spent more on blends and packs than on the
-  // arithmetic. Same expression, same rounding.
-  typedef float v16 __attribute__((vector_size(64)));
-  typedef int32_t vi16 __attribute__((vector_size(64)));
-  typedef uint8_t vq16 __attribute__((vector_size(16)));
+  // In vectors, which GCC turns into a convert and one narrowing store; its own
+  // vectorisation of the loop below spent more on blends and packs than on the arithmetic.
+  // Same expression, same rounding.
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    v16 v;
+    f32x16 v;
     std::memcpy(&v, x + i, sizeof v);
     v = v * inverse_scale + offset;
     v = v < 0.0f ? 0.0f : v;
     v = v > 255.0f ? 255.0f : v;
-    const vq16 out = __builtin_convertvector(__builtin_convertvector(v, vi16), vq16);
+    const u8x16 out = __builtin_convertvector(__builtin_convertvector(v, i32x16), u8x16);
     std::memcpy(q + i, &out, sizeof out);
   }
   for (; i < n; ++i) {
@@ -165,15 +165,17 @@ class Matmul {
     dnnl::post_ops post;
     per_row_ = o.per_row && precision_ == Precision::INT8;
     if (per_row_ && (gelu || o.bf16_output)) throw std::logic_error("onednn: a per-row int8 matmul has no gelu or bf16 output");
+    if (precision_ == Precision::INT8) {
+      channel_scales_ = quantized_scales(weights);
+      fixed_ = range != nullptr;
+    }
     if (per_row_) {
       // x[m, :] ~ s[m] * q + lo[m], so y = s[m] * (s_w[n] * acc) + lo[m] * s_w[n] * colsum_w[n]
       // + b[n]: oneDNN applies s_w as a constant output scale, and the rest, which varies by
       // row, is vitbatch's own epilogue (oneDNN 2.6's brgemm matmul has no per-row post-op:
       // a [M, 1] binary sends it to its reference kernel). The residual joins the epilogue.
-      channel_scales_ = quantized_scales(weights);
       attr.set_output_scales(1 << 1, channel_scales_);
-      if (range) floor_ = std::min(range[0], 0.0f);
-      fixed_ = range != nullptr;
+      if (fixed_) floor_ = std::min(range[0], 0.0f);
     } else if (precision_ == Precision::INT8) {
       // y = s_x * (s_w[n] * acc - z_x * s_w[n] * colsum_w[n]) + b[n], s_w the per-channel
       // weight scales. With a calibrated range all of it is constant: output scales
@@ -181,8 +183,6 @@ class Matmul {
       // Without one, the zero point and s_x change every call; runtime zero points and
       // scales would push oneDNN off its brgemm kernels, so they become binary post-ops
       // fed from memory instead (s_w stays a constant output scale).
-      channel_scales_ = quantized_scales(weights);
-      fixed_ = range != nullptr;
       if (fixed_) {
         set_quantization(range[0], range[1]);
         std::vector<float> output_scales(N_);
@@ -482,27 +482,23 @@ class MlpKernel : public Kernel {
   void run(Context& ctx, const vit_node& n) override {
     float* hidden = ctx.scratch.data();
     const vit_node& mlp = residual_at_ < 0 ? n : n.fused[0];
-    void* y = n.outputs[0].data;
+    auto* y = static_cast<float*>(n.outputs[0].data);
     const float* residual = nullptr;
     if (residual_at_ >= 0) {
       const vit_node& add = n.fused[1];
       if (mlp.outputs[0].data) throw std::runtime_error("onednn: a fused MLP's own output is read later");
-      y = add.outputs[0].data;
+      y = static_cast<float*>(add.outputs[0].data);
       residual = static_cast<const float*>(add.inputs[residual_at_].data);
     }
-    if (block_ == M_) {
-      fc1_->run(ctx, mlp.inputs[0].data, hidden);
-      fc2_->run(ctx, hidden, y, residual);
-      return;
-    }
-    // Blocked: the input and output are f32 (int8 quantises from f32 and writes f32).
+    // One block of all rows, or blocks of block_ rows and a remainder (the MLP's input and
+    // output are f32 tensors).
     const auto* x = static_cast<const float*>(mlp.inputs[0].data);
     for (int64_t r = 0; r < M_; r += block_) {
       const bool full = M_ - r >= block_;
       Matmul& fc1 = full ? *fc1_ : *fc1_tail_;
       Matmul& fc2 = full ? *fc2_ : *fc2_tail_;
       fc1.run(ctx, x + r * K_, hidden);
-      fc2.run(ctx, hidden, static_cast<float*>(y) + r * N_, residual ? residual + r * N_ : nullptr);
+      fc2.run(ctx, hidden, y + r * N_, residual ? residual + r * N_ : nullptr);
     }
   }
 
