@@ -50,7 +50,7 @@ printf '%-16s %12s %8s %8s %10s\n' harness executions cov ft corpus
 for h in "${harnesses[@]}"; do
   log="$build/logs/$h.log"
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
-  last=$(grep -E '^#[0-9]+' "$log" | tail -n1)
+  last=$(grep -E '^#[0-9]+' "$log" | tail -n1 || true)  # none when it crashed at once
   cov=$(sed -n 's/.*cov: \([0-9]*\).*/\1/p' <<<"$last")
   ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
   corp=$(sed -n 's/.* corp: \([0-9]*\/[0-9a-zA-Z]*\).*/\1/p' <<<"$last")
@@ -61,9 +61,11 @@ if [ "$failed" -ne 0 ]; then
   # and the input as base64, so a failure found there can be replayed here.
   for h in "${harnesses[@]}"; do
     log="$build/logs/$h.log"
-    if grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|runtime error:|deadly signal' "$log"; then
+    first=$(grep -nE 'ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|runtime error:|deadly signal' "$log" |
+            head -n 1 | cut -d: -f1 || true)
+    if [ -n "$first" ]; then
       echo "fuzz: $h report:" >&2
-      sed -n '/ERROR: \(AddressSanitizer\|LeakSanitizer\|libFuzzer\)\|runtime error:\|deadly signal/,$p' "$log" | head -n 60 >&2
+      tail -n +"$first" "$log" | head -n 60 >&2
     fi
   done
   for f in "$build"/artifacts/*; do
