@@ -21,6 +21,10 @@ void add_common_flags(CLI::App& command, CommonFlags& flags) {
                      "best usable one (see `vitbatch backends`)");
   command.add_option("--threads", flags.threads, "threads for the backend (default: all cores)")
       ->check(int_range(1, vitbatch::kMaxThreads));
+  command.add_option("--lanes", flags.lanes,
+                     "images run side by side, each lane on its share of the threads (default: one lane per thread "
+                     "where the backend allows it; 1: all threads on each op of the whole batch)")
+      ->check(int_range(1, vitbatch::kMaxThreads));
   command.add_option("--precision", flags.precision, "fp32 (default), bf16, fp16 or int8, if the backend has it")
       ->check(CLI::IsMember({"fp32", "bf16", "fp16", "int8"}));
   command.add_option("--backend-option", flags.backend_option_pairs,
@@ -33,8 +37,8 @@ void add_common_flags(CLI::App& command, CommonFlags& flags) {
                      "int8: the activation ranges from `vitbatch calibrate` (default: int8_scales.safetensors beside "
                      "the model's weights)");
   command.add_flag("--int8-dynamic", flags.int8_dynamic,
-                   "int8 without calibration: quantise each batch by its own range (an image's answer then depends "
-                   "on its batch-mates)");
+                   "int8 without calibration: quantise each model call by its own range (each image alone in lanes; "
+                   "with --lanes 1 an image's answer depends on its batch-mates)");
   command.add_option("--plugin-dir", flags.plugin_dirs, "directory searched first for backend plugins");
   command.add_option("--heads", flags.heads,
                      "attention heads, for a checkpoint whose config.json names none (as the YAML's model_options.heads)")
@@ -67,6 +71,7 @@ vitbatch::RuntimeOptions resolve_runtime_options(const CommonFlags& flags, vitba
   o.backend = flags.backend.value_or(config.backend.value_or("auto"));
   int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   o.backend_options.threads = flags.threads.value_or(config.threads.value_or(cores));
+  o.lanes = flags.lanes.value_or(config.lanes.value_or(0));
   o.backend_options.precision = flags.precision.value_or(config.precision.value_or("fp32"));
   o.backend_options.options_json = config.backend_options_json;
   if (!flags.backend_option_pairs.empty()) {

@@ -18,6 +18,7 @@ struct CommonFlags {
   std::optional<std::string> config;
   std::optional<std::string> backend;
   std::optional<int> threads;
+  std::optional<int> lanes;
   std::optional<std::string> precision;
   std::vector<std::string> backend_option_pairs;  // --backend-option KEY=VALUE
   std::vector<std::string> plugin_dirs;

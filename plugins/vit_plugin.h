@@ -197,6 +197,11 @@ typedef struct vit_backend_api {
    * supports(), in the configured backend order. */
   vit_status (*claim)(void* context, const vit_node* nodes, int32_t n_nodes, int32_t* length,
                       char* message, size_t message_size);
+  /* 1: contexts of this plugin may run at the same time, each on its own host thread and using
+   * only its own `threads` (no process-wide thread setting, no shared scratch), so the host
+   * may run several images side by side, one context per lane. Default 0: the host never
+   * calls two contexts of the plugin at once. Host-memory backends only. */
+  int32_t concurrent_contexts;
 } vit_backend_api;
 
 /* The size of an ABI 1 table: everything before `memory`. */

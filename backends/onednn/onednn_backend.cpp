@@ -85,6 +85,8 @@ vit_status prepare(void* context, const vit_node* node, void** state, char* mess
 vit_status execute(void* context, void* state, const vit_node* node, char* message, size_t size) {
   return vit_plugin::guard(message, size, [&] {
     auto* ctx = static_cast<Context*>(context);
+    // This context's count on whichever thread runs it (a lane's, or the caller's).
+    omp_set_num_threads(ctx->threads);
     static_cast<Kernel*>(state)->run(*ctx, *node);
     ctx->stream.wait();
     return VIT_STATUS_OK;
@@ -114,6 +116,9 @@ vit_backend_api table() {
   api.release = release;
   api.score = score;
   api.claim = claim;
+  // Each context keeps its own stream and scratch and sets OpenMP's thread count for the
+  // calling thread only (omp_set_num_threads is per thread), so lanes may run side by side.
+  api.concurrent_contexts = 1;
   return api;
 }
 

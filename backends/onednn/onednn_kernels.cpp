@@ -26,6 +26,17 @@ Precision parse_precision(const std::string& name) {
   throw std::runtime_error("onednn: unknown precision '" + name + "' (fp32, bf16, int8)");
 }
 
+// Never destroyed: contexts and kernels may outlive static destruction at exit.
+PackCache& pack_cache() {
+  static auto* cache = new PackCache;
+  return *cache;
+}
+
+const dnnl::engine& cpu_engine() {
+  static const auto* engine = new dnnl::engine(dnnl::engine::kind::cpu, 0);
+  return *engine;
+}
+
 const char* precision_name(Precision p) {
   return p == Precision::F32 ? "fp32" : p == Precision::BF16 ? "bf16" : "int8";
 }
@@ -289,10 +300,14 @@ class Matmul {
  private:
   std::shared_ptr<PackedWeights> pack(Context& ctx, const float* w) {
     memory::desc want = pd_.weights_desc();
-    auto& cache = ctx.packed;
+    PackCache& shared = pack_cache();
+    // Held while packing: a lane preparing the same weights waits, then finds them.
+    std::lock_guard<std::mutex> lock(shared.mutex);
+    auto& cache = shared.entries;
     cache.erase(std::remove_if(cache.begin(), cache.end(), [](const auto& e) { return e.second.expired(); }), cache.end());
     for (auto& [key, weak] : cache)
-      if (key.first == w && key.second == want) return weak.lock();
+      if (key.first == w && key.second == want)
+        if (auto found = weak.lock()) return found;  // (its last kernel may go meanwhile)
     auto packed = std::make_shared<PackedWeights>();
     packed->weights = memory(want, ctx.engine);
     memory::desc torch_layout({K_, N_}, dt::f32, tag::ba);  // w is [N, K] row-major
@@ -312,7 +327,7 @@ class Matmul {
       dnnl::reorder(user, packed->weights).execute(ctx.stream, user, packed->weights);
     }
     ctx.stream.wait();
-    ctx.packed.push_back({{w, want}, packed});
+    cache.push_back({{w, want}, packed});
     return packed;
   }
 

@@ -26,19 +26,29 @@ struct PackedWeights {
   std::vector<int32_t> column_sums;  // int8: sum over k of the quantised w[n, k]
 };
 
+// (weight pointer, packed layout) -> packed weights, while some kernel holds them: plans for
+// other batch sizes and other contexts (lanes running images side by side) share them, and an
+// entry dies with its last kernel, so a pointer the host reuses for other weights later never
+// finds stale ones. One per process, under its mutex: lanes prepare at the same time.
+struct PackCache {
+  std::mutex mutex;
+  std::vector<std::pair<std::pair<const void*, dnnl::memory::desc>, std::weak_ptr<PackedWeights>>> entries;
+};
+PackCache& pack_cache();
+
+// The CPU engine every context shares, so that weights one context packed are memory of the
+// engine the others' primitives run on.
+const dnnl::engine& cpu_engine();
+
 struct Context {
   int threads = 1;
   Precision precision = Precision::F32;
   // What an int8 run uses for the matmuls calibration keeps out of int8: bf16 where its
   // matmuls outrun fp32 (AMD's AVX512_BF16, Intel's AMX), else fp32.
   Precision float_fallback = Precision::F32;
-  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+  dnnl::engine engine = cpu_engine();
   dnnl::stream stream{engine};
   std::string description;
-  // (weight pointer, packed layout) -> packed weights, while some kernel holds them: plans
-  // for other batch sizes share them, and an entry dies with its last kernel, so a pointer
-  // the host reuses for other weights later never finds stale ones.
-  std::vector<std::pair<std::pair<const void*, dnnl::memory::desc>, std::weak_ptr<PackedWeights>>> packed;
   // Scratch shared by all kernels (they run one at a time): MLP hidden activations,
   // each thread's attention work, bf16/int8 copies of matmul inputs. Sized at prepare, never at run.
   std::vector<float> scratch;

@@ -77,6 +77,7 @@ vit_backend_api table() {
   api.execute = execute;
 
   api.score = score;
+  api.concurrent_contexts = 1;  // a context is its thread count; the kernels share nothing
   return api;
 }
 

@@ -1,10 +1,12 @@
 #include "vitbatch/executor.hpp"
 
+#include "lane_pool.hpp"
 #include "vit_plugin_helpers.hpp"
 #include "vitbatch/error.hpp"
 #include "vitbatch/vit_graph.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
@@ -169,6 +171,7 @@ Executor::Executor(const Model& model, std::vector<Backend*> backends)
 }
 
 Executor::~Executor() {
+  lane_pool_.reset();  // the lanes' threads end before their executors go
   for (auto& [batch, plan] : plans_) release(*plan);
 }
 
@@ -453,7 +456,45 @@ Executor::Plan& Executor::plan_for(int64_t batch) {
   return *(plans_[batch] = std::move(plan));
 }
 
+void Executor::set_lanes(const std::vector<std::vector<Backend*>>& lanes) {
+  if (!plans_.empty() || !lanes_.empty()) throw Error("internal: set_lanes() after the first run");
+  if (lanes.size() < 2) return;
+  for (const auto& backends : lanes) {
+    if (backends.size() != backends_.size()) throw Error("internal: a lane's backends differ from the executor's");
+    for (Backend* b : backends)
+      if (!b->concurrent_contexts()) throw Error("internal: backend '" + b->name() + "' cannot run in lanes");
+    lanes_.push_back(std::make_unique<Executor>(model_, backends));
+  }
+  lane_pool_ = std::make_unique<LanePool>(static_cast<int>(lanes_.size()));
+}
+
+bool Executor::run_lanes(const float* pixels, int64_t n, float* logits) {
+  if (lanes_.empty() || n < 2 || observer_ || attention_observer_) return false;
+  if (!pixels) {
+    if (lane_batch_ != n) throw Error("no earlier input of this batch size to run again");
+    pixels = lane_pixels_;
+  }
+  lane_pixels_ = pixels;
+  lane_batch_ = n;
+  const ViTConfig& c = model_.config;
+  const int64_t image = c.in_chans * c.image_size * c.image_size, width = output_width();
+  std::atomic<int64_t> next{0};
+  std::atomic<bool> failed{false};
+  lane_pool_->run([&](int lane) {
+    for (int64_t i = next++; i < n && !failed; i = next++) {
+      try {
+        lanes_[lane]->run(pixels + i * image, 1, logits + i * width);
+      } catch (...) {
+        failed = true;  // the other lanes take no new image
+        throw;
+      }
+    }
+  });
+  return true;
+}
+
 void Executor::run(const float* pixels, int64_t n, float* logits) {
+  if (run_lanes(pixels, n, logits)) return;
   if (!pixels && plans_.find(n) == plans_.end()) throw Error("no earlier input of this batch size to run again");
   Plan& plan = plan_for(n);
   if (plan.input_host && pixels) std::memcpy(plan.input_host, pixels, plan.input_bytes);

@@ -184,12 +184,13 @@ class ConfigReader {
       if (b.IsScalar()) {
         c.backend = scalar<std::string>(b, "backend", "a backend name");
       } else {
-        expect_map(b, "backend", {"name", "threads", "precision", "options", "int8_scales", "int8_dynamic"});
+        expect_map(b, "backend", {"name", "threads", "lanes", "precision", "options", "int8_scales", "int8_dynamic"});
         if (auto n = b["int8_scales"]) c.int8_scales = path(n, "backend.int8_scales");
         if (auto n = b["int8_dynamic"]) c.int8_dynamic = scalar<bool>(n, "backend.int8_dynamic", "true or false");
         if (auto n = b["name"]) c.backend = n.IsSequence() ? backend_list(n, "backend.name")
                                                            : scalar<std::string>(n, "backend.name", "a backend name");
         if (auto n = b["threads"]) c.threads = bounded_int(n, "backend.threads", 1, kMaxThreads);
+        if (auto n = b["lanes"]) c.lanes = bounded_int(n, "backend.lanes", 1, kMaxThreads);
         if (auto n = b["precision"]) c.precision = one_of(n, "backend.precision", {"fp32", "bf16", "fp16", "int8"});
         if (auto n = b["options"]) {
           if (!n.IsMap()) fail(n, "backend.options", "expected a mapping");

@@ -65,33 +65,65 @@ Runtime::Runtime(const RuntimeOptions& options)
     } else {
       throw Error("int8 needs calibrated activation ranges and " + default_int8_ranges_path(model_.path) +
                   " does not exist: make them with `vitbatch calibrate --model M IMAGES... -o FILE`, then pass "
-                  "--int8-scales FILE (or put FILE there); or pass --int8-dynamic to quantise each batch by its "
-                  "own range (answers then depend on the batch)");
+                  "--int8-scales FILE (or put FILE there); or pass --int8-dynamic to quantise each model call by "
+                  "its own range (slower; with --lanes 1 answers then depend on the batch)");
     }
   } else if (!options.int8_scales.empty()) {
     notices_.push_back("note: int8 scales " + options.int8_scales + " are not used at precision " + precision_);
   }
   threads_ = options.backend_options.threads;
-  BackendOptions backend_options = options.backend_options;
-  backend_options.options = flatten_options(backend_options.options_json);
-  for (const std::string& name : chosen) backends_.push_back(std::make_unique<Backend>(host_.find(name), backend_options));
-  if (std::find(chosen.begin(), chosen.end(), "reference") == chosen.end()) {
-    BackendOptions fallback = options.backend_options;
-    fallback.precision = "fp32";
-    fallback.options_json = "{}";
-    backends_.push_back(std::make_unique<Backend>(host_.find("reference"), fallback));
-  }
+  if (options.lanes < 0) throw Error("lanes must be 0 (one per thread) or more, got " + std::to_string(options.lanes));
+  if (options.lanes > threads_)
+    throw Error("lanes (" + std::to_string(options.lanes) + ") cannot be more than threads (" + std::to_string(threads_) +
+                "): each lane runs on threads of its own");
+  const bool fallback = std::find(chosen.begin(), chosen.end(), "reference") == chosen.end();
+  if (fallback) chosen.push_back("reference");
+  // One set of contexts per lane, in the same order; the reference fallback runs fp32.
+  auto make_backends = [&](int threads) {
+    std::vector<std::unique_ptr<Backend>> made;
+    for (size_t i = 0; i < chosen.size(); ++i) {
+      const std::string& name = chosen[i];
+      BackendOptions o = options.backend_options;
+      if (fallback && i + 1 == chosen.size()) {
+        o.precision = "fp32";
+        o.options_json = "{}";
+      }
+      o.threads = threads;
+      o.options = flatten_options(o.options_json);
+      made.push_back(std::make_unique<Backend>(host_.find(name), o));
+    }
+    return made;
+  };
+  backends_ = make_backends(threads_);
   std::vector<Backend*> order;
   for (auto& b : backends_) order.push_back(b.get());
   executor_ = std::make_unique<Executor>(model_, order);
+
+  std::string not_concurrent;
+  for (auto& b : backends_)
+    if (!b->concurrent_contexts() && not_concurrent.empty()) not_concurrent = b->name();
+  lanes_ = options.lanes == 0 ? (not_concurrent.empty() ? threads_ : 1) : options.lanes;
+  if (lanes_ > 1 && !not_concurrent.empty())
+    throw Error("lanes " + std::to_string(lanes_) + ": backend '" + not_concurrent +
+                "' cannot run images side by side (set lanes to 1, or leave it to the default)");
+  if (lanes_ > 1) {
+    std::vector<std::vector<Backend*>> lanes;
+    for (int lane = 0; lane < lanes_; ++lane) {
+      // The threads shared out, the first lanes taking one more where they do not divide.
+      lane_backends_.push_back(make_backends(threads_ / lanes_ + (lane < threads_ % lanes_ ? 1 : 0)));
+      lanes.emplace_back();
+      for (auto& b : lane_backends_.back()) lanes.back().push_back(b.get());
+    }
+    executor_->set_lanes(lanes);
+  }
 }
 
 Runtime::~Runtime() = default;
 
 std::string Runtime::running() const {
   return backends_.front()->name() + " " + precision_ + (int8_source_.empty() ? "" : " (" + int8_source_ + ")") +
-         ", " + std::to_string(threads_) + " thread" +
-         (threads_ == 1 ? "" : "s");
+         ", " + std::to_string(threads_) + " thread" + (threads_ == 1 ? "" : "s") +
+         (lanes_ > 1 ? ", " + std::to_string(lanes_) + " lanes" : "");
 }
 
 AutoChoice choose_auto_backend(PluginHost& host) {

@@ -86,7 +86,7 @@ class EndToEnd(unittest.TestCase):
         # What runs, the bad file, the ignored README.md, then the summary naming the backend.
         lines = self.result.stderr.splitlines()
         self.assertEqual(len(lines), 4, self.result.stderr)
-        self.assertRegex(lines[0], r"^vitbatch: running on (onednn|reference) fp32, \d+ threads?$")
+        self.assertRegex(lines[0], r"^vitbatch: running on (onednn|reference) fp32, \d+ threads?(, \d+ lanes)?$")
         self.assertIn(truncated, lines[1])
         self.assertIn("ignored", lines[2])
         self.assertRegex(lines[3], r"^vitbatch: 14 classified, 1 failed, 0 skipped in .* images/s, (onednn|reference) fp32")

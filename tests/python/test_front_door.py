@@ -131,12 +131,24 @@ class FrontDoor(unittest.TestCase):
                                    ("--decode-threads", "100000", "an integer from 1 to 256"),
                                    ("-k", "2000000000", "an integer from 1 to 100000"),
                                    ("--top-k", "0", "an integer from 1 to 100000"),
-                                   ("--threads", "0", "an integer from 1 to 1024")):
+                                   ("--threads", "0", "an integer from 1 to 1024"),
+                                   ("--lanes", "0", "an integer from 1 to 1024")):
             r = run("classify", "--model", MODEL, flag, value, GOOD[0])
             self.assertEqual(r.returncode, 2, flag)
             self.assertEqual(len(r.stderr.splitlines()), 1, r.stderr)
             self.assertTrue(r.stderr.startswith("vitbatch: error: "), r.stderr)
             self.assertIn(words, r.stderr)
+        # Lanes share the threads out, and run only where the backend allows it.
+        r = run("classify", "--model", MODEL, "--threads", "2", "--lanes", "3", GOOD[0])
+        self.assertEqual((r.returncode, r.stderr), (2, "vitbatch: error: lanes (3) cannot be more than threads (2): "
+                                                       "each lane runs on threads of its own\n"))
+        if os.path.exists(os.path.join(os.path.dirname(vitref.VITBATCH), "libvitbatch_backend_blas.so")):
+            r = run("classify", "--model", MODEL, "--backend", "blas", "--threads", "2", "--lanes", "2", GOOD[0])
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn("lanes 2: backend 'blas' cannot run images side by side", r.stderr)
+            r = run("classify", "--model", MODEL, "--backend", "blas", "--threads", "2", GOOD[0])
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn("running on blas fp32, 2 threads\n", r.stderr)
         config = os.path.join(self.tmp, "huge.yaml")
         with open(config, "w") as f:
             f.write(f"model: {os.path.abspath(MODEL)}\nbatch_size: 2147483647\n")

@@ -47,7 +47,7 @@ TEST_CASE("a plugin of another ABI version is rejected naming both numbers") {
   REQUIRE(bad != nullptr);
   CHECK(bad->rejected == "plugin ABI version 999, this vitbatch loads ABI versions 1 to 2");
   CHECK_THROWS_WITH_AS(host.find("bad_abi"), doctest::Contains("backend 'bad_abi' was rejected"), Error);
-  CHECK_THROWS_WITH_AS(host.find("nosuch"), "no backend named 'nosuch' (plugin files found for: bad_abi, crash, failing, fakedev, fusing, minimal_v2, spin, v1_layout; see `vitbatch backends`)", Error);
+  CHECK_THROWS_WITH_AS(host.find("nosuch"), "no backend named 'nosuch' (plugin files found for: bad_abi, crash, failing, fakedev, fusing, minimal_v2, rendezvous, spin, v1_layout; see `vitbatch backends`)", Error);
 }
 
 TEST_CASE("files that are not plugins are rejected with the loader's reason") {
@@ -145,6 +145,7 @@ TEST_CASE("ABI 2 reads only the slots a table has: an ABI 1 plugin and a minimal
   CHECK(old.score == 0);  // ABI 1 has no score(): never picked by auto
   Backend v1(old, BackendOptions{});
   CHECK_FALSE(v1.device_memory());
+  CHECK_FALSE(v1.concurrent_contexts());  // a slot ABI 1 lacks: never run in lanes
   CHECK(v1.supports(node, nullptr));
   v1.execute(v1.prepare(node), node);
   CHECK(y == std::vector<float>{2.0f, -4.0f, 7.0f});

@@ -19,6 +19,7 @@ preprocess:
 backend:
   name: reference
   threads: 2
+  lanes: 2
   precision: fp32
   options: {block: 64, fused: true, label: "x"}
 batch_size: 8
@@ -34,6 +35,7 @@ plugin_dirs: [plugins]
   CHECK((*c.preprocess.mean)[2] == 0.5f);
   CHECK(*c.backend == "reference");
   CHECK(*c.threads == 2);
+  CHECK(*c.lanes == 2);
   CHECK(*c.precision == "fp32");
   CHECK(c.backend_options_json == R"({"block":64,"fused":true,"label":"x"})");
   CHECK(*c.batch_size == 8);
@@ -59,6 +61,8 @@ TEST_CASE("errors name file, line and key") {
                        doctest::Contains("run.yaml:2: 'bakend': unknown key (expected one of: backend,"), Error);
   CHECK_THROWS_WITH_AS(parse_run_config("backend:\n  name: reference\n  threads: many\n", "run.yaml", ""),
                        "run.yaml:3: 'backend.threads': expected an integer from 1 to 1024, got 'many'", Error);
+  CHECK_THROWS_WITH_AS(parse_run_config("backend:\n  name: reference\n  lanes: 0\n", "run.yaml", ""),
+                       "run.yaml:3: 'backend.lanes': expected an integer from 1 to 1024, got 0", Error);
   CHECK_THROWS_WITH_AS(parse_run_config("batch_size: -4\n", "run.yaml", ""),
                        "run.yaml:1: 'batch_size': expected an integer from 1 to 4096, got -4", Error);
   // Regression: these passed and then aborted the run (bad_alloc, overflow).

@@ -27,8 +27,20 @@ class Executor {
   Executor& operator=(const Executor&) = delete;
 
   // pixels: [n, C, S, S] float32, contiguous; logits: room for [n, num_classes]. pixels null:
-  // the input of the previous batch of this size again, where it already is (benchmarks).
+  // the input of the previous batch of this size again, where it already is (benchmarks;
+  // with lanes, the caller's buffer of that call, which must still hold it).
   void run(const float* pixels, int64_t n, float* logits);
+
+  // Lanes: the images of a batch run side by side, one at a time per lane, each lane on its
+  // own thread with its own backends (contexts of the same plugins, each with a share of the
+  // threads: see Backend::concurrent_contexts); an image goes to whichever lane is free, so a
+  // lane slowed by another process takes fewer. On a CPU this keeps one image's activations
+  // in a core's cache and the threads from waiting on each other after every op. Batches of
+  // one image, and runs with an observer, go through this executor's own backends. An
+  // image's answer does not depend on its batch: every image runs alone in a lane. Call
+  // before the first run; `lanes` in the same order as this executor's backends.
+  void set_lanes(const std::vector<std::vector<Backend*>>& lanes);
+  int lanes() const { return static_cast<int>(lanes_.size()); }
   // Floats run() writes per image: the classes, or the feature width of a model without head.
   int64_t output_width() const { return model_.config.output_width(); }
 
@@ -61,6 +73,11 @@ class Executor {
 
   const Model& model_;
   std::vector<Backend*> backends_;
+  std::vector<std::unique_ptr<Executor>> lanes_;
+  std::unique_ptr<class LanePool> lane_pool_;
+  const float* lane_pixels_ = nullptr;  // the last batch the lanes ran, for run(nullptr)
+  int64_t lane_batch_ = 0;
+  bool run_lanes(const float* pixels, int64_t n, float* logits);
   void release(Plan& plan);
   std::map<int64_t, std::unique_ptr<Plan>> plans_;
   LinearObserver observer_;

@@ -88,6 +88,8 @@ class Backend {
 
   // Where its activation buffers live; device backends allocate them and move data.
   bool device_memory() const { return api_->memory == VIT_MEMORY_DEVICE; }
+  // Whether contexts of this plugin may run side by side on different threads (lanes).
+  bool concurrent_contexts() const { return api_->concurrent_contexts == 1 && !device_memory(); }
   void* alloc(size_t bytes, vit_alloc_kind kind);
   void free(void* data, vit_alloc_kind kind);
   void copy(void* dst, const void* src, size_t bytes, vit_copy_kind kind);

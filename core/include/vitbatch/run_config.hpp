@@ -26,6 +26,7 @@ struct RunConfig {
   PreprocessOverrides preprocess;
   std::optional<std::string> backend;
   std::optional<int> threads;
+  std::optional<int> lanes;  // backend.lanes
   std::optional<std::string> precision;
   std::string backend_options_json = "{}";
   std::optional<std::string> int8_scales;  // backend.int8_scales

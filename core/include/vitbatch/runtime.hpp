@@ -23,8 +23,8 @@ struct RuntimeOptions {
   std::vector<std::string> plugin_dirs_flag;
   std::vector<std::string> plugin_dirs_config;
   // int8: the calibrated ranges to quantise with (`vitbatch calibrate`); empty: the model's
-  // int8_scales.safetensors if it has one. int8_dynamic: quantise each batch by its own
-  // min and max instead (an image's answer then depends on its batch-mates).
+  // int8_scales.safetensors if it has one. int8_dynamic: quantise each model call by its own
+  // min and max instead (one image in lanes; with lanes 1 an image's answer depends on its batch-mates).
   std::string int8_scales;
   bool int8_dynamic = false;
   // Run the model without its classifier: the output is the pooled feature the head reads
@@ -32,6 +32,10 @@ struct RuntimeOptions {
   bool features = false;
   // With features: the output also carries the patch tokens (ViTConfig::output_patch_tokens).
   bool patch_tokens = false;
+  // Images run side by side in this many lanes, the threads shared among them
+  // (Executor::set_lanes). 0: one lane per thread when every backend allows lanes, else 1;
+  // 1: every thread works on each op of the whole batch.
+  int lanes = 0;
 };
 
 // What "auto" picks among the usable plugins: onednn when it loads, else reference. `why`
@@ -63,10 +67,12 @@ class Runtime {
   Model model_;
   PluginHost host_;
   std::vector<std::unique_ptr<Backend>> backends_;
-  std::unique_ptr<Executor> executor_;
+  std::vector<std::vector<std::unique_ptr<Backend>>> lane_backends_;  // per lane, as backends_
+  std::unique_ptr<Executor> executor_;  // last: it goes before the backends it runs on
   std::string precision_;
   std::string int8_source_;  // "ranges FILE" or "dynamic", int8 only
   int threads_ = 1;
+  int lanes_ = 1;
   std::vector<std::string> notices_;
 };
 
