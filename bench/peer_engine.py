@@ -10,6 +10,10 @@ ENGINE: torch (MODEL: a timm model folder; runs in the timm venv), ort / ort-int
 ONNX file, all graph optimisations), openvino-f32 / openvino (its default precision, bf16 on
 CPUs with AVX512_BF16 or AMX) / openvino-int8 (MODEL: an ONNX or IR file). Two threads each;
 OpenVINO with the LATENCY hint (one stream, one request: a batch at a time, as the others).
+openvino-f32-tput / openvino-int8-tput: OpenVINO's own throughput mode, what it offers for a
+batch job (the THROUGHPUT hint: as many streams as it picks for the 2 threads, and its
+optimal number of requests in flight, each request a whole batch), the counterpart of
+vitbatch's lanes.
 """
 import json
 import sys
@@ -49,7 +53,7 @@ def make_runner(engine, model):
         import openvino as ov
         core = ov.Core()
         config = {"INFERENCE_NUM_THREADS": THREADS, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
-        if engine == "openvino-f32":
+        if engine.startswith("openvino-f32"):
             config["INFERENCE_PRECISION_HINT"] = "f32"
         compiled = core.compile_model(core.read_model(model), "CPU", config)
         request = compiled.create_infer_request()
@@ -61,7 +65,41 @@ def make_runner(engine, model):
     raise SystemExit(f"unknown engine {engine}")
 
 
+def time_throughput(engine, model, batch, seconds, inputs):
+    """OpenVINO's throughput mode: requests in flight on its streams, counted as they finish."""
+    import openvino as ov
+    x = np.ascontiguousarray(np.load(inputs)[:batch])
+    config = {"INFERENCE_NUM_THREADS": THREADS, "PERFORMANCE_HINT": "THROUGHPUT"}
+    if engine.startswith("openvino-f32"):
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+    compiled = ov.Core().compile_model(model, "CPU", config)
+    queue = ov.AsyncInferQueue(compiled, compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+    done = [0]
+    finite = [True]
+
+    def finished(request, _):
+        done[0] += 1
+        finite[0] = finite[0] and bool(np.isfinite(request.get_output_tensor(0).data).all())
+    queue.set_callback(finished)
+    for _ in range(len(queue)):  # warm-up: each request once
+        queue.start_async({0: x})
+    queue.wait_all()
+    if not finite[0]:
+        raise SystemExit(f"{engine}: logits are not finite")
+    done[0] = 0
+    start = time.perf_counter()
+    submitted = 0
+    while submitted < 3 or time.perf_counter() - start < seconds:
+        queue.start_async({0: x})  # waits for a free request
+        submitted += 1
+    queue.wait_all()
+    return {"images_per_second": done[0] * batch / (time.perf_counter() - start),
+            "streams": compiled.get_property("NUM_STREAMS"), "requests": len(queue)}
+
+
 def time_engine(engine, model, batch, seconds, inputs):
+    if engine.endswith("-tput"):
+        return time_throughput(engine, model, batch, seconds, inputs)
     x = np.ascontiguousarray(np.load(inputs)[:batch])
     run = make_runner(engine, model)
     out = run(x)

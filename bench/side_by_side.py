@@ -20,10 +20,12 @@ quantize_static (QDQ, per-channel weights) and OpenVINO + NNCF post-training qua
 each int8 engine's top-1 is compared with its own fp32 on photos disjoint from the
 calibration set.
 
+At batch 16 also: vitbatch with --lanes 1 (every thread on each op of the whole batch, as
+before lanes) and OpenVINO in its throughput mode (the counterpart of lanes).
+
 With --contention: ViT-Ti/16 at batch 16, each engine quiet and beside one CPU-bound process
-(`yes > /dev/null`), alternating, and the share of its quiet rate each keeps; vitbatch both
-with its default OpenMP spin (GOMP_SPINCOUNT=1000, set by vitbatch) and with libgomp's own
-(300,000 spins, what it did before).
+(`yes > /dev/null`), alternating, and the share of its quiet rate each keeps; vitbatch fp32
+and int8, with lanes (the default) and with --lanes 1.
 """
 import argparse
 import json
@@ -51,10 +53,15 @@ MODELS = [("ViT-Ti/16", "vit_tiny_patch16_224", True), ("ViT-S/16", "vit_small_p
 FP32_PEERS = ["torch", "ort", "openvino-f32", "openvino"]
 INT8_PEERS = ["ort-int8", "openvino-int8"]
 OURS = ["vitbatch-fp32", "vitbatch-bf16", "vitbatch-int8", "vitbatch-int8fc2"]
+# Batches of 2+ only: the same engines with images side by side (OpenVINO's throughput
+# mode) or without (vitbatch --lanes 1, what it did before lanes).
+BATCH_ONLY = ["vitbatch-fp32-lanes1", "vitbatch-int8-lanes1", "openvino-f32-tput", "openvino-int8-tput"]
 NAMES = {"vitbatch-fp32": "vitbatch fp32", "vitbatch-bf16": "vitbatch bf16", "vitbatch-int8": "vitbatch int8",
          "vitbatch-int8fc2": "vitbatch int8, fc2 in bf16",
          "torch": "PyTorch", "ort": "ORT fp32", "openvino-f32": "OpenVINO f32", "openvino": "OpenVINO default",
-         "ort-int8": "ORT int8", "openvino-int8": "OpenVINO int8 (NNCF)"}
+         "ort-int8": "ORT int8", "openvino-int8": "OpenVINO int8 (NNCF)",
+         "vitbatch-fp32-lanes1": "vitbatch fp32, lanes 1", "vitbatch-int8-lanes1": "vitbatch int8, lanes 1",
+         "openvino-f32-tput": "OpenVINO f32, throughput mode", "openvino-int8-tput": "OpenVINO int8 (NNCF), throughput mode"}
 
 
 def cpu_model():
@@ -159,6 +166,7 @@ class Bench:
     def model_path(self, m, engine):
         if engine == "torch":
             return m["folder"]
+        engine = engine.removesuffix("-tput")
         if engine in INT8_PEERS:
             return m[engine]
         return m["onnx"]
@@ -167,6 +175,8 @@ class Bench:
         if engine.startswith("vitbatch"):
             precision = engine.split("-")[1]
             extra = ["--int8-scales", m["scales"]] if precision == "int8" else []
+            if engine.endswith("-lanes1"):
+                extra.append("--lanes=1")
             if precision == "int8fc2":
                 precision, extra = "int8", ["--int8-scales", m["scales_fc2"]]
             r = json_out([self.vitbatch, "bench", "--model", m["folder"], "--backend", "onednn", "--precision", precision,
@@ -209,9 +219,10 @@ def versions(peers_python):
 
 def contention(bench, m, args, v):
     """Each engine quiet, then beside `yes > /dev/null`, alternating, args.rounds times."""
-    old_spin = dict(os.environ, GOMP_SPINCOUNT="300000")
-    engines = [("vitbatch fp32", "vitbatch-fp32", None), ("vitbatch fp32, libgomp's spin (before)", "vitbatch-fp32", old_spin),
-               ("ORT fp32", "ort", None), ("OpenVINO f32", "openvino-f32", None)]
+    engines = [("vitbatch fp32", "vitbatch-fp32", None), ("vitbatch fp32, --lanes 1", "vitbatch-fp32-lanes1", None),
+               ("vitbatch int8", "vitbatch-int8", None), ("vitbatch int8, --lanes 1", "vitbatch-int8-lanes1", None),
+               ("ORT fp32", "ort", None), ("OpenVINO f32", "openvino-f32", None),
+               ("OpenVINO f32, throughput mode", "openvino-f32-tput", None)]
     quiet, busy = {}, {}
     for r in range(args.rounds):
         for label, engine, env in engines:
@@ -235,7 +246,7 @@ def contention(bench, m, args, v):
 
 
 def cell(values):
-    return f"{max(values):.2f} ({statistics.median(values):.2f})"
+    return f"{max(values):.2f} ({statistics.median(values):.2f})" if values else "-"
 
 
 def main():
@@ -261,6 +272,7 @@ def main():
         return
     batches = [int(b) for b in args.batches.split(",")]
     engines = OURS + FP32_PEERS + ([] if args.no_int8_peers else INT8_PEERS)
+    engines += [e for e in BATCH_ONLY if not (args.no_int8_peers and e == "openvino-int8-tput")]
     with tempfile.TemporaryDirectory() as work:
         bench = Bench(args, work)
         v = versions(args.peers_python)
@@ -272,6 +284,8 @@ def main():
             for m in models:
                 for batch in batches:
                     for engine in engines:
+                        if batch == 1 and engine in BATCH_ONLY:
+                            continue
                         ips, raw = bench.time(m, engine, batch)
                         results.setdefault((m["label"], batch, engine), []).append(ips)
                         if engine == "vitbatch-fp32":
@@ -282,7 +296,8 @@ def main():
         for m in models:
             if not m["real"]:
                 continue
-            top1 = {e: bench.top1(m, e) for e in ["torch"] + [e for e in engines if e != "vitbatch-bf16"] + ["vitbatch-bf16"]}
+            top1 = {e: bench.top1(m, e) for e in ["torch"] + [e for e in engines if e not in ("vitbatch-bf16", *BATCH_ONLY)] +
+                    ["vitbatch-bf16"]}
             pairs = [("vitbatch-fp32", "torch"), ("vitbatch-bf16", "vitbatch-fp32"), ("vitbatch-int8", "vitbatch-fp32"),
                      ("vitbatch-int8fc2", "vitbatch-fp32"),
                      ("ort", "torch"), ("openvino-f32", "torch"), ("openvino", "openvino-f32")]
@@ -304,28 +319,31 @@ def main():
     print("|---|---|" + "---|" * len(engines))
     for m in models:
         for batch in batches:
-            print(f"| {m['label']} | {batch} | " + " | ".join(cell(results[(m['label'], batch, e)]) for e in engines) + " |")
+            print(f"| {m['label']} | {batch} | " + " | ".join(cell(results.get((m['label'], batch, e))) for e in engines) + " |")
     print()
     print("| model | batch | vitbatch fp32 % of its GEMM ceiling | fp32: vitbatch / best fp32 peer | best precision: vitbatch / "
-          "best peer | int8: vitbatch / OpenVINO NNCF | int8, fc2 in bf16: vitbatch / OpenVINO NNCF | int8: vitbatch / ORT | "
-          "vitbatch int8 / fp32 |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "best peer | int8: vitbatch / OpenVINO NNCF (its faster mode) | int8, fc2 in bf16: vitbatch / OpenVINO NNCF | "
+          "int8: vitbatch / ORT | vitbatch int8 / fp32 | lanes: default / --lanes 1, fp32 and int8 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for m in models:
         for batch in batches:
-            best = {e: max(results[(m['label'], batch, e)]) for e in engines}
-            fp32_peer = max(FP32_PEERS, key=lambda e: best[e] if e != "openvino" else 0)
-            any_peer = max([e for e in engines if e not in OURS], key=lambda e: best[e])
+            best = {e: max(results[(m['label'], batch, e)]) for e in engines if (m['label'], batch, e) in results}
+            fp32_peer = max([e for e in FP32_PEERS + ["openvino-f32-tput"] if e in best and e != "openvino"], key=lambda e: best[e])
+            any_peer = max([e for e in best if not e.startswith("vitbatch")], key=lambda e: best[e])
             ours_best = max(OURS, key=lambda e: best[e])
+            nncf = max([e for e in ("openvino-int8", "openvino-int8-tput") if e in best], key=lambda e: best[e], default=None)
             row = [f"{100 * max(ceilings[(m['label'], batch)]):.0f}%",
                    f"{best['vitbatch-fp32'] / best[fp32_peer]:.2f}x ({NAMES[fp32_peer]})",
                    f"{best[ours_best] / best[any_peer]:.2f}x ({NAMES[ours_best]} / {NAMES[any_peer]})"]
             if args.no_int8_peers:
                 row += ["-", "-", "-"]
             else:
-                row += [f"{best['vitbatch-int8'] / best['openvino-int8']:.2f}x",
-                        f"{best['vitbatch-int8fc2'] / best['openvino-int8']:.2f}x",
+                row += [f"{best['vitbatch-int8'] / best[nncf]:.2f}x ({NAMES[nncf]})",
+                        f"{best['vitbatch-int8fc2'] / best[nncf]:.2f}x",
                         f"{best['vitbatch-int8'] / best['ort-int8']:.2f}x"]
             row.append(f"{best['vitbatch-int8'] / best['vitbatch-fp32']:.2f}x")
+            row.append(f"{best['vitbatch-fp32'] / best['vitbatch-fp32-lanes1']:.2f}x, "
+                       f"{best['vitbatch-int8'] / best['vitbatch-int8-lanes1']:.2f}x" if batch > 1 else "-")
             print(f"| {m['label']} | {batch} | " + " | ".join(row) + " |")
     if agreement:
         print()
