@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -56,7 +57,7 @@ int run_compare(const BenchFlags& flags) {
       Row row{precision, "", 0, -1};
       if (precision == "int8" && !options.int8_dynamic && vitbatch::find_int8_ranges(model_path, options.int8_scales).empty()) {
         options.int8_dynamic = true;  // no ranges: measure what there is, and say so
-        row.note = "per-batch ranges (no int8_scales.safetensors; see vitbatch calibrate)";
+        row.note = "dynamic ranges, per model call (no int8_scales.safetensors; see vitbatch calibrate)";
       }
       std::unique_ptr<vitbatch::Runtime> runtime;
       try {
@@ -132,17 +133,20 @@ int run_bench(const BenchFlags& flags) {
     double ips = model.images_per_second(), gflops = ips * gflop_per_image;
     double weights_mib = m.weights.parameter_count() * 4 / 1048576.0;
     const vitbatch::ViTConfig& c = m.config;
+    // Lanes run batches of 2+ images only (Executor::set_lanes).
+    const int lanes = model.batch >= 2 ? std::max(1, runtime.executor().lanes()) : 1;
     char line[512];
     if (flags.json) {
       std::snprintf(line, sizeof line,
                     "{\"model\":\"%s\",\"dim\":%lld,\"depth\":%lld,\"backend\":\"%s\",\"describe\":\"%s\","
                     "\"batch\":%lld,\"images_per_second\":%.4f,\"ms_per_image\":%.4f,\"gflop_per_image\":%.4f,"
                     "\"gflops\":%.3f,\"gemm_gflops\":%.3f,\"ceiling_fraction\":%.4f,\"load_seconds\":%.4f,"
-                    "\"first_batch_seconds\":%.4f,\"peak_rss_mib\":%.1f,\"weights_mib\":%.1f,\"resident_input\":%s}\n",
+                    "\"first_batch_seconds\":%.4f,\"peak_rss_mib\":%.1f,\"weights_mib\":%.1f,\"resident_input\":%s,"
+                    "\"lanes\":%d}\n",
                     m.path.c_str(), static_cast<long long>(c.dim), static_cast<long long>(c.depth), backend.name().c_str(),
                     backend.describe().c_str(), static_cast<long long>(model.batch), ips, 1000.0 / ips, gflop_per_image,
                     gflops, gemm.gflops, gflops / gemm.gflops, load_seconds, model.first_batch_seconds, rss_mib,
-                    weights_mib, flags.resident_input ? "true" : "false");
+                    weights_mib, flags.resident_input ? "true" : "false", lanes);
       std::cout << line;
       return kExitOk;
     }
@@ -152,6 +156,7 @@ int run_bench(const BenchFlags& flags) {
     std::printf("backend      %s (%s)\n", backend.name().c_str(), backend.describe().c_str());
     std::printf("batch        %lld images, %lld timed batches in %.2f s\n", static_cast<long long>(model.batch),
                 static_cast<long long>(model.batches), model.seconds);
+    if (lanes > 1) std::printf("lanes        %d: each image of a batch alone, in the next free lane\n", lanes);
     std::printf("throughput   %.2f images/s, %.2f ms per image\n", ips, 1000.0 / ips);
     std::printf("compute      %.1f GFLOP/s = %.0f%% of the GEMM ceiling, %.1f GFLOP/s (linear %lldx%lldx%lld, same "
                 "backend and precision)\n",

@@ -75,6 +75,18 @@ class FrontDoor(unittest.TestCase):
         self.assertIn("backend auto: running on reference", r.stderr)
         self.assertIn("onednn plugin is not installed", r.stderr)
 
+    def test_bench_says_when_lanes_run(self):
+        def bench(*extra):
+            r = run("bench", "--model", MODEL, "--backend", "onednn", "--threads", "2", "--seconds", "0.05",
+                    "--gemm", "64", "64", "64", *extra)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            return r.stdout
+        self.assertEqual(json.loads(bench("--batch-size", "2", "--json"))["lanes"], 2)
+        self.assertIn("lanes        2: each image of a batch alone", bench("--batch-size", "2"))
+        self.assertEqual(json.loads(bench("--batch-size", "2", "--lanes", "1", "--json"))["lanes"], 1)
+        self.assertEqual(json.loads(bench("--batch-size", "1", "--json"))["lanes"], 1)  # one image: all threads
+        self.assertNotIn("lanes ", bench("--batch-size", "1"))
+
     def test_config_directory_and_non_safetensors_model_are_errors(self):
         r = run("classify", "--config", self.tmp, "--model", MODEL, GOOD[0])
         self.assertEqual(r.returncode, 2)

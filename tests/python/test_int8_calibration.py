@@ -193,7 +193,7 @@ class Int8Calibration(unittest.TestCase):
         self.assertEqual(sorted(rows), ["bf16", "fp32", "int8"])  # onednn has no fp16
         self.assertEqual(rows["fp32"]["top1_as_fp32"], 14)
         self.assertGreaterEqual(rows["bf16"]["top1_as_fp32"], 13)
-        self.assertIn("per-batch ranges", rows["int8"]["note"])
+        self.assertIn("dynamic ranges", rows["int8"]["note"])
         self.assertIn(out["fastest"], rows)
         self.assertEqual(max(rows.values(), key=lambda p: p["images_per_second"])["precision"], out["fastest"])
         r = run(*common, "--int8-scales", self.scales)
