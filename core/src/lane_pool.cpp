@@ -17,8 +17,8 @@ LanePool::LanePool(int lanes) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       stop_ = true;
+      start_.notify_all();
     }
-    start_.notify_all();
     for (auto& t : threads_) t.join();
     throw;
   }
@@ -29,8 +29,8 @@ LanePool::~LanePool() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stop_ = true;
+    start_.notify_all();
   }
-  start_.notify_all();
   for (auto& t : threads_) t.join();
 }
 
