@@ -14,18 +14,15 @@ LanePool::LanePool(int lanes) {
     for (int lane = 0; lane < lanes; ++lane) threads_.emplace_back([this, lane] { work(lane); });
   } catch (...) {
     pthread_sigmask(SIG_SETMASK, &previous, nullptr);
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stop_ = true;
-      start_.notify_all();
-    }
-    for (auto& t : threads_) t.join();
+    stop();  // the threads that did start
     throw;
   }
   pthread_sigmask(SIG_SETMASK, &previous, nullptr);
 }
 
-LanePool::~LanePool() {
+LanePool::~LanePool() { stop(); }
+
+void LanePool::stop() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stop_ = true;

@@ -28,6 +28,7 @@ class LanePool {
 
  private:
   void work(int lane);
+  void stop();  // ends and joins every thread started
 
   std::vector<std::thread> threads_;
   std::mutex mutex_;

@@ -94,25 +94,27 @@ Runtime::Runtime(const RuntimeOptions& options)
     }
     return made;
   };
+  auto pointers = [](const std::vector<std::unique_ptr<Backend>>& owned) {
+    std::vector<Backend*> order;
+    for (auto& b : owned) order.push_back(b.get());
+    return order;
+  };
   backends_ = make_backends(threads_);
-  std::vector<Backend*> order;
-  for (auto& b : backends_) order.push_back(b.get());
-  executor_ = std::make_unique<Executor>(model_, order);
+  executor_ = std::make_unique<Executor>(model_, pointers(backends_));
 
   std::string not_concurrent;
   for (auto& b : backends_)
     if (!b->concurrent_contexts() && not_concurrent.empty()) not_concurrent = b->name();
-  lanes_ = options.lanes == 0 ? (not_concurrent.empty() ? threads_ : 1) : options.lanes;
-  if (lanes_ > 1 && !not_concurrent.empty())
-    throw Error("lanes " + std::to_string(lanes_) + ": backend '" + not_concurrent +
+  const int count = options.lanes == 0 ? (not_concurrent.empty() ? threads_ : 1) : options.lanes;
+  if (count > 1 && !not_concurrent.empty())
+    throw Error("lanes " + std::to_string(count) + ": backend '" + not_concurrent +
                 "' cannot run images side by side (set lanes to 1, or leave it to the default)");
-  if (lanes_ > 1) {
+  if (count > 1) {
     std::vector<std::vector<Backend*>> lanes;
-    for (int lane = 0; lane < lanes_; ++lane) {
+    for (int lane = 0; lane < count; ++lane) {
       // The threads shared out, the first lanes taking one more where they do not divide.
-      lane_backends_.push_back(make_backends(threads_ / lanes_ + (lane < threads_ % lanes_ ? 1 : 0)));
-      lanes.emplace_back();
-      for (auto& b : lane_backends_.back()) lanes.back().push_back(b.get());
+      lane_backends_.push_back(make_backends(threads_ / count + (lane < threads_ % count ? 1 : 0)));
+      lanes.push_back(pointers(lane_backends_.back()));
     }
     executor_->set_lanes(lanes);
   }
@@ -123,7 +125,7 @@ Runtime::~Runtime() = default;
 std::string Runtime::running() const {
   return backends_.front()->name() + " " + precision_ + (int8_source_.empty() ? "" : " (" + int8_source_ + ")") +
          ", " + std::to_string(threads_) + " thread" + (threads_ == 1 ? "" : "s") +
-         (lanes_ > 1 ? ", " + std::to_string(lanes_) + " lanes" : "");
+         (executor_->lanes() > 1 ? ", " + std::to_string(executor_->lanes()) + " lanes" : "");
 }
 
 AutoChoice choose_auto_backend(PluginHost& host) {

@@ -72,7 +72,6 @@ class Runtime {
   std::string precision_;
   std::string int8_source_;  // "ranges FILE" or "dynamic", int8 only
   int threads_ = 1;
-  int lanes_ = 1;
   std::vector<std::string> notices_;
 };
 
