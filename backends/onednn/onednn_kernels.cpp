@@ -1,6 +1,7 @@
 #include "onednn_kernels.hpp"
 
 #include "fused_attention.hpp"
+#include "simd_gelu.hpp"
 
 #include "vit_plugin_helpers.hpp"
 
@@ -70,7 +71,6 @@ std::pair<int64_t, int64_t> share(int64_t n) {
 
 // The quantisation passes, cloned for AVX-512 and AVX2 (the build targets plain x86-64),
 // on 16-lane GCC vector types: one zmm, two ymm or four xmm per clone.
-typedef float f32x16 __attribute__((vector_size(64)));
 typedef int32_t i32x16 __attribute__((vector_size(64)));
 typedef uint8_t u8x16 __attribute__((vector_size(16)));
 
@@ -123,6 +123,42 @@ void span_quantize(const float* x, int64_t n, float inverse_scale, float offset,
   }
 }
 
+// GELU in place (simd_gelu.hpp), and the span's min and max after it: the pass an int8 fc2
+// makes over each row of its input to find the row's scale anyway. oneDNN's GELU post-op on
+// fc1 (A&S 7.1.26 with an exponential) costs about a third of int8 fc1 (ViT-Ti, batch 1, one
+// thread, DNNL_VERBOSE: 310 us a layer with it, 194 without); here it rides on a pass that
+// reads the row from L2 anyway.
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void span_gelu_min_max(float* x, int64_t n, float* lo, float* hi) {
+  f32x16 l = {}, h = {};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    f32x16 v;
+    std::memcpy(&v, x + i, sizeof v);
+    gelu_erf16(v);
+    std::memcpy(x + i, &v, sizeof v);
+    l = v < l ? v : l;
+    h = v > h ? v : h;
+  }
+  if (i < n) {  // the last few through a padded vector
+    f32x16 v = {};
+    std::memcpy(&v, x + i, static_cast<size_t>(n - i) * sizeof(float));
+    gelu_erf16(v);
+    std::memcpy(x + i, &v, static_cast<size_t>(n - i) * sizeof(float));
+    for (int64_t j = 0; j < n - i; ++j) {
+      l[j] = v[j] < l[j] ? v[j] : l[j];
+      h[j] = v[j] > h[j] ? v[j] : h[j];
+    }
+  }
+  float lo_ = 0.0f, hi_ = 0.0f;
+  for (int j = 0; j < 16; ++j) {
+    lo_ = l[j] < lo_ ? l[j] : lo_;
+    hi_ = h[j] > hi_ ? h[j] : hi_;
+  }
+  *lo = lo_;
+  *hi = hi_;
+}
+
 // A per-row int8 matmul's epilogue for one row: y = s * y + (lo * ws[n] + b[n]) [+ r], where
 // oneDNN wrote y = s_w[n] * acc and ws[n] = s_w[n] * colsum_w[n] (see Matmul's per_row).
 __attribute__((target_clones("avx512f", "avx2", "default")))
@@ -156,6 +192,8 @@ struct MatmulOptions {
   // floor where there is one (fc2, whose input GELU bounds below but whose rows' peaks differ
   // too much for one scale: bench/int8_schemes.py). Not with gelu or bf16_output.
   bool per_row = false;
+  // Per row only: x is fc1's output before its GELU, which the row scan applies (in place).
+  bool gelu_input = false;
 };
 
 class Matmul {
@@ -175,7 +213,9 @@ class Matmul {
     dnnl::primitive_attr attr;
     dnnl::post_ops post;
     per_row_ = o.per_row && precision_ == Precision::INT8;
+    gelu_input_ = o.gelu_input;
     if (per_row_ && (gelu || o.bf16_output)) throw std::logic_error("onednn: a per-row int8 matmul has no gelu or bf16 output");
+    if (gelu_input_ && !per_row_) throw std::logic_error("onednn: only a per-row int8 matmul applies its input's GELU");
     if (precision_ == Precision::INT8) {
       channel_scales_ = quantized_scales(weights);
       fixed_ = range != nullptr;
@@ -367,7 +407,9 @@ class Matmul {
       auto [begin, end] = share(M_);
       for (int64_t m = begin; m < end; ++m) {
         float lo = 0.0f, hi = 0.0f;
-        span_min_max(x + m * K_, K_, &lo, &hi);
+        // (gelu_input: x is the MLP's own hidden scratch, written in place)
+        if (gelu_input_) span_gelu_min_max(const_cast<float*>(x) + m * K_, K_, &lo, &hi);
+        else span_min_max(x + m * K_, K_, &lo, &hi);
         if (fixed_) lo = floor_;
         const float s = hi > lo ? (hi - lo) / 255.0f : 1.0f, inverse = 1.0f / s;
         row_scale_[m] = s;
@@ -426,6 +468,7 @@ class Matmul {
   std::vector<float> channel_scales_;  // int8: s_w
   bool fixed_ = false;                 // int8: a calibrated range, folded in at construction
   bool per_row_ = false;               // int8: a scale per row of x (MatmulOptions::per_row)
+  bool gelu_input_ = false;            // per row: GELU applied to x in the row scan
   float floor_ = 0.0f;                 // per row: the calibrated floor of x
   std::vector<float> row_bias_, weight_sums_, row_scale_, row_floor_;  // per row: b, s_w * colsum, s[m], lo[m]
   float scale_ = 1.0f;
@@ -467,9 +510,11 @@ class LinearKernel : public Kernel {
   Matmul mm_;
 };
 
-// fc2(gelu(fc1(x))): GELU fused into fc1 as a post-op; the hidden activations live in the
-// context's scratch, followed by the matmuls' converted inputs. Where fc2 runs in bf16 (bf16,
-// or int8 with fc2 kept in bf16), fc1 writes the hidden activations in bf16 straight away.
+// fc2(gelu(fc1(x))): GELU fused into fc1 as a post-op, or, where fc2 runs in int8, into the
+// scan fc2 makes of each row to find its scale (span_gelu_min_max); the hidden activations
+// live in the context's scratch, followed by the matmuls' converted inputs. Where fc2 runs in
+// bf16 (bf16, or int8 with fc2 kept in bf16), fc1 writes the hidden activations in bf16
+// straight away.
 // With `add` (a claimed mlp -> add), fc2 adds the residual as a post-op.
 // Where both run in calibrated int8, fc2 quantises its input per row, so the rows are
 // independent: they go through in blocks whose hidden activations stay in the core's L2
@@ -485,6 +530,7 @@ class MlpKernel : public Kernel {
         block_(block_rows(ctx, n, M_, H_)),
         hidden_floats_(static_cast<size_t>(block_ * H_)),
         hidden_bf16_(matmul_precision(ctx, n.ints[0] && (n.ints[1] & 2)) == Precision::BF16),
+        gelu_in_fc2_(matmul_precision(ctx, n.ints[0] && (n.ints[1] & 2)) == Precision::INT8),
         residual_at_(add ? vit_plugin::residual_input(*add, n.output_id) : -1),
         fc1_(make(ctx, n, 0, block_, false)),
         fc2_(make(ctx, n, 1, block_, add != nullptr)) {
@@ -535,7 +581,9 @@ class MlpKernel : public Kernel {
     o.scratch_offset = hidden_floats_;
     o.range = n.ints[0] ? n.floats + 2 * layer : nullptr;
     o.keep_float = n.ints[0] && (n.ints[1] & (1 << layer));
-    o.gelu = layer == 0;
+    // Where fc2 runs in int8 (per row), its row scan applies the GELU instead of fc1's post-op.
+    o.gelu = layer == 0 && !gelu_in_fc2_;
+    o.gelu_input = layer == 1 && gelu_in_fc2_;
     o.bf16_output = layer == 0 && hidden_bf16_;
     o.bf16_input = layer == 1 && hidden_bf16_;
     o.residual = residual;
@@ -548,7 +596,7 @@ class MlpKernel : public Kernel {
 
   int64_t M_, K_, H_, N_, block_;
   size_t hidden_floats_;
-  bool hidden_bf16_;
+  bool hidden_bf16_, gelu_in_fc2_;
   int residual_at_;
   std::unique_ptr<Matmul> fc1_, fc2_, fc1_tail_, fc2_tail_;
 };
