@@ -7,9 +7,13 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 
 // A 64-byte vector passed between inlined helpers: no ABI crosses a call here.
 #pragma GCC diagnostic ignored "-Wpsabi"
+// GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() (`__m512 __Y = __Y;`), which it
+// then reports as maybe uninitialised wherever they are inlined: noise from its own headers.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 namespace onednn_backend {
 
@@ -194,7 +198,11 @@ BlockFn pick_block() {
 // ---- bf16 pairs on vdpbf16ps ----------------------------------------------------------
 // vdpbf16ps adds a.lo * b.lo + a.hi * b.hi per 32-bit lane, so each operand holds two bf16 of
 // the same sum side by side: a pair of head entries (e, e+1) for q . k, a pair of keys (j, j+1)
-// for p @ v. A lane of the left operand is a query; the right one is broadcast.
+// for p @ v. For q . k a lane of the loaded operand is a key and the query pair is broadcast;
+// for p @ v a lane is a head entry and the probability pair is broadcast. So the queries and
+// the output stay in their rows, and only K is transposed, once per head (the fp32 kernel above
+// has the queries in the lanes, transposed per block: perf showed that transpose and the
+// output's at about a quarter of the bf16 kernel's time).
 #define VB_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma")))
 
 // 32-bit lanes (lo, hi) = (bf16(a[i]), bf16(b[i])), rounded to nearest even.
@@ -205,120 +213,280 @@ VB_BF16 VB_INLINE __m512i interleave_bf16(__m512 a, __m512 b) {
   return _mm512_permutexvar_epi16(order, (__m512i)_mm512_cvtne2ps_pbh(b, a));
 }
 
-template <int N>
-VB_BF16 VB_INLINE void score_keys_bf16(const __m512i* qt2, const uint32_t* k2, int64_t pairs, v16* st) {
-  __m512 acc[N];
-  for (int u = 0; u < N; ++u) acc[u] = _mm512_setzero_ps();
+// 16 x 16 32-bit words transposed in registers: r[i] word w -> r[w] word i.
+VB_BF16 VB_INLINE void transpose16(__m512i* r) {
+  __m512i a[16], b[16];
+  for (int k = 0; k < 8; ++k) {
+    a[2 * k] = _mm512_unpacklo_epi32(r[2 * k], r[2 * k + 1]);
+    a[2 * k + 1] = _mm512_unpackhi_epi32(r[2 * k], r[2 * k + 1]);
+  }
+  // b[4k + m], 128-bit lane L: column 4L + m of rows 4k .. 4k + 3.
+  for (int k = 0; k < 4; ++k) {
+    b[4 * k] = _mm512_unpacklo_epi64(a[4 * k], a[4 * k + 2]);
+    b[4 * k + 1] = _mm512_unpackhi_epi64(a[4 * k], a[4 * k + 2]);
+    b[4 * k + 2] = _mm512_unpacklo_epi64(a[4 * k + 1], a[4 * k + 3]);
+    b[4 * k + 3] = _mm512_unpackhi_epi64(a[4 * k + 1], a[4 * k + 3]);
+  }
+  // Column 4L + m, lane k = b[4k + m] lane L: a 4 x 4 transpose of 128-bit lanes.
+  for (int m = 0; m < 4; ++m) {
+    __m512i x0 = _mm512_shuffle_i32x4(b[m], b[4 + m], _MM_SHUFFLE(1, 0, 1, 0));
+    __m512i x1 = _mm512_shuffle_i32x4(b[m], b[4 + m], _MM_SHUFFLE(3, 2, 3, 2));
+    __m512i y0 = _mm512_shuffle_i32x4(b[8 + m], b[12 + m], _MM_SHUFFLE(1, 0, 1, 0));
+    __m512i y1 = _mm512_shuffle_i32x4(b[8 + m], b[12 + m], _MM_SHUFFLE(3, 2, 3, 2));
+    r[m] = _mm512_shuffle_i32x4(x0, y0, _MM_SHUFFLE(2, 0, 2, 0));
+    r[4 + m] = _mm512_shuffle_i32x4(x0, y0, _MM_SHUFFLE(3, 1, 3, 1));
+    r[8 + m] = _mm512_shuffle_i32x4(x1, y1, _MM_SHUFFLE(2, 0, 2, 0));
+    r[12 + m] = _mm512_shuffle_i32x4(x1, y1, _MM_SHUFFLE(3, 1, 3, 1));
+  }
+}
+
+// 32 floats from x (the first n of them, the rest 0), times `scale`, as 16 words of bf16 pairs
+// in order: word w = (x[2w], x[2w+1]).
+VB_BF16 VB_INLINE __m512i pairs_bf16(const float* x, int64_t n, float scale) {
+  const __mmask16 lo = n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
+  const int64_t m = n - 16;
+  const __mmask16 hi = m >= 16 ? __mmask16(0xFFFF) : m <= 0 ? __mmask16(0) : __mmask16((1u << m) - 1);
+  const __m512 s = _mm512_set1_ps(scale);
+  __m512 a = _mm512_mul_ps(_mm512_maskz_loadu_ps(lo, x), s), b = _mm512_mul_ps(_mm512_maskz_loadu_ps(hi, x + 16), s);
+  return (__m512i)_mm512_cvtne2ps_pbh(b, a);  // b's bf16 above a's: x[0..31] in order
+}
+
+// Scores of R queries against key vectors [jv0, jv0 + C) (16 keys each, in the lanes):
+// st[r][key] = sum over pairs e of q2[r][e] . kt2[e][key]. One broadcast query pair per row
+// and step, C loaded key vectors shared by the R rows.
+template <int R, int C>
+VB_BF16 VB_INLINE void score_tile(const uint32_t* q2, int64_t q_stride, const __m512i* kt2, int64_t kv, int64_t pairs,
+                                  int64_t jv0, float* st, int64_t st_stride) {
+  __m512 acc[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
   for (int64_t e = 0; e < pairs; ++e) {
-    __m512bh q = (__m512bh)qt2[e];
-#pragma GCC unroll 16
-    for (int u = 0; u < N; ++u)
-      acc[u] = _mm512_dpbf16_ps(acc[u], q, (__m512bh)_mm512_set1_epi32(static_cast<int>(k2[u * pairs + e])));
+    __m512bh k[C];
+    for (int c = 0; c < C; ++c) k[c] = (__m512bh)kt2[e * kv + jv0 + c];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      __m512bh q = (__m512bh)_mm512_set1_epi32(static_cast<int>(q2[r * q_stride + e]));
+#pragma GCC unroll 8
+      for (int c = 0; c < C; ++c) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], k[c], q);
+    }
   }
-  for (int u = 0; u < N; ++u) st[u] = (v16)acc[u];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) _mm512_store_ps(st + r * st_stride + (jv0 + c) * 16, acc[r][c]);
 }
 
-template <int N>
-VB_BF16 VB_INLINE void mix_values_bf16(const __m512i* p2, int64_t pairs, const uint32_t* v2, int64_t hd, v16* ot) {
-  __m512 acc[N];
-  for (int u = 0; u < N; ++u) acc[u] = _mm512_setzero_ps();
-  for (int64_t j = 0; j < pairs; ++j) {
-    __m512bh p = (__m512bh)p2[j];
-    const uint32_t* row = v2 + j * hd;
-#pragma GCC unroll 16
-    for (int u = 0; u < N; ++u) acc[u] = _mm512_dpbf16_ps(acc[u], p, (__m512bh)_mm512_set1_epi32(static_cast<int>(row[u])));
+template <int R>
+VB_BF16 VB_INLINE void score_rows(const uint32_t* q2, int64_t q_stride, const __m512i* kt2, int64_t kv, int64_t pairs,
+                                  float* st, int64_t st_stride) {
+  // Key vectors in passes of at most 6, evened out (13 = 5 + 4 + 4): a pass of one or two
+  // vectors would wait on its few FMA chains.
+  const int64_t passes = (kv + 5) / 6;
+  for (int64_t p = 0, jv0 = 0; p < passes; ++p) {
+    const int64_t c = (kv - jv0) / (passes - p);
+    switch (c) {
+      case 6: score_tile<R, 6>(q2, q_stride, kt2, kv, pairs, jv0, st, st_stride); break;
+      case 5: score_tile<R, 5>(q2, q_stride, kt2, kv, pairs, jv0, st, st_stride); break;
+      case 4: score_tile<R, 4>(q2, q_stride, kt2, kv, pairs, jv0, st, st_stride); break;
+      case 3: score_tile<R, 3>(q2, q_stride, kt2, kv, pairs, jv0, st, st_stride); break;
+      case 2: score_tile<R, 2>(q2, q_stride, kt2, kv, pairs, jv0, st, st_stride); break;
+      default: score_tile<R, 1>(q2, q_stride, kt2, kv, pairs, jv0, st, st_stride); break;
+    }
+    jv0 += c;
   }
-  for (int u = 0; u < N; ++u) ot[u] = (v16)acc[u];
 }
 
-// Work of one head: k2 [T][hd/2] (K's rows in bf16, pairs of entries), v2 [T'/2][hd] (pairs
-// of V's rows j, j+1 per entry; T' = T rounded up to even, the missing row 0), qt [hd][16],
-// qt2 [hd/2][16], st [T'][16], p2 [T'/2][16], ot [hd][16]; each part 64-byte aligned.
-struct Bf16Work {
-  uint32_t *k2, *v2;
-  float* qt;
-  __m512i *qt2, *p2;
-  v16 *st, *ot;
+// out rows of R queries, head entries [ev0 * 16, ev0 * 16 + 16 E): sum over key pairs jp of
+// p2[r][jp] . v2[jp][entry], times inverse[r]; entries past hd masked off.
+template <int R, int E>
+VB_BF16 VB_INLINE void mix_tile(const uint32_t* p2, int64_t p_stride, int64_t pairs_t, const uint32_t* v2, int64_t v_stride,
+                                int64_t ev0, const float* inverse, int64_t hd, float* out, int64_t out_stride) {
+  __m512 acc[R][E];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < E; ++c) acc[r][c] = _mm512_setzero_ps();
+  for (int64_t jp = 0; jp < pairs_t; ++jp) {
+    __m512bh v[E];
+    for (int c = 0; c < E; ++c) v[c] = (__m512bh)_mm512_load_si512(v2 + jp * v_stride + (ev0 + c) * 16);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      __m512bh p = (__m512bh)_mm512_set1_epi32(static_cast<int>(p2[r * p_stride + jp]));
+#pragma GCC unroll 4
+      for (int c = 0; c < E; ++c) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], v[c], p);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < E; ++c) {
+      const int64_t left = hd - (ev0 + c) * 16;
+      const __mmask16 mask = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+      _mm512_mask_storeu_ps(out + r * out_stride + (ev0 + c) * 16, mask, _mm512_mul_ps(acc[r][c], _mm512_set1_ps(inverse[r])));
+    }
+}
+
+template <int R>
+VB_BF16 VB_INLINE void mix_rows(const uint32_t* p2, int64_t p_stride, int64_t pairs_t, const uint32_t* v2, int64_t v_stride,
+                                const float* inverse, int64_t hd, float* out, int64_t out_stride) {
+  const int64_t ev = (hd + 15) / 16;
+  for (int64_t ev0 = 0; ev0 < ev; ev0 += 4) {
+    switch (std::min<int64_t>(4, ev - ev0)) {
+      case 4: mix_tile<R, 4>(p2, p_stride, pairs_t, v2, v_stride, ev0, inverse, hd, out, out_stride); break;
+      case 3: mix_tile<R, 3>(p2, p_stride, pairs_t, v2, v_stride, ev0, inverse, hd, out, out_stride); break;
+      case 2: mix_tile<R, 2>(p2, p_stride, pairs_t, v2, v_stride, ev0, inverse, hd, out, out_stride); break;
+      default: mix_tile<R, 1>(p2, p_stride, pairs_t, v2, v_stride, ev0, inverse, hd, out, out_stride); break;
+    }
+  }
+}
+
+// The layout of one head's work, keys in the lanes (so neither the queries nor the output are
+// ever transposed; K is, once per head): kv = T / 16 rounded up key vectors, pairs_e = hd / 2
+// (head entries in bf16 pairs), pairs_t = T / 2 rounded up (keys in pairs).
+//   kt2 [pairs_e rounded up to 16][kv] vectors: word (e, key j) = K's bf16 pair (k[j, 2e], k[j, 2e+1])
+//   v2  [pairs_t][hd rounded up to 16] words: word (jp, e) = (v[2jp, e], v[2jp+1, e]), pads 0
+//   q2  [16][pairs_e rounded up to 16] words: the block's queries, scaled, in bf16 pairs
+//   st  [16][kv * 16] floats: scores, then their exponentials
+//   p2  [16][kv * 8] words: the exponentials in bf16 pairs of keys
+// each part 64-byte aligned.
+struct Bf16Shape {
+  int64_t kv, pairs_e, pairs_e16, pairs_t, hd16;
 };
+
+Bf16Shape bf16_shape(const AttentionShape& s) {
+  const int64_t hd = s.D / s.heads;
+  return {(s.T + 15) / 16, hd / 2, (hd / 2 + 15) / 16 * 16, (s.T + 1) / 2, (hd + 15) / 16 * 16};
+}
 
 size_t round64(size_t floats) { return (floats + 15) / 16 * 16; }
 
-Bf16Work carve_bf16(const AttentionShape& s, float* work) {
-  const size_t hd = static_cast<size_t>(s.D / s.heads), T = static_cast<size_t>(s.T), pairs_t = (T + 1) / 2;
-  Bf16Work w;
-  w.k2 = reinterpret_cast<uint32_t*>(work);
-  work += round64(T * hd / 2);
-  w.v2 = reinterpret_cast<uint32_t*>(work);
-  work += round64(pairs_t * hd);
-  w.qt = work;
-  work += hd * kQueryBlock;
-  w.qt2 = reinterpret_cast<__m512i*>(work);
-  work += hd / 2 * kQueryBlock;
-  w.st = reinterpret_cast<v16*>(work);
-  work += 2 * pairs_t * kQueryBlock;
-  w.p2 = reinterpret_cast<__m512i*>(work);
-  work += pairs_t * kQueryBlock;
-  w.ot = reinterpret_cast<v16*>(work);
-  return w;
+size_t bf16_work_floats(const Bf16Shape& b) {
+  return round64(static_cast<size_t>(b.pairs_e16 * b.kv * 16)) + round64(static_cast<size_t>(b.pairs_t * b.hd16)) +
+         round64(static_cast<size_t>(16 * b.pairs_e16)) + round64(static_cast<size_t>(16 * b.kv * 16)) +
+         round64(static_cast<size_t>(16 * b.kv * 8)) + 16;
+}
+
+// Asks for rows [from, to) of a head's slice of qkv (hd floats at `base` in each row) ahead of
+// their use. The rows lie 3D floats apart, which the hardware prefetcher does not follow: perf
+// put about a fifth of head_bf16's time on the first loads of Q, K and V rows without this.
+VB_INLINE void prefetch_rows(const float* base, int64_t from, int64_t to, int64_t stride, int64_t hd) {
+  for (int64_t j = from; j < to; ++j) {
+    const char* row = reinterpret_cast<const char*>(base + j * stride);
+    for (int64_t byte = 0; byte < hd * 4; byte += 64) _mm_prefetch(row + byte, _MM_HINT_T0);
+    _mm_prefetch(row + hd * 4 - 1, _MM_HINT_T0);
+  }
 }
 
 VB_BF16 void head_bf16(const AttentionShape& s, const float* qkv, const float* bias, int64_t h, int64_t block0,
                        int64_t block1, float* out, float* work) {
-  const int64_t T = s.T, D = s.D, hd = D / s.heads, stride = 3 * D, pairs_e = hd / 2, pairs_t = (T + 1) / 2;
-  const Bf16Work w = carve_bf16(s, work);
-  // Entries of a row in 16s; the last partial 16 under a mask.
-  const int64_t chunks = (hd + 15) / 16;
-  auto mask_of = [&](int64_t c) -> __mmask16 {
-    int64_t left = hd - c * 16;
-    return left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
-  };
-  for (int64_t j = 0; j < T; ++j) {  // K's rows in bf16: consecutive entries pair up as they lie
-    const float* k = qkv + j * stride + D + h * hd;
-    auto* dst = reinterpret_cast<uint16_t*>(w.k2 + j * pairs_e);
-    for (int64_t c = 0; c < chunks; ++c) {
-      __m256i b = (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask_of(c), k + c * 16));
-      _mm256_mask_storeu_epi16(dst + c * 16, mask_of(c), b);
+  const int64_t T = s.T, D = s.D, hd = D / s.heads, stride = 3 * D;
+  const Bf16Shape b = bf16_shape(s);
+  auto* kt2 = reinterpret_cast<__m512i*>(work);
+  work += round64(static_cast<size_t>(b.pairs_e16 * b.kv * 16));
+  auto* v2 = reinterpret_cast<uint32_t*>(work);
+  work += round64(static_cast<size_t>(b.pairs_t * b.hd16));
+  auto* q2 = reinterpret_cast<uint32_t*>(work);
+  work += round64(static_cast<size_t>(16 * b.pairs_e16));
+  float* st = work;
+  work += round64(static_cast<size_t>(16 * b.kv * 16));
+  auto* p2 = reinterpret_cast<uint32_t*>(work);
+  const int64_t st_stride = b.kv * 16, p_stride = b.kv * 8;
+
+  const float *q_at = qkv + h * hd, *k_at = qkv + D + h * hd, *v_at = qkv + 2 * D + h * hd;
+  // K: 16 keys x 16 pairs at a time, converted row by row and transposed in registers; the
+  // next 16 keys' rows (then V's first) on their way meanwhile.
+  prefetch_rows(k_at, 0, std::min<int64_t>(16, T), stride, hd);
+  for (int64_t jv = 0; jv < b.kv; ++jv) {
+    if (jv + 1 < b.kv) prefetch_rows(k_at, (jv + 1) * 16, std::min(T, (jv + 2) * 16), stride, hd);
+    else prefetch_rows(v_at, 0, std::min<int64_t>(8, T), stride, hd);
+    for (int64_t e0 = 0; e0 < b.pairs_e; e0 += 16) {
+      __m512i r[16];
+      for (int l = 0; l < 16; ++l) {
+        const int64_t j = jv * 16 + l;
+        r[l] = j < T ? pairs_bf16(k_at + j * stride + 2 * e0, hd - 2 * e0, 1.0f) : _mm512_setzero_si512();
+      }
+      transpose16(r);
+      for (int w = 0; w < 16; ++w) kt2[(e0 + w) * b.kv + jv] = r[w];
     }
   }
-  for (int64_t jp = 0; jp < pairs_t; ++jp) {  // V's rows 2jp and 2jp+1, entry by entry
-    const float* v0 = qkv + 2 * jp * stride + 2 * D + h * hd;
+  // V: rows 2jp and 2jp + 1 interleaved entry by entry (the missing row past an odd T is 0),
+  // V's rows four pairs ahead and the first block's queries on their way meanwhile.
+  prefetch_rows(q_at, block0 * kQueryBlock, std::min(T, (block0 + 1) * kQueryBlock), stride, hd);
+  for (int64_t jp = 0; jp < b.pairs_t; ++jp) {
+    prefetch_rows(v_at, std::min(T, 2 * jp + 8), std::min(T, 2 * jp + 10), stride, hd);
+    const float* v0 = v_at + 2 * jp * stride;
     const bool second = 2 * jp + 1 < T;
-    for (int64_t c = 0; c < chunks; ++c) {
-      __m512 a = _mm512_maskz_loadu_ps(mask_of(c), v0 + c * 16);
-      __m512 b = second ? _mm512_maskz_loadu_ps(mask_of(c), v0 + stride + c * 16) : _mm512_setzero_ps();
-      _mm512_mask_storeu_epi32(w.v2 + jp * hd + c * 16, mask_of(c), interleave_bf16(a, b));
+    for (int64_t c = 0; c < b.hd16 / 16; ++c) {
+      const int64_t left = hd - c * 16;
+      const __mmask16 mask = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+      __m512 x = _mm512_maskz_loadu_ps(mask, v0 + c * 16);
+      __m512 y = second ? _mm512_maskz_loadu_ps(mask, v0 + stride + c * 16) : _mm512_setzero_ps();
+      _mm512_store_si512(v2 + jp * b.hd16 + c * 16, interleave_bf16(x, y));
     }
   }
-  if (T % 2) w.st[T] = v16{};  // the pad row's probabilities: 0 x the pad row of V
+  // Keys past T: -inf before the maximum, 0 after the exponential.
+  const int64_t tail = T - (b.kv - 1) * 16;
+  const __mmask16 real = tail >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << tail) - 1);
 
   for (int64_t block = block0; block < block1; ++block) {
     const int64_t q0 = block * kQueryBlock, rows = std::min(kQueryBlock, T - q0);
-    transpose_queries(s, qkv, h, q0, rows, w.qt);
-    for (int64_t e = 0; e < pairs_e; ++e) {
-      __m512 a = _mm512_load_ps(w.qt + 2 * e * kQueryBlock), b = _mm512_load_ps(w.qt + (2 * e + 1) * kQueryBlock);
-      w.qt2[e] = interleave_bf16(a, b);
-    }
-    int64_t j = 0;
-    for (; j + 8 <= T; j += 8) score_keys_bf16<8>(w.qt2, w.k2 + j * pairs_e, pairs_e, w.st + j);
-    switch (T - j) {
-      case 7: score_keys_bf16<7>(w.qt2, w.k2 + j * pairs_e, pairs_e, w.st + j); break;
-      case 6: score_keys_bf16<6>(w.qt2, w.k2 + j * pairs_e, pairs_e, w.st + j); break;
-      case 5: score_keys_bf16<5>(w.qt2, w.k2 + j * pairs_e, pairs_e, w.st + j); break;
-      case 4: score_keys_bf16<4>(w.qt2, w.k2 + j * pairs_e, pairs_e, w.st + j); break;
-      case 3: score_keys_bf16<3>(w.qt2, w.k2 + j * pairs_e, pairs_e, w.st + j); break;
-      case 2: score_keys_bf16<2>(w.qt2, w.k2 + j * pairs_e, pairs_e, w.st + j); break;
-      case 1: score_keys_bf16<1>(w.qt2, w.k2 + j * pairs_e, pairs_e, w.st + j); break;
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t e0 = 0; e0 < b.pairs_e; e0 += 16)
+        _mm512_store_si512(q2 + i * b.pairs_e16 + e0, pairs_bf16(q_at + (q0 + i) * stride + 2 * e0, hd - 2 * e0, s.scale));
+    if (block + 1 < block1) prefetch_rows(q_at, q0 + kQueryBlock, std::min(T, q0 + 2 * kQueryBlock), stride, hd);
+    int64_t i = 0;
+    for (; i + 4 <= rows; i += 4) score_rows<4>(q2 + i * b.pairs_e16, b.pairs_e16, kt2, b.kv, b.pairs_e, st + i * st_stride, st_stride);
+    switch (rows - i) {
+      case 3: score_rows<3>(q2 + i * b.pairs_e16, b.pairs_e16, kt2, b.kv, b.pairs_e, st + i * st_stride, st_stride); break;
+      case 2: score_rows<2>(q2 + i * b.pairs_e16, b.pairs_e16, kt2, b.kv, b.pairs_e, st + i * st_stride, st_stride); break;
+      case 1: score_rows<1>(q2 + i * b.pairs_e16, b.pairs_e16, kt2, b.kv, b.pairs_e, st + i * st_stride, st_stride); break;
       default: break;
     }
-    if (bias) add_bias(bias, T, h, q0, rows, w.st);
-    const v16 sum = softmax_numerators(w.st, T);
-    for (int64_t jp = 0; jp < pairs_t; ++jp) w.p2[jp] = interleave_bf16((__m512)w.st[2 * jp], (__m512)w.st[2 * jp + 1]);
-
-    int64_t e0 = 0;
-    for (; e0 + 8 <= hd; e0 += 8) mix_values_bf16<8>(w.p2, pairs_t, w.v2 + e0, hd, w.ot + e0);
-    for (; e0 + 4 <= hd; e0 += 4) mix_values_bf16<4>(w.p2, pairs_t, w.v2 + e0, hd, w.ot + e0);
-    for (; e0 < hd; ++e0) mix_values_bf16<1>(w.p2, pairs_t, w.v2 + e0, hd, w.ot + e0);
-    store_rows(s, w.ot, sum, h, q0, rows, out);
+    // The softmax of each query's row, its exponentials into bf16 pairs.
+    float inverse[kQueryBlock];
+    for (int64_t r = 0; r < rows; ++r) {
+      float* row = st + r * st_stride;
+      if (bias) {
+        const float* brow = bias + (h * T + q0 + r) * T;
+        for (int64_t v = 0; v < b.kv; ++v) {
+          const __mmask16 mask = v + 1 < b.kv ? __mmask16(0xFFFF) : real;
+          _mm512_store_ps(row + v * 16, _mm512_add_ps(_mm512_load_ps(row + v * 16), _mm512_maskz_loadu_ps(mask, brow + v * 16)));
+        }
+      }
+      float* last = row + (b.kv - 1) * 16;
+      _mm512_store_ps(last, _mm512_mask_blend_ps(real, _mm512_set1_ps(-std::numeric_limits<float>::infinity()), _mm512_load_ps(last)));
+      // Two chains each for the maximum and the sum, two exponentials in flight.
+      __m512 top0 = _mm512_load_ps(last), top1 = top0;
+      int64_t v = 0;
+      for (; v + 2 < b.kv; v += 2) {
+        top0 = _mm512_max_ps(top0, _mm512_load_ps(row + v * 16));
+        top1 = _mm512_max_ps(top1, _mm512_load_ps(row + v * 16 + 16));
+      }
+      if (v + 1 < b.kv) top0 = _mm512_max_ps(top0, _mm512_load_ps(row + v * 16));
+      const v16 m = splat(_mm512_reduce_max_ps(_mm512_max_ps(top0, top1)));
+      auto* p_row = reinterpret_cast<__m256i*>(p2 + r * p_stride);
+      __m512 sum0 = _mm512_setzero_ps(), sum1 = _mm512_setzero_ps();
+      for (v = 0; v + 2 < b.kv; v += 2) {
+        const __m512 x0 = (__m512)vexp(*reinterpret_cast<const v16*>(row + v * 16) - m);
+        const __m512 x1 = (__m512)vexp(*reinterpret_cast<const v16*>(row + v * 16 + 16) - m);
+        sum0 = _mm512_add_ps(sum0, x0);
+        sum1 = _mm512_add_ps(sum1, x1);
+        _mm256_storeu_si256(p_row + v, (__m256i)_mm512_cvtneps_pbh(x0));
+        _mm256_storeu_si256(p_row + v + 1, (__m256i)_mm512_cvtneps_pbh(x1));
+      }
+      if (v + 1 < b.kv) {
+        const __m512 x0 = (__m512)vexp(*reinterpret_cast<const v16*>(row + v * 16) - m);
+        sum0 = _mm512_add_ps(sum0, x0);
+        _mm256_storeu_si256(p_row + v, (__m256i)_mm512_cvtneps_pbh(x0));
+      }
+      const __m512 x = _mm512_maskz_mov_ps(real, (__m512)vexp(*reinterpret_cast<const v16*>(last) - m));
+      sum1 = _mm512_add_ps(sum1, x);
+      _mm256_storeu_si256(p_row + b.kv - 1, (__m256i)_mm512_cvtneps_pbh(x));
+      inverse[r] = 1.0f / _mm512_reduce_add_ps(_mm512_add_ps(sum0, sum1));
+    }
+    float* o = out + q0 * D + h * hd;
+    i = 0;
+    for (; i + 4 <= rows; i += 4) mix_rows<4>(p2 + i * p_stride, p_stride, b.pairs_t, v2, b.hd16, inverse + i, hd, o + i * D, D);
+    switch (rows - i) {
+      case 3: mix_rows<3>(p2 + i * p_stride, p_stride, b.pairs_t, v2, b.hd16, inverse + i, hd, o + i * D, D); break;
+      case 2: mix_rows<2>(p2 + i * p_stride, p_stride, b.pairs_t, v2, b.hd16, inverse + i, hd, o + i * D, D); break;
+      case 1: mix_rows<1>(p2 + i * p_stride, p_stride, b.pairs_t, v2, b.hd16, inverse + i, hd, o + i * D, D); break;
+      default: break;
+    }
   }
 }
 
@@ -342,11 +510,7 @@ bool has_bf16_attention() {
   return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
 }
 
-size_t attention_head_bf16_floats(const AttentionShape& s) {
-  const size_t hd = static_cast<size_t>(s.D / s.heads), T = static_cast<size_t>(s.T), pairs_t = (T + 1) / 2;
-  return round64(T * hd / 2) + round64(pairs_t * hd) + hd * kQueryBlock + hd / 2 * kQueryBlock +
-         3 * pairs_t * kQueryBlock + hd * kQueryBlock + 16;
-}
+size_t attention_head_bf16_floats(const AttentionShape& s) { return bf16_work_floats(bf16_shape(s)); }
 
 void attention_head_bf16(const AttentionShape& s, const float* qkv, const float* bias, int64_t h, int64_t block0,
                          int64_t block1, float* out, float* work) {

@@ -32,8 +32,8 @@ void attention_block(const AttentionShape& s, const float* qkv, const float* bia
 
 // The same for the bf16 and int8 precisions where the CPU has AVX512_BF16 (else false, and
 // attention_block serves): q . k and p @ v as bf16 pairs on vdpbf16ps with f32 sums, the
-// softmax in f32. One call covers query blocks [block0, block1) of head h, so that the
-// head's K and V are converted to bf16 once for all of them.
+// softmax in f32, the keys in the vector lanes. One call covers query blocks [block0, block1)
+// of head h, so that the head's K and V are converted to bf16 (K transposed) once for all.
 bool has_bf16_attention();
 size_t attention_head_bf16_floats(const AttentionShape& s);
 void attention_head_bf16(const AttentionShape& s, const float* qkv, const float* bias, int64_t h, int64_t block0,

@@ -215,29 +215,35 @@ std::vector<OpCase> make_cases(std::mt19937& rng) {
     attn.ints[0] = heads;
     attn.floats[0] = 0.3f;
     // softmax(0.3 q.k + bias[h, i, j]) @ v per image and head, over Tn tokens; bias may be null.
-    auto attention_loops = [=](const Tensor& x, const float* bias, int64_t Tn) {
-      Tensor out(static_cast<size_t>(B * Tn * D));
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t h = 0; h < heads; ++h)
-          for (int64_t i = 0; i < Tn; ++i) {
-            std::vector<double> p(Tn);
-            double mx = -1e300, z = 0;
-            for (int64_t j = 0; j < Tn; ++j) {
-              double acc = 0;
-              for (int64_t k = 0; k < hd; ++k)
-                acc += double(x[(b * Tn + i) * 3 * D + h * hd + k]) * x[(b * Tn + j) * 3 * D + D + h * hd + k];
-              p[j] = acc * 0.3 + (bias ? bias[(h * Tn + i) * Tn + j] : 0.0);
-              mx = std::max(mx, p[j]);
+    auto attention_loops_for = [=](int64_t n_heads, int64_t head_size) {
+      return [=](const Tensor& x, const float* bias, int64_t Tn) {
+        const int64_t width = n_heads * head_size;
+        Tensor out(static_cast<size_t>(B * Tn * width));
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t h = 0; h < n_heads; ++h)
+            for (int64_t i = 0; i < Tn; ++i) {
+              std::vector<double> p(Tn);
+              double mx = -1e300, z = 0;
+              for (int64_t j = 0; j < Tn; ++j) {
+                double acc = 0;
+                for (int64_t k = 0; k < head_size; ++k)
+                  acc += double(x[(b * Tn + i) * 3 * width + h * head_size + k]) *
+                         x[(b * Tn + j) * 3 * width + width + h * head_size + k];
+                p[j] = acc * 0.3 + (bias ? bias[(h * Tn + i) * Tn + j] : 0.0);
+                mx = std::max(mx, p[j]);
+              }
+              for (double& v : p) z += (v = std::exp(v - mx));
+              for (int64_t k = 0; k < head_size; ++k) {
+                double acc = 0;
+                for (int64_t j = 0; j < Tn; ++j)
+                  acc += p[j] / z * x[(b * Tn + j) * 3 * width + 2 * width + h * head_size + k];
+                out[(b * Tn + i) * width + h * head_size + k] = float(acc);
+              }
             }
-            for (double& v : p) z += (v = std::exp(v - mx));
-            for (int64_t k = 0; k < hd; ++k) {
-              double acc = 0;
-              for (int64_t j = 0; j < Tn; ++j) acc += p[j] / z * x[(b * Tn + j) * 3 * D + 2 * D + h * hd + k];
-              out[(b * Tn + i) * D + h * hd + k] = float(acc);
-            }
-          }
-      return out;
+        return out;
+      };
     };
+    auto attention_loops = attention_loops_for(heads, hd);
     cases.push_back({"attention", Op::ATTENTION, {{B, T, 3 * D}}, {false}, attn,
                      [=](const std::vector<Tensor>& in) { return attention_loops(in[0], nullptr, T); }});
     // With a score bias (BEiT's relative position bias). One token more than above, so that
@@ -246,6 +252,21 @@ std::vector<OpCase> make_cases(std::mt19937& rng) {
     biased.ints[1] = 2;
     cases.push_back({"attention+score bias", Op::ATTENTION, {{B, T + 1, 3 * D}, {1, heads, T + 1, T + 1}}, {false, true},
                      biased, [=](const std::vector<Tensor>& in) { return attention_loops(in[0], in[1].data(), T + 1); }});
+    if (round == 2) {
+      // ViT's 197 tokens (13 vectors of 16 keys, the last with 5) and head size 80: 40 bf16
+      // pairs of entries (two tiles of 16, then 8) and five vectors of 16 entries.
+      Params wide = biased;
+      wide.ints[0] = 2;
+      auto wide_loops = attention_loops_for(2, 80);
+      cases.push_back({"attention (197 tokens, head size 80)", Op::ATTENTION, {{B, 197, 480}, {1, 2, 197, 197}},
+                       {false, true}, wide,
+                       [=](const std::vector<Tensor>& in) { return wide_loops(in[0], in[1].data(), 197); }});
+      // The bias 20 below 0 on every key: a kernel that left its padding keys (past 197) in the
+      // softmax at a score of 0 would give them nearly all the weight.
+      cases.back().adjust = [](std::vector<Tensor>& in) {
+        for (float& v : in[1]) v -= 20.0f;
+      };
+    }
     auto mlp_loops = [=](int64_t hidden) {
       return [=](const std::vector<Tensor>& in) {
         Tensor out(static_cast<size_t>(B * T * K));
