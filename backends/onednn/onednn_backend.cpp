@@ -46,12 +46,23 @@ vit_status create(const vit_backend_config* config, void** context, char* messag
     bool fast_bf16 = isa == dnnl::cpu_isa::avx512_core_amx ||
                      (isa == dnnl::cpu_isa::avx512_core_bf16 && __builtin_cpu_is("amd"));
     ctx->float_fallback = fast_bf16 ? onednn_backend::Precision::BF16 : onednn_backend::Precision::F32;
+    // int8 matmuls: vitbatch's own AVX512_VNNI kernel where the CPU has it (faster than oneDNN
+    // 2.6's on ViT's shapes on the AMD EPYC it was measured on: vnni_gemm.hpp), or oneDNN's.
+    const std::string int8_gemm =
+        vit_plugin::option(*config, "int8_gemm", onednn_backend::vnni_gemm_available() ? "vnni" : "onednn");
+    if (int8_gemm != "vnni" && int8_gemm != "onednn")
+      throw std::runtime_error("onednn: option int8_gemm must be vnni or onednn, not '" + int8_gemm + "'");
+    if (int8_gemm == "vnni" && !onednn_backend::vnni_gemm_available())
+      throw std::runtime_error("onednn: option int8_gemm=vnni needs AVX512_VNNI, which this CPU lacks");
+    ctx->vnni_int8 = int8_gemm == "vnni";
     omp_set_num_threads(ctx->threads);
     const dnnl_version_t* v = dnnl_version();
     ctx->description = "oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." +
                        std::to_string(v->patch) + ", ISA " + isa_name(isa) + ", " +
                        onednn_backend::precision_name(ctx->precision) + ", " + std::to_string(ctx->threads) +
                        " OpenMP thread(s)";
+    if (ctx->precision == onednn_backend::Precision::INT8)
+      ctx->description += ctx->vnni_int8 ? ", int8 matmuls on vitbatch's AVX512_VNNI kernel" : ", int8 matmuls on oneDNN's";
     if (ctx->precision == onednn_backend::Precision::BF16 && !fast_bf16)
       ctx->description += "; on this CPU oneDNN's bf16 matmuls are slower than fp32 (`vitbatch bench --compare` "
                           "measures both)";

@@ -175,7 +175,10 @@ void span_row_epilogue(float* y, int64_t n, float scale, float lo, const float* 
 // packed once into the layout the primitive prefers (shared across batch sizes); bf16
 // converts x to bf16, int8 quantises x (asymmetric u8, one scale per tensor: from the
 // calibrated range when the node has one, else from this call's min and max; or one per
-// row, MatmulOptions::per_row) and w per output channel (symmetric s8).
+// row, MatmulOptions::per_row) and w per output channel (symmetric s8). int8 runs on
+// vitbatch's own VNNI kernel where the context says so (vnni_gemm.hpp: the epilogue below in
+// its tile stores), except with a GELU or bf16 output (oneDNN's post-ops) or K not a multiple
+// of 4.
 struct MatmulOptions {
   bool gelu = false;
   // Where in the context's scratch (in floats) the matmul may keep its converted input;
@@ -201,7 +204,8 @@ class Matmul {
   Matmul(Context& ctx, int64_t M, int64_t K, int64_t N, const float* weights, const float* bias,
          const MatmulOptions& o = {})
       : M_(M), K_(K), N_(N), precision_(matmul_precision(ctx, o.keep_float)), scratch_offset_(o.scratch_offset),
-        bf16_input_(o.bf16_input && precision_ == Precision::BF16) {
+        bf16_input_(o.bf16_input && precision_ == Precision::BF16),
+        own_(precision_ == Precision::INT8 && ctx.vnni_int8 && K % 4 == 0 && !o.gelu && !o.bf16_output) {
     const bool gelu = o.gelu;
     const float* range = o.range;
     dt src_type = precision_ == Precision::F32 ? dt::f32 : precision_ == Precision::BF16 ? dt::bf16 : dt::u8;
@@ -227,6 +231,7 @@ class Matmul {
       // a [M, 1] binary sends it to its reference kernel). The residual joins the epilogue.
       attr.set_output_scales(1 << 1, channel_scales_);
       if (fixed_) floor_ = std::min(range[0], 0.0f);
+      col_scale_ = channel_scales_;
     } else if (precision_ == Precision::INT8) {
       // y = s_x * (s_w[n] * acc - z_x * s_w[n] * colsum_w[n]) + b[n], s_w the per-channel
       // weight scales. With a calibrated range all of it is constant: output scales
@@ -239,6 +244,7 @@ class Matmul {
         std::vector<float> output_scales(N_);
         for (int64_t c = 0; c < N_; ++c) output_scales[c] = scale_ * channel_scales_[c];
         attr.set_output_scales(1 << 1, output_scales);
+        col_scale_ = output_scales;
         post.append_binary(dnnl::algorithm::binary_add, bias_md);  // b - s_x z_x s_w colsum
       } else {
         attr.set_output_scales(1 << 1, channel_scales_);
@@ -248,17 +254,20 @@ class Matmul {
       }
     }
     if (gelu) post.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_erf, 0.0f, 0.0f);
-    if (o.residual && !per_row_) {
+    if (o.residual && !per_row_ && !own_) {
       residual_index_ = post.len();
       post.append_binary(dnnl::algorithm::binary_add, plain({M, N}, dt::f32));
     }
     attr.set_post_ops(post);
-    bool bias_in_matmul = bias && precision_ != Precision::INT8;
-    auto desc = bias_in_matmul ? dnnl::matmul::desc(src_md, wei_md, bias_md, dst_md)
-                               : dnnl::matmul::desc(src_md, wei_md, dst_md);
-    pd_ = dnnl::matmul::primitive_desc(desc, attr, ctx.engine);
-    prim_ = dnnl::matmul(pd_);
-    packed_ = pack(ctx, weights);
+    if (!own_) {
+      bool bias_in_matmul = bias && precision_ != Precision::INT8;
+      auto desc = bias_in_matmul ? dnnl::matmul::desc(src_md, wei_md, bias_md, dst_md)
+                                 : dnnl::matmul::desc(src_md, wei_md, dst_md);
+      pd_ = dnnl::matmul::primitive_desc(desc, attr, ctx.engine);
+      prim_ = dnnl::matmul(pd_);
+    }
+    // The own kernel's panels are cached under an empty descriptor, one no primitive asks for.
+    packed_ = pack(ctx, weights, own_ ? memory::desc() : pd_.weights_desc());
     src_ = memory(src_md, ctx.engine, nullptr);
     dst_ = memory(dst_md, ctx.engine, nullptr);
     if (bias) bias_ = memory(bias_md, ctx.engine, const_cast<float*>(bias));
@@ -288,8 +297,15 @@ class Matmul {
                       scale_ * static_cast<float>(zero_point_) * channel_scales_[c] * packed_->column_sums[c];
       } else {
         activation_scale_ = memory(plain({1, 1}, dt::f32), ctx.engine);
+        if (own_) col_scale_.resize(N_);
+      }
+      if (own_) {  // the same per-channel add, its own copy (dynamic: refilled each call)
+        const auto* add = static_cast<const float*>(channel_add_.get_data_handle());
+        col_add_.assign(add, add + N_);
       }
     }
+    if (own_ && per_row_) col_add_ = row_bias_;
+    if (own_) return;  // no oneDNN primitive, nor its arguments
     // The argument map is built once: run() only moves the data handles of these memories.
     args_ = {{DNNL_ARG_WEIGHTS, packed_->weights}, {DNNL_ARG_DST, dst_},
              {DNNL_ARG_SRC, precision_ == Precision::F32 ? src_ : converted_}};
@@ -333,13 +349,31 @@ class Matmul {
     } else {
       quantize(static_cast<const float*>(x));
     }
+    if (own_) {
+      run_own(static_cast<float*>(y), residual);
+      return;
+    }
     prim_.execute(ctx.stream, args_);
     if (per_row_) finish_rows(static_cast<float*>(y), residual);
   }
 
  private:
-  std::shared_ptr<PackedWeights> pack(Context& ctx, const float* w) {
-    memory::desc want = pd_.weights_desc();
+  // y from the quantised x in scratch on the own kernel: the epilogue's terms by mode
+  // (MatmulOptions: per tensor calibrated or per call, per row).
+  void run_own(float* y, const float* residual) {
+    VnniEpilogue e;
+    e.col_scale = col_scale_.data();
+    e.col_add = col_add_.data();
+    if (per_row_) {
+      e.row_scale = row_scale_.data();
+      e.row_offset = row_floor_.data();
+      e.col_weight = weight_sums_.data();
+    }
+    e.residual = residual;
+    vnni_gemm(static_cast<const uint8_t*>(converted_.get_data_handle()), M_, K_, *packed_->vnni, e, y);
+  }
+
+  std::shared_ptr<PackedWeights> pack(Context& ctx, const float* w, const memory::desc& want) {
     PackCache& shared = pack_cache();
     // Held while packing: a lane preparing the same weights waits, then finds them.
     std::lock_guard<std::mutex> lock(shared.mutex);
@@ -349,7 +383,7 @@ class Matmul {
       if (key.first == w && key.second == want)
         if (auto found = weak.lock()) return found;  // (its last kernel may go meanwhile)
     auto packed = std::make_shared<PackedWeights>();
-    packed->weights = memory(want, ctx.engine);
+    if (!own_) packed->weights = memory(want, ctx.engine);
     memory::desc torch_layout({K_, N_}, dt::f32, tag::ba);  // w is [N, K] row-major
     if (precision_ != Precision::INT8) {
       memory user(torch_layout, ctx.engine, const_cast<float*>(w));
@@ -363,8 +397,12 @@ class Matmul {
           q[n * K_ + k] = static_cast<int8_t>(std::max(-127.0f, std::min(127.0f, v)));
           packed->column_sums[n] += q[n * K_ + k];
         }
-      memory user(memory::desc({K_, N_}, dt::s8, tag::ba), ctx.engine, q.data());
-      dnnl::reorder(user, packed->weights).execute(ctx.stream, user, packed->weights);
+      if (own_) {
+        packed->vnni = std::make_unique<VnniWeights>(q.data(), N_, K_);
+      } else {
+        memory user(memory::desc({K_, N_}, dt::s8, tag::ba), ctx.engine, q.data());
+        dnnl::reorder(user, packed->weights).execute(ctx.stream, user, packed->weights);
+      }
     }
     ctx.stream.wait();
     cache.push_back({{w, want}, packed});
@@ -440,6 +478,15 @@ class Matmul {
 
   // Without a calibrated range: this call's scale and zero point into the post-op inputs.
   void set_dynamic_post_ops() {
+    if (own_) {  // the same terms folded: y = (s_x s_w) acc + (b - s_x z_x s_w colsum)
+      const float* b = bias_ ? static_cast<const float*>(bias_.get_data_handle()) : nullptr;
+      for (int64_t c = 0; c < N_; ++c) {
+        col_scale_[c] = scale_ * channel_scales_[c];
+        col_add_[c] = (b ? b[c] : 0.0f) - scale_ * static_cast<float>(zero_point_) * channel_scales_[c] *
+                                              static_cast<float>(packed_->column_sums[c]);
+      }
+      return;
+    }
     auto* comp = static_cast<float*>(channel_add_.get_data_handle());
     for (int64_t c = 0; c < N_; ++c)
       comp[c] = -static_cast<float>(zero_point_) * channel_scales_[c] * packed_->column_sums[c];
@@ -461,6 +508,8 @@ class Matmul {
   Precision precision_;
   size_t scratch_offset_;
   bool bf16_input_;
+  bool own_;                          // int8 on vnni_gemm, not a oneDNN primitive
+  std::vector<float> col_scale_, col_add_;  // own: the epilogue's per-column terms
   int residual_index_ = -1;  // the residual's post-op, if any
   dnnl::matmul::primitive_desc pd_;
   dnnl::matmul prim_;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "vit_plugin.h"
+#include "vnni_gemm.hpp"
 
 #include <oneapi/dnnl/dnnl.hpp>
 
@@ -24,6 +25,7 @@ const char* precision_name(Precision p);
 struct PackedWeights {
   dnnl::memory weights;              // in the layout the primitive asked for
   std::vector<int32_t> column_sums;  // int8: sum over k of the quantised w[n, k]
+  std::unique_ptr<VnniWeights> vnni;  // int8 on vitbatch's own kernel: w in its panels instead
 };
 
 // (weight pointer, packed layout) -> packed weights, while some kernel holds them: plans for
@@ -46,6 +48,9 @@ struct Context {
   // What an int8 run uses for the matmuls calibration keeps out of int8: bf16 where its
   // matmuls outrun fp32 (AMD's AVX512_BF16, Intel's AMX), else fp32.
   Precision float_fallback = Precision::F32;
+  // int8 matmuls on vitbatch's own AVX512_VNNI kernel (vnni_gemm.hpp) rather than oneDNN's
+  // (backend option int8_gemm).
+  bool vnni_int8 = false;
   dnnl::engine engine = cpu_engine();
   dnnl::stream stream{engine};
   std::string description;

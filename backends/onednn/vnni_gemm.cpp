@@ -1,0 +1,138 @@
+#include "vnni_gemm.hpp"
+
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+
+// The kernels are compiled for AVX512_VNNI alone (the build targets plain x86-64) and only
+// called where vnni_gemm_available() says the CPU has it.
+#define VB_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni")))
+#define VB_VNNI_INLINE __attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) inline
+
+namespace onednn_backend {
+
+bool vnni_gemm_available() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vnni");
+}
+
+VnniWeights::VnniWeights(const int8_t* w, int64_t n, int64_t k) : N(n), K(k), panels((n + 63) / 64) {
+  if (K % 4 != 0) throw std::logic_error("vnni_gemm: K must be a multiple of 4");
+  const size_t bytes = static_cast<size_t>(panels * K * 64);
+  storage.reset(new int8_t[bytes + 64]());
+  data = storage.get() + (64 - reinterpret_cast<uintptr_t>(storage.get()) % 64) % 64;
+  for (int64_t p = 0; p < panels; ++p)
+    for (int64_t c = 0; c < 64 && p * 64 + c < N; ++c)
+      for (int64_t kk = 0; kk < K; ++kk)
+        data[p * K * 64 + (kk / 4) * 256 + c * 4 + kk % 4] = w[(p * 64 + c) * K + kk];
+}
+
+namespace {
+
+// Lanes [0, n) of a vector (n < 16), or all of them.
+inline __mmask16 first_lanes(int64_t n) { return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1); }
+
+// One row of a tile's 64 columns through the epilogue into y (columns from n0, up to N).
+VB_VNNI_INLINE void store_row(const VnniEpilogue& e, int64_t m, int64_t n0, int64_t N, float* y, __m512i a0, __m512i a1,
+                              __m512i a2, __m512i a3) {
+  const __m512i acc[4] = {a0, a1, a2, a3};
+  const __m512 row_scale = _mm512_set1_ps(e.row_scale ? e.row_scale[m] : 1.0f);
+  const __m512 row_offset = _mm512_set1_ps(e.row_offset ? e.row_offset[m] : 0.0f);
+  for (int j = 0; j < 4; ++j) {
+    const int64_t n = n0 + 16 * j;
+    if (n >= N) break;
+    const __mmask16 k = first_lanes(N - n);
+    __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc[j]), _mm512_maskz_loadu_ps(k, e.col_scale + n));
+    if (e.row_scale) v = _mm512_mul_ps(row_scale, v);
+    __m512 add = _mm512_maskz_loadu_ps(k, e.col_add + n);
+    if (e.row_offset) add = _mm512_fmadd_ps(row_offset, _mm512_maskz_loadu_ps(k, e.col_weight + n), add);
+    v = _mm512_add_ps(v, add);
+    if (e.residual) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, e.residual + m * N + n));
+    _mm512_mask_storeu_ps(y + n, k, v);
+  }
+}
+
+VB_VNNI_INLINE __m512i broadcast4(const uint8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return _mm512_set1_epi32(v);
+}
+
+// Rows [m, m + R) against one panel (columns n0 .. n0 + 63) over all of K. Each accumulator
+// is a named variable: as an array GCC spilled them to the stack every step.
+#define VB_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
+template <int R>
+VB_VNNI void tile(const uint8_t* x, int64_t ldx, const int8_t* panel, int64_t K, const VnniEpilogue& e, int64_t m,
+                  int64_t n0, int64_t N, float* y) {
+#define VB_DECLARE(r) __m512i c##r##0 = _mm512_setzero_si512(), c##r##1 = c##r##0, c##r##2 = c##r##0, c##r##3 = c##r##0;
+  VB_ROWS(VB_DECLARE)
+#undef VB_DECLARE
+  const int8_t* b = panel;
+  for (int64_t k = 0; k < K; k += 4, b += 256) {
+    const __m512i b0 = _mm512_load_si512(b), b1 = _mm512_load_si512(b + 64), b2 = _mm512_load_si512(b + 128),
+                  b3 = _mm512_load_si512(b + 192);
+#define VB_STEP(r)                                   \
+  if constexpr (R > r) {                             \
+    const __m512i a = broadcast4(x + r * ldx + k);   \
+    c##r##0 = _mm512_dpbusd_epi32(c##r##0, a, b0);   \
+    c##r##1 = _mm512_dpbusd_epi32(c##r##1, a, b1);   \
+    c##r##2 = _mm512_dpbusd_epi32(c##r##2, a, b2);   \
+    c##r##3 = _mm512_dpbusd_epi32(c##r##3, a, b3);   \
+  }
+    VB_ROWS(VB_STEP)
+#undef VB_STEP
+  }
+#define VB_STORE(r) \
+  if constexpr (R > r) store_row(e, m + r, n0, N, y + (m + r) * N, c##r##0, c##r##1, c##r##2, c##r##3);
+  VB_ROWS(VB_STORE)
+#undef VB_STORE
+}
+#undef VB_ROWS
+
+// Rows [m0, m1) against one panel: tiles of 6 rows, then one of the rest.
+VB_VNNI void rows_panel(const uint8_t* x, int64_t ldx, const VnniWeights& w, int64_t p, const VnniEpilogue& e,
+                        int64_t m0, int64_t m1, float* y) {
+  const int8_t* panel = w.data + p * w.K * 64;
+  const int64_t n0 = p * 64;
+  int64_t m = m0;
+  for (; m + 6 <= m1; m += 6) tile<6>(x + m * ldx, ldx, panel, w.K, e, m, n0, w.N, y);
+  const uint8_t* xr = x + m * ldx;
+  switch (m1 - m) {
+    case 5: tile<5>(xr, ldx, panel, w.K, e, m, n0, w.N, y); break;
+    case 4: tile<4>(xr, ldx, panel, w.K, e, m, n0, w.N, y); break;
+    case 3: tile<3>(xr, ldx, panel, w.K, e, m, n0, w.N, y); break;
+    case 2: tile<2>(xr, ldx, panel, w.K, e, m, n0, w.N, y); break;
+    case 1: tile<1>(xr, ldx, panel, w.K, e, m, n0, w.N, y); break;
+    default: break;
+  }
+}
+
+}  // namespace
+
+void vnni_gemm(const uint8_t* x, int64_t M, int64_t ldx, const VnniWeights& w, const VnniEpilogue& e, float* y) {
+  if (M <= 0) return;
+  // Blocks of rows whose x (at most 256 KiB) stays in L2 while every panel passes under it:
+  // the weights, larger than L2 at ViT-B, then come from L3 or memory once a block (all 197
+  // rows of an image where K <= 1330). Enough blocks that each thread gets two items or more.
+  const int64_t threads = omp_get_max_threads();
+  int64_t blocks = (M + std::max<int64_t>(6, (256 * 1024) / w.K) - 1) / std::max<int64_t>(6, (256 * 1024) / w.K);
+  blocks = std::min((M + 5) / 6, std::max(blocks, (2 * threads + w.panels - 1) / w.panels));
+  const int64_t block_rows = ((M + blocks - 1) / blocks + 5) / 6 * 6;
+  const int64_t items = blocks * w.panels;
+#pragma omp parallel
+  {
+    // Each thread a contiguous run of (block, panel) items: mostly one block's panels in turn.
+    const int64_t threads = omp_get_num_threads(), id = omp_get_thread_num();
+    const int64_t chunk = (items + threads - 1) / threads;
+    const int64_t begin = std::min(items, id * chunk), end = std::min(items, (id + 1) * chunk);
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t b = i / w.panels, p = i % w.panels;
+      rows_panel(x, ldx, w, p, e, b * block_rows, std::min(M, (b + 1) * block_rows), y);
+    }
+  }
+}
+
+}  // namespace onednn_backend
