@@ -280,12 +280,15 @@ VB_BF16 VB_INLINE __m512i interleave_bf16(__m512 a, __m512 b) {
   return _mm512_permutexvar_epi16(order, (__m512i)_mm512_cvtne2ps_pbh(b, a));
 }
 
+// Lanes [0, n) of a vector: none for n <= 0, all for n >= 16.
+VB_INLINE __mmask16 first_lanes(int64_t n) {
+  return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
+}
+
 // 32 floats from x (the first n of them, the rest 0), times `scale`, as 16 words of bf16 pairs
 // in order: word w = (x[2w], x[2w+1]).
 VB_BF16 VB_INLINE __m512i pairs_bf16(const float* x, int64_t n, float scale) {
-  const __mmask16 lo = n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
-  const int64_t m = n - 16;
-  const __mmask16 hi = m >= 16 ? __mmask16(0xFFFF) : m <= 0 ? __mmask16(0) : __mmask16((1u << m) - 1);
+  const __mmask16 lo = first_lanes(n), hi = first_lanes(n - 16);
   const __m512 s = _mm512_set1_ps(scale);
   __m512 a = _mm512_mul_ps(_mm512_maskz_loadu_ps(lo, x), s), b = _mm512_mul_ps(_mm512_maskz_loadu_ps(hi, x + 16), s);
   return (__m512i)_mm512_cvtne2ps_pbh(b, a);  // b's bf16 above a's: x[0..31] in order
@@ -354,8 +357,7 @@ VB_BF16 VB_INLINE void mix_tile(const uint32_t* p2, int64_t p_stride, int64_t pa
   }
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < E; ++c) {
-      const int64_t left = hd - (ev0 + c) * 16;
-      const __mmask16 mask = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+      const __mmask16 mask = first_lanes(hd - (ev0 + c) * 16);
       _mm512_mask_storeu_ps(out + r * out_stride + (ev0 + c) * 16, mask, _mm512_mul_ps(acc[r][c], _mm512_set1_ps(inverse[r])));
     }
 }
@@ -394,11 +396,24 @@ Bf16Shape bf16_shape(const AttentionShape& s) {
 
 size_t round64(size_t floats) { return (floats + 15) / 16 * 16; }
 
-size_t bf16_work_floats(const Bf16Shape& b) {
-  return round64(static_cast<size_t>(b.pairs_e16 * b.kv * 16)) + round64(static_cast<size_t>(b.pairs_t * b.hd16)) +
-         round64(static_cast<size_t>(16 * b.pairs_e16)) + round64(static_cast<size_t>(16 * b.kv * 16)) +
-         round64(static_cast<size_t>(16 * b.kv * 8)) + 16;
+// Where each part of a thread's work area starts (in floats), and the floats it takes in all
+// (16 more, for aligning its start).
+struct Bf16Layout {
+  size_t kt2, v2, q2, st, p2, floats;
+};
+
+Bf16Layout bf16_layout(const Bf16Shape& b) {
+  Bf16Layout l;
+  l.kt2 = 0;                                                                // K^T, word pairs
+  l.v2 = l.kt2 + round64(static_cast<size_t>(b.pairs_e16 * b.kv * 16));    // V, row pairs
+  l.q2 = l.v2 + round64(static_cast<size_t>(b.pairs_t * b.hd16));          // a block's queries
+  l.st = l.q2 + round64(static_cast<size_t>(16 * b.pairs_e16));            // its scores
+  l.p2 = l.st + round64(static_cast<size_t>(16 * b.kv * 16));              // its probabilities
+  l.floats = l.p2 + round64(static_cast<size_t>(16 * b.kv * 8)) + 16;
+  return l;
 }
+
+size_t bf16_work_floats(const Bf16Shape& b) { return bf16_layout(b).floats; }
 
 // Asks for rows [from, to) of a head's slice of qkv (hd floats at `base` in each row) ahead of
 // their use. The rows lie 3D floats apart, which the hardware prefetcher does not follow: perf
@@ -415,15 +430,12 @@ VB_BF16 void head_bf16(const AttentionShape& s, const float* qkv, const float* b
                        int64_t block1, float* out, float* work) {
   const int64_t T = s.T, D = s.D, hd = D / s.heads, stride = 3 * D;
   const Bf16Shape b = bf16_shape(s);
-  auto* kt2 = reinterpret_cast<__m512i*>(work);
-  work += round64(static_cast<size_t>(b.pairs_e16 * b.kv * 16));
-  auto* v2 = reinterpret_cast<uint32_t*>(work);
-  work += round64(static_cast<size_t>(b.pairs_t * b.hd16));
-  auto* q2 = reinterpret_cast<uint32_t*>(work);
-  work += round64(static_cast<size_t>(16 * b.pairs_e16));
-  float* st = work;
-  work += round64(static_cast<size_t>(16 * b.kv * 16));
-  auto* p2 = reinterpret_cast<uint32_t*>(work);
+  const Bf16Layout l = bf16_layout(b);
+  auto* kt2 = reinterpret_cast<__m512i*>(work + l.kt2);
+  auto* v2 = reinterpret_cast<uint32_t*>(work + l.v2);
+  auto* q2 = reinterpret_cast<uint32_t*>(work + l.q2);
+  float* st = work + l.st;
+  auto* p2 = reinterpret_cast<uint32_t*>(work + l.p2);
   const int64_t st_stride = b.kv * 16, p_stride = b.kv * 8;
 
   const float *q_at = qkv + h * hd, *k_at = qkv + D + h * hd, *v_at = qkv + 2 * D + h * hd;
@@ -451,16 +463,14 @@ VB_BF16 void head_bf16(const AttentionShape& s, const float* qkv, const float* b
     const float* v0 = v_at + 2 * jp * stride;
     const bool second = 2 * jp + 1 < T;
     for (int64_t c = 0; c < b.hd16 / 16; ++c) {
-      const int64_t left = hd - c * 16;
-      const __mmask16 mask = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+      const __mmask16 mask = first_lanes(hd - c * 16);
       __m512 x = _mm512_maskz_loadu_ps(mask, v0 + c * 16);
       __m512 y = second ? _mm512_maskz_loadu_ps(mask, v0 + stride + c * 16) : _mm512_setzero_ps();
       _mm512_store_si512(v2 + jp * b.hd16 + c * 16, interleave_bf16(x, y));
     }
   }
   // Keys past T: -inf before the maximum, 0 after the exponential.
-  const int64_t tail = T - (b.kv - 1) * 16;
-  const __mmask16 real = tail >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << tail) - 1);
+  const __mmask16 real = first_lanes(T - (b.kv - 1) * 16);
 
   for (int64_t block = block0; block < block1; ++block) {
     const int64_t q0 = block * kQueryBlock, rows = std::min(kQueryBlock, T - q0);
