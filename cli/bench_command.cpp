@@ -135,18 +135,18 @@ int run_bench(const BenchFlags& flags) {
     const vitbatch::ViTConfig& c = m.config;
     // Lanes run batches of 2+ images only (Executor::set_lanes).
     const int lanes = model.batch >= 2 ? std::max(1, runtime.executor().lanes()) : 1;
-    char line[512];
+    char line[4096];
     if (flags.json) {
       std::snprintf(line, sizeof line,
                     "{\"model\":\"%s\",\"dim\":%lld,\"depth\":%lld,\"backend\":\"%s\",\"describe\":\"%s\","
                     "\"batch\":%lld,\"images_per_second\":%.4f,\"ms_per_image\":%.4f,\"gflop_per_image\":%.4f,"
                     "\"gflops\":%.3f,\"gemm_gflops\":%.3f,\"ceiling_fraction\":%.4f,\"load_seconds\":%.4f,"
                     "\"first_batch_seconds\":%.4f,\"peak_rss_mib\":%.1f,\"weights_mib\":%.1f,\"resident_input\":%s,"
-                    "\"lanes\":%d}\n",
+                    "\"lanes\":%d,\"cpu_ms_per_image\":%.4f}\n",
                     m.path.c_str(), static_cast<long long>(c.dim), static_cast<long long>(c.depth), backend.name().c_str(),
                     backend.describe().c_str(), static_cast<long long>(model.batch), ips, 1000.0 / ips, gflop_per_image,
                     gflops, gemm.gflops, gflops / gemm.gflops, load_seconds, model.first_batch_seconds, rss_mib,
-                    weights_mib, flags.resident_input ? "true" : "false", lanes);
+                    weights_mib, flags.resident_input ? "true" : "false", lanes, model.cpu_ms_per_image());
       std::cout << line;
       return kExitOk;
     }
@@ -158,6 +158,8 @@ int run_bench(const BenchFlags& flags) {
                 static_cast<long long>(model.batches), model.seconds);
     if (lanes > 1) std::printf("lanes        %d: each image of a batch alone, in the next free lane\n", lanes);
     std::printf("throughput   %.2f images/s, %.2f ms per image\n", ips, 1000.0 / ips);
+    // Steal time (CPU the hypervisor gave another guest) slows images/s but is not in this.
+    std::printf("cpu time     %.2f core-ms per image (user + system, the timed batches)\n", model.cpu_ms_per_image());
     std::printf("compute      %.1f GFLOP/s = %.0f%% of the GEMM ceiling, %.1f GFLOP/s (linear %lldx%lldx%lld, same "
                 "backend and precision)\n",
                 gflops, 100.0 * gflops / gemm.gflops, gemm.gflops, static_cast<long long>(gemm.m),

@@ -11,12 +11,22 @@
 #include <random>
 #include <sstream>
 
+#include <sys/resource.h>
+
 namespace vitbatch {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// User + system CPU seconds this process (all its threads) has used so far.
+double process_cpu_seconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  auto seconds = [](const timeval& t) { return static_cast<double>(t.tv_sec) + 1e-6 * static_cast<double>(t.tv_usec); };
+  return seconds(u.ru_utime) + seconds(u.ru_stime);
+}
 
 std::vector<float> random_floats(size_t n, unsigned seed) {
   std::mt19937 rng(seed);
@@ -41,11 +51,13 @@ ModelBenchResult bench_model(Runtime& runtime, int64_t batch, double min_seconds
   runtime.executor().run(pixels.data(), batch, logits.data());
   r.first_batch_seconds = since(t);
   t = Clock::now();
+  const double cpu = process_cpu_seconds();
   while (r.batches < 3 || since(t) < min_seconds) {
     runtime.executor().run(resident_input ? nullptr : pixels.data(), batch, logits.data());
     ++r.batches;
   }
   r.seconds = since(t);
+  r.cpu_seconds = process_cpu_seconds() - cpu;
   return r;
 }
 

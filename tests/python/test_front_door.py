@@ -87,6 +87,16 @@ class FrontDoor(unittest.TestCase):
         self.assertEqual(json.loads(bench("--batch-size", "1", "--json"))["lanes"], 1)  # one image: all threads
         self.assertNotIn("lanes ", bench("--batch-size", "1"))
 
+    def test_bench_reports_cpu_time_per_image(self):
+        # Two threads busy at most: between a sliver of one core and two cores' worth of the
+        # wall time an image takes (steal time makes wall time longer, never CPU time).
+        r = run("bench", "--model", MODEL, "--backend", "onednn", "--threads", "2", "--seconds", "0.5",
+                "--batch-size", "4", "--gemm", "64", "64", "64", "--json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        result = json.loads(r.stdout)
+        self.assertGreater(result["cpu_ms_per_image"], 0.05 * result["ms_per_image"])
+        self.assertLess(result["cpu_ms_per_image"], 2.2 * result["ms_per_image"])
+
     def test_config_directory_and_non_safetensors_model_are_errors(self):
         r = run("classify", "--config", self.tmp, "--model", MODEL, GOOD[0])
         self.assertEqual(r.returncode, 2)

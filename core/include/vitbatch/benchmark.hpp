@@ -15,7 +15,11 @@ struct ModelBenchResult {
   int64_t batches = 0;
   double seconds = 0;        // timed batches only
   double first_batch_seconds = 0;  // includes planning and weight packing
+  // User + system CPU time of the whole process over the timed batches: on a machine whose
+  // other guests take CPU away (steal), time this process was not running is not in it.
+  double cpu_seconds = 0;
   double images_per_second() const { return seconds > 0 ? batch * batches / seconds : 0; }
+  double cpu_ms_per_image() const { return batches > 0 ? 1000.0 * cpu_seconds / (batch * batches) : 0; }
 };
 
 // Runs batches of random inputs until `min_seconds` have passed (and at least 3 batches),
