@@ -3,10 +3,11 @@
 // epilogue (scales, zero-point terms, bias, residual) applied as the tile is stored.
 //
 // Why not oneDNN's: on the AMD EPYC it was measured on, oneDNN 2.6's brgemm int8 matmuls ran
-// ViT's shapes (about 200 rows) at 123-154 GMAC/s on one core (`vitbatch bench --gemm`),
-// 54%-67% of what vpdpbusd itself sustains there (230 GMAC/s: one 512-bit instruction a
-// cycle); this kernel's inner loop, four weight loads and six broadcasts for 24 vpdpbusd, ran
-// the same shapes at 170-217 alone. In the whole model the gain is smaller (BENCHMARKS.md).
+// ViT's linears (197 rows) at 239-356 GOP/s on one core (`vitbatch bench --gemm`, input
+// quantisation included), 52%-77% of what vpdpbusd itself sustains there (460 GOP/s: one
+// 512-bit instruction a cycle); this kernel's inner loop, four weight loads and six broadcasts
+// for 24 vpdpbusd, ran them at 320-392. In the whole model the gain is smaller (BENCHMARKS.md,
+// "int8 on a VNNI kernel of its own").
 #pragma once
 
 #include <cstddef>
