@@ -2,6 +2,7 @@
 // vector) and compiled three times, for AVX-512, AVX2+FMA and plain x86-64, picked once at
 // run time: the build itself targets plain x86-64.
 #include "fused_attention.hpp"
+#include "simd_lanes.hpp"
 
 #include <immintrin.h>
 
@@ -278,11 +279,6 @@ VB_BF16 VB_INLINE __m512i interleave_bf16(__m512 a, __m512 b) {
                                          21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
   // cvtne2ps puts b's words above a's: words 0-15 = a, 16-31 = b.
   return _mm512_permutexvar_epi16(order, (__m512i)_mm512_cvtne2ps_pbh(b, a));
-}
-
-// Lanes [0, n) of a vector: none for n <= 0, all for n >= 16.
-VB_INLINE __mmask16 first_lanes(int64_t n) {
-  return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
 }
 
 // 32 floats from x (the first n of them, the rest 0), times `scale`, as 16 words of bf16 pairs

@@ -231,7 +231,6 @@ class Matmul {
       // a [M, 1] binary sends it to its reference kernel). The residual joins the epilogue.
       attr.set_output_scales(1 << 1, channel_scales_);
       if (fixed_) floor_ = std::min(range[0], 0.0f);
-      col_scale_ = channel_scales_;
     } else if (precision_ == Precision::INT8) {
       // y = s_x * (s_w[n] * acc - z_x * s_w[n] * colsum_w[n]) + b[n], s_w the per-channel
       // weight scales. With a calibrated range all of it is constant: output scales
@@ -288,7 +287,8 @@ class Matmul {
       row_floor_.resize(M_);
     } else if (precision_ == Precision::INT8) {
       // The per-channel add: b - s_x z_x s_w colsum (calibrated, set below) or - z_x s_w
-      // colsum (dynamic, set each call beside s_x).
+      // colsum (dynamic, set each call beside s_x; on the own kernel b - s_x z_x s_w colsum,
+      // s_x folded into col_scale_).
       channel_add_ = memory(bias_md, ctx.engine);
       if (fixed_) {
         auto* folded = static_cast<float*>(channel_add_.get_data_handle());
@@ -299,12 +299,7 @@ class Matmul {
         activation_scale_ = memory(plain({1, 1}, dt::f32), ctx.engine);
         if (own_) col_scale_.resize(N_);
       }
-      if (own_) {  // the same per-channel add, its own copy (dynamic: refilled each call)
-        const auto* add = static_cast<const float*>(channel_add_.get_data_handle());
-        col_add_.assign(add, add + N_);
-      }
     }
-    if (own_ && per_row_) col_add_ = row_bias_;
     if (own_) return;  // no oneDNN primitive, nor its arguments
     // The argument map is built once: run() only moves the data handles of these memories.
     args_ = {{DNNL_ARG_WEIGHTS, packed_->weights}, {DNNL_ARG_DST, dst_},
@@ -359,11 +354,12 @@ class Matmul {
 
  private:
   // y from the quantised x in scratch on the own kernel: the epilogue's terms by mode
-  // (MatmulOptions: per tensor calibrated or per call, per row).
+  // (MatmulOptions: per row; per tensor, calibrated or per call, whose per-channel add is the
+  // one oneDNN's post-op would take).
   void run_own(float* y, const float* residual) {
     VnniEpilogue e;
-    e.col_scale = col_scale_.data();
-    e.col_add = col_add_.data();
+    e.col_scale = per_row_ ? channel_scales_.data() : col_scale_.data();
+    e.col_add = per_row_ ? row_bias_.data() : static_cast<const float*>(channel_add_.get_data_handle());
     if (per_row_) {
       e.row_scale = row_scale_.data();
       e.row_offset = row_floor_.data();
@@ -480,9 +476,10 @@ class Matmul {
   void set_dynamic_post_ops() {
     if (own_) {  // the same terms folded: y = (s_x s_w) acc + (b - s_x z_x s_w colsum)
       const float* b = bias_ ? static_cast<const float*>(bias_.get_data_handle()) : nullptr;
+      auto* add = static_cast<float*>(channel_add_.get_data_handle());
       for (int64_t c = 0; c < N_; ++c) {
         col_scale_[c] = scale_ * channel_scales_[c];
-        col_add_[c] = (b ? b[c] : 0.0f) - scale_ * static_cast<float>(zero_point_) * channel_scales_[c] *
+        add[c] = (b ? b[c] : 0.0f) - scale_ * static_cast<float>(zero_point_) * channel_scales_[c] *
                                               static_cast<float>(packed_->column_sums[c]);
       }
       return;
@@ -509,7 +506,7 @@ class Matmul {
   size_t scratch_offset_;
   bool bf16_input_;
   bool own_;                          // int8 on vnni_gemm, not a oneDNN primitive
-  std::vector<float> col_scale_, col_add_;  // own: the epilogue's per-column terms
+  std::vector<float> col_scale_;      // own, per tensor: s_x s_w (calibrated, or this call's)
   int residual_index_ = -1;  // the residual's post-op, if any
   dnnl::matmul::primitive_desc pd_;
   dnnl::matmul prim_;

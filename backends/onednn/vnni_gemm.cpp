@@ -1,5 +1,7 @@
 #include "vnni_gemm.hpp"
 
+#include "simd_lanes.hpp"
+
 #include <immintrin.h>
 #include <omp.h>
 
@@ -31,9 +33,6 @@ VnniWeights::VnniWeights(const int8_t* w, int64_t n, int64_t k) : N(n), K(k), pa
 }
 
 namespace {
-
-// Lanes [0, n) of a vector (n < 16), or all of them.
-inline __mmask16 first_lanes(int64_t n) { return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1); }
 
 // One row of a tile's 64 columns through the epilogue into y (columns from n0, up to N).
 VB_VNNI_INLINE void store_row(const VnniEpilogue& e, int64_t m, int64_t n0, int64_t N, float* y, __m512i a0, __m512i a1,
@@ -117,9 +116,8 @@ void vnni_gemm(const uint8_t* x, int64_t M, int64_t ldx, const VnniWeights& w, c
   // Blocks of rows whose x (at most 256 KiB) stays in L2 while every panel passes under it:
   // the weights, larger than L2 at ViT-B, then come from L3 or memory once a block (all 197
   // rows of an image where K <= 1330). Enough blocks that each thread gets two items or more.
-  const int64_t threads = omp_get_max_threads();
-  int64_t blocks = (M + std::max<int64_t>(6, (256 * 1024) / w.K) - 1) / std::max<int64_t>(6, (256 * 1024) / w.K);
-  blocks = std::min((M + 5) / 6, std::max(blocks, (2 * threads + w.panels - 1) / w.panels));
+  const int64_t team = omp_get_max_threads(), max_rows = std::max<int64_t>(6, (256 * 1024) / w.K);
+  const int64_t blocks = std::min((M + 5) / 6, std::max((M + max_rows - 1) / max_rows, (2 * team + w.panels - 1) / w.panels));
   const int64_t block_rows = ((M + blocks - 1) / blocks + 5) / 6 * 6;
   const int64_t items = blocks * w.panels;
 #pragma omp parallel
