@@ -31,7 +31,8 @@ struct VnniWeights {
 
 // y[m, n] = row_scale[m] * (col_scale[n] * acc[m, n]) + (row_offset[m] * col_weight[n] +
 // col_add[n]) + residual[m, n], acc[m, n] = sum over k of x[m, k] * w[n, k] (exact, int32).
-// A null row_scale stands for 1, a null row_offset drops its term, a null residual its.
+// The row terms (row_scale, row_offset, col_weight) come all together or not at all (without
+// them, y = col_scale[n] * acc[m, n] + col_add[n]); a null residual drops its term.
 struct VnniEpilogue {
   const float* col_scale = nullptr;   // [N]
   const float* col_add = nullptr;     // [N]

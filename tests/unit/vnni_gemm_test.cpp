@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <stdexcept>
 #include <vector>
 
 namespace {
@@ -89,4 +90,18 @@ TEST_CASE("the onednn backend's int8 matmul on AVX512_VNNI is the exact sums thr
   // Packing refuses a K the k-quads do not divide.
   std::vector<int8_t> w(6 * 3);
   CHECK_THROWS(onednn_backend::VnniWeights(w.data(), 3, 6));
+  // The row terms come together: a row scale without its offset is refused, not half applied.
+  std::vector<int8_t> w4(4 * 16, 1);
+  const onednn_backend::VnniWeights packed(w4.data(), 16, 4);
+  std::vector<uint8_t> x(4, 1);
+  std::vector<float> ones(16, 1.0f), y(16);
+  onednn_backend::VnniEpilogue e;
+  e.col_scale = e.col_add = ones.data();
+  e.row_scale = ones.data();
+  CHECK_THROWS_AS(onednn_backend::vnni_gemm(x.data(), 1, 4, packed, e, y.data()), std::logic_error);
+  e.row_offset = ones.data();
+  CHECK_THROWS_AS(onednn_backend::vnni_gemm(x.data(), 1, 4, packed, e, y.data()), std::logic_error);
+  e.col_weight = ones.data();
+  onednn_backend::vnni_gemm(x.data(), 1, 4, packed, e, y.data());
+  CHECK(y[0] == 1.0f * (1.0f * 4.0f) + (1.0f * 1.0f + 1.0f));
 }
