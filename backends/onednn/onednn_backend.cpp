@@ -106,10 +106,11 @@ vit_status execute(void* context, void* state, const vit_node* node, char* messa
 
 void release(void*, void* state) { delete static_cast<Kernel*>(state); }
 
-// A projection or MLP and the residual add after it, as one matmul with the add as a post-op.
-vit_status claim(void*, const vit_node* nodes, int32_t count, int32_t* length, char* message, size_t size) {
+// A projection or MLP and the residual add after it, as one matmul with the add as a post-op;
+// in calibrated int8, the LayerNorm before it too (onednn_kernels.hpp: claim_length).
+vit_status claim(void* context, const vit_node* nodes, int32_t count, int32_t* length, char* message, size_t size) {
   return vit_plugin::guard(message, size, [&] {
-    *length = onednn_backend::claim_length(nodes, count);
+    *length = onednn_backend::claim_length(*static_cast<Context*>(context), nodes, count);
     return VIT_STATUS_OK;
   });
 }

@@ -123,6 +123,63 @@ void span_quantize(const float* x, int64_t n, float inverse_scale, float offset,
   }
 }
 
+// The sum of a vector's lanes as a tree of halves: a row of ViT-Ti's LayerNorm is only 12
+// vectors, and two chains of 16 scalar adds were a third of its time.
+typedef float f32x8 __attribute__((vector_size(32)));
+typedef float f32x4 __attribute__((vector_size(16)));
+inline float lane_sum(f32x16 v) {
+  const f32x8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) + __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  const f32x4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+  return (b[0] + b[2]) + (b[1] + b[3]);
+}
+
+// LayerNorm of one row straight into u8 (the calibrated per-tensor quantisation of the matmul
+// it feeds): y = (x - mean) / sqrt(var + eps) * g + b, q = clamp(y / s + z + 0.5) truncated,
+// as span_quantize. The normalised row is never stored in f32: it saves oneDNN's LayerNorm
+// pass writing it and the quantiser's reading it back.
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void span_norm_quantize(const float* x, int64_t n, const float* g, const float* b, float eps, float inverse_scale,
+                        float offset, uint8_t* q) {
+  f32x16 acc = {};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    f32x16 v;
+    std::memcpy(&v, x + i, sizeof v);
+    acc += v;
+  }
+  float sum = lane_sum(acc);
+  for (; i < n; ++i) sum += x[i];
+  const float mean = sum / static_cast<float>(n);
+  acc = f32x16{};
+  i = 0;
+  for (; i + 16 <= n; i += 16) {
+    f32x16 v;
+    std::memcpy(&v, x + i, sizeof v);
+    v -= mean;
+    acc += v * v;
+  }
+  float squares = lane_sum(acc);
+  for (; i < n; ++i) squares += (x[i] - mean) * (x[i] - mean);
+  const float rstd = 1.0f / std::sqrt(squares / static_cast<float>(n) + eps);
+  i = 0;
+  for (; i + 16 <= n; i += 16) {
+    f32x16 v, gv, bv;
+    std::memcpy(&v, x + i, sizeof v);
+    std::memcpy(&gv, g + i, sizeof gv);
+    std::memcpy(&bv, b + i, sizeof bv);
+    v = ((v - mean) * rstd * gv + bv) * inverse_scale + offset;
+    v = v < 0.0f ? 0.0f : v;
+    v = v > 255.0f ? 255.0f : v;
+    const u8x16 out = __builtin_convertvector(__builtin_convertvector(v, i32x16), u8x16);
+    std::memcpy(q + i, &out, sizeof out);
+  }
+  for (; i < n; ++i) {
+    float v = ((x[i] - mean) * rstd * g[i] + b[i]) * inverse_scale + offset;
+    v = v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v);
+    q[i] = static_cast<uint8_t>(static_cast<int32_t>(v));
+  }
+}
+
 // GELU in place (simd_gelu.hpp), and the span's min and max after it: the pass an int8 fc2
 // makes over each row of its input to find the row's scale anyway. oneDNN's GELU post-op on
 // fc1 (A&S 7.1.26 with an exponential) costs about a third of int8 fc1 (ViT-Ti, batch 1, one
@@ -197,6 +254,11 @@ struct MatmulOptions {
   bool per_row = false;
   // Per row only: x is fc1's output before its GELU, which the row scan applies (in place).
   bool gelu_input = false;
+  // x is a LayerNorm's input: the matmul normalises each row (weight, bias, eps) as it
+  // quantises it. Calibrated per-tensor int8 on the own kernel only (claim_length).
+  const float* norm_weight = nullptr;
+  const float* norm_bias = nullptr;
+  float norm_eps = 0.0f;
 };
 
 class Matmul {
@@ -220,6 +282,11 @@ class Matmul {
     gelu_input_ = o.gelu_input;
     if (per_row_ && (gelu || o.bf16_output)) throw std::logic_error("onednn: a per-row int8 matmul has no gelu or bf16 output");
     if (gelu_input_ && !per_row_) throw std::logic_error("onednn: only a per-row int8 matmul applies its input's GELU");
+    norm_weight_ = o.norm_weight;
+    norm_bias_ = o.norm_bias;
+    norm_eps_ = o.norm_eps;
+    if (norm_weight_ && !(own_ && range && !per_row_))
+      throw std::logic_error("onednn: only a calibrated per-tensor int8 matmul on the VNNI kernel normalises its input");
     if (precision_ == Precision::INT8) {
       channel_scales_ = quantized_scales(weights);
       fixed_ = range != nullptr;
@@ -341,6 +408,8 @@ class Matmul {
       to_bf16_.execute(ctx.stream, f32_src_, converted_);
     } else if (per_row_) {
       quantize_rows(static_cast<const float*>(x));
+    } else if (norm_weight_) {
+      normalize_quantize(static_cast<const float*>(x));
     } else {
       quantize(static_cast<const float*>(x));
     }
@@ -432,6 +501,18 @@ class Matmul {
     }
   }
 
+  // The input LayerNorm and the calibrated quantisation in one pass, each thread on its rows.
+  void normalize_quantize(const float* x) {
+    auto* q = static_cast<uint8_t*>(converted_.get_data_handle());
+    const float inverse = 1.0f / scale_, offset = static_cast<float>(zero_point_) + 0.5f;
+#pragma omp parallel
+    {
+      auto [begin, end] = share(M_);
+      for (int64_t m = begin; m < end; ++m)
+        span_norm_quantize(x + m * K_, K_, norm_weight_, norm_bias_, norm_eps_, inverse, offset, q + m * K_);
+    }
+  }
+
   // Per row: lo[m] the calibrated floor (values below it clamp to it) or, without one, the
   // row's minimum (or 0); s[m] = (max - lo[m]) / 255; q = round half up of (x - lo[m]) / s[m].
   void quantize_rows(const float* x) {
@@ -516,6 +597,9 @@ class Matmul {
   bool per_row_ = false;               // int8: a scale per row of x (MatmulOptions::per_row)
   bool gelu_input_ = false;            // per row: GELU applied to x in the row scan
   float floor_ = 0.0f;                 // per row: the calibrated floor of x
+  const float* norm_weight_ = nullptr;  // the input's LayerNorm (MatmulOptions::norm_weight)
+  const float* norm_bias_ = nullptr;
+  float norm_eps_ = 0.0f;
   std::vector<float> row_bias_, weight_sums_, row_scale_, row_floor_;  // per row: b, s_w * colsum, s[m], lo[m]
   float scale_ = 1.0f;
   int32_t zero_point_ = 0;
@@ -524,31 +608,69 @@ class Matmul {
   std::unordered_map<int, memory> args_;
 };
 
-// linear; with `add` (a claimed linear -> add), the add's residual too, as a post-op.
+// The nodes of a linear's or MLP's step: the node itself, or a claimed run (claim_length) of
+// an optional LayerNorm before it, the linear or MLP, and an optional residual add after it.
+struct Step {
+  const vit_node* norm = nullptr;
+  const vit_node* core = nullptr;
+  const vit_node* add = nullptr;
+};
+
+Step step_of(const vit_node& n) {
+  if (n.op != VIT_OP_FUSED) return {nullptr, &n, nullptr};
+  Step s;
+  int32_t i = 0;
+  if (n.fused[0].op == VIT_OP_LAYER_NORM) s.norm = &n.fused[i++];
+  s.core = &n.fused[i++];
+  if (i < n.n_fused) s.add = &n.fused[i];
+  return s;
+}
+
+// Where a step reads its input and writes its output this run; the values inside the run
+// must have no buffer (nothing else reads them: claim_length checked).
+struct StepData {
+  const void* x;
+  void* y;
+  const float* residual;
+};
+
+StepData step_data(const Step& s, int residual_at) {
+  if (s.norm && s.norm->outputs[0].data) throw std::runtime_error("onednn: a fused LayerNorm's own output is read later");
+  if (s.add && s.core->outputs[0].data) throw std::runtime_error("onednn: a fused matmul's own output is read later");
+  return {s.norm ? s.norm->inputs[0].data : s.core->inputs[0].data, s.add ? s.add->outputs[0].data : s.core->outputs[0].data,
+          s.add ? static_cast<const float*>(s.add->inputs[residual_at].data) : nullptr};
+}
+
+// A step's LayerNorm, for the matmul that normalises its input as it quantises it.
+void set_norm(MatmulOptions& o, const vit_node* norm) {
+  if (!norm) return;
+  o.norm_weight = static_cast<const float*>(norm->inputs[1].data);
+  o.norm_bias = static_cast<const float*>(norm->inputs[2].data);
+  o.norm_eps = norm->floats[0];
+}
+
+// linear; in a claimed run, its LayerNorm before it (applied as its input is quantised) and
+// the add of a residual after it (a post-op).
 class LinearKernel : public Kernel {
  public:
-  LinearKernel(Context& ctx, const vit_node& n, const vit_node* add = nullptr)
-      : residual_at_(add ? vit_plugin::residual_input(*add, n.output_id) : -1),
-        mm_(ctx, rows_of(n.inputs[0]), n.inputs[1].shape[1], n.inputs[1].shape[0],
-            static_cast<const float*>(n.inputs[1].data),
-            n.n_inputs > 2 ? static_cast<const float*>(n.inputs[2].data) : nullptr,
-            options(n, add != nullptr)) {}
+  LinearKernel(Context& ctx, const Step& s)
+      : residual_at_(s.add ? vit_plugin::residual_input(*s.add, s.core->output_id) : -1),
+        mm_(ctx, rows_of(s.core->inputs[0]), s.core->inputs[1].shape[1], s.core->inputs[1].shape[0],
+            static_cast<const float*>(s.core->inputs[1].data),
+            s.core->n_inputs > 2 ? static_cast<const float*>(s.core->inputs[2].data) : nullptr, options(s)) {}
   void run(Context& ctx, const vit_node& n) override {
-    if (residual_at_ < 0) {
-      mm_.run(ctx, n.inputs[0].data, n.outputs[0].data);
-      return;
-    }
-    const vit_node &linear = n.fused[0], &add = n.fused[1];
-    if (linear.outputs[0].data) throw std::runtime_error("onednn: a fused linear's own output is read later");
-    mm_.run(ctx, linear.inputs[0].data, add.outputs[0].data, static_cast<const float*>(add.inputs[residual_at_].data));
+    const StepData d = step_data(step_of(n), residual_at_);
+    mm_.run(ctx, d.x, d.y, d.residual);
   }
 
  private:
-  static MatmulOptions options(const vit_node& n, bool residual) {
+  static MatmulOptions options(const Step& s) {
+    const vit_node& n = *s.core;
     MatmulOptions o;
     o.range = n.ints[0] ? n.floats : nullptr;
     o.keep_float = n.ints[0] && n.ints[1];
-    o.residual = residual;
+    o.residual = s.add != nullptr;
+    set_norm(o, s.norm);
     return o;
   }
 
@@ -556,50 +678,34 @@ class LinearKernel : public Kernel {
   Matmul mm_;
 };
 
-// fc2(gelu(fc1(x))): GELU fused into fc1 as a post-op, or, where fc2 runs in int8, into the
-// scan fc2 makes of each row to find its scale (span_gelu_min_max); the hidden activations
-// live in the context's scratch, followed by the matmuls' converted inputs. Where fc2 runs in
-// bf16 (bf16, or int8 with fc2 kept in bf16), fc1 writes the hidden activations in bf16
-// straight away.
-// With `add` (a claimed mlp -> add), fc2 adds the residual as a post-op.
-// Where both run in calibrated int8, fc2 quantises its input per row, so the rows are
-// independent: they go through in blocks whose hidden activations stay in the core's L2
-// (fc1 writes them in f32, fc2 reads them twice, to find each row's scale and to quantise),
-// instead of a batch-sized f32 round trip through memory.
 class MlpKernel : public Kernel {
  public:
-  MlpKernel(Context& ctx, const vit_node& n, const vit_node* add = nullptr)
-      : M_(rows_of(n.inputs[0])),
-        K_(n.inputs[1].shape[1]),
-        H_(n.inputs[1].shape[0]),
-        N_(n.inputs[3].shape[0]),
-        block_(block_rows(ctx, n, M_, H_)),
+  MlpKernel(Context& ctx, const Step& s)
+      : M_(rows_of(s.core->inputs[0])),
+        K_(s.core->inputs[1].shape[1]),
+        H_(s.core->inputs[1].shape[0]),
+        N_(s.core->inputs[3].shape[0]),
+        block_(block_rows(ctx, *s.core, M_, H_)),
         hidden_floats_(static_cast<size_t>(block_ * H_)),
-        hidden_bf16_(matmul_precision(ctx, n.ints[0] && (n.ints[1] & 2)) == Precision::BF16),
-        gelu_in_fc2_(matmul_precision(ctx, n.ints[0] && (n.ints[1] & 2)) == Precision::INT8),
-        residual_at_(add ? vit_plugin::residual_input(*add, n.output_id) : -1),
-        fc1_(make(ctx, n, 0, block_, false)),
-        fc2_(make(ctx, n, 1, block_, add != nullptr)) {
+        hidden_bf16_(matmul_precision(ctx, s.core->ints[0] && (s.core->ints[1] & 2)) == Precision::BF16),
+        gelu_in_fc2_(matmul_precision(ctx, s.core->ints[0] && (s.core->ints[1] & 2)) == Precision::INT8),
+        residual_at_(s.add ? vit_plugin::residual_input(*s.add, s.core->output_id) : -1),
+        fc1_(make(ctx, s, 0, block_)),
+        fc2_(make(ctx, s, 1, block_)) {
     if (M_ % block_) {
-      fc1_tail_ = make(ctx, n, 0, M_ % block_, false);
-      fc2_tail_ = make(ctx, n, 1, M_ % block_, add != nullptr);
+      fc1_tail_ = make(ctx, s, 0, M_ % block_);
+      fc2_tail_ = make(ctx, s, 1, M_ % block_);
     }
     ctx.reserve_scratch(hidden_floats_ + std::max(fc1_->scratch_floats(), fc2_->scratch_floats()));
   }
   void run(Context& ctx, const vit_node& n) override {
     float* hidden = ctx.scratch.data();
-    const vit_node& mlp = residual_at_ < 0 ? n : n.fused[0];
-    auto* y = static_cast<float*>(n.outputs[0].data);
-    const float* residual = nullptr;
-    if (residual_at_ >= 0) {
-      const vit_node& add = n.fused[1];
-      if (mlp.outputs[0].data) throw std::runtime_error("onednn: a fused MLP's own output is read later");
-      y = static_cast<float*>(add.outputs[0].data);
-      residual = static_cast<const float*>(add.inputs[residual_at_].data);
-    }
+    const StepData d = step_data(step_of(n), residual_at_);
+    auto* y = static_cast<float*>(d.y);
+    const float* residual = d.residual;
     // One block of all rows, or blocks of block_ rows and a remainder (the MLP's input and
     // output are f32 tensors).
-    const auto* x = static_cast<const float*>(mlp.inputs[0].data);
+    const auto* x = static_cast<const float*>(d.x);
     for (int64_t r = 0; r < M_; r += block_) {
       const bool full = M_ - r >= block_;
       Matmul& fc1 = full ? *fc1_ : *fc1_tail_;
@@ -621,9 +727,13 @@ class MlpKernel : public Kernel {
   }
 
   // fc1 (layer 0) or fc2 (1) for `rows` rows: its calibrated range and int8 exemption
-  // (vit_ops.def's mlp), the hidden activations' type between them, the residual on fc2.
-  std::unique_ptr<Matmul> make(Context& ctx, const vit_node& n, int layer, int64_t rows, bool residual) const {
+  // (vit_ops.def's mlp), the hidden activations' type between them, the step's LayerNorm on
+  // fc1's input, its residual on fc2.
+  std::unique_ptr<Matmul> make(Context& ctx, const Step& s, int layer, int64_t rows) const {
+    const vit_node& n = *s.core;
     MatmulOptions o;
+    if (layer == 0) set_norm(o, s.norm);
+    const bool residual = layer == 1 && s.add != nullptr;
     o.scratch_offset = hidden_floats_;
     o.range = n.ints[0] ? n.floats + 2 * layer : nullptr;
     o.keep_float = n.ints[0] && (n.ints[1] & (1 << layer));
@@ -941,27 +1051,59 @@ bool accepts(const vit_node& n, std::string* why) {
   }
 }
 
-int32_t claim_length(const vit_node* nodes, int32_t count) {
-  // linear -> add and mlp -> add, where the add's other input is a residual from outside and
-  // nothing after the add reads the linear's or MLP's own output: the add becomes the
-  // matmul's last post-op, saving a pass over the activations.
-  if (count < 2 || (nodes[0].op != VIT_OP_LINEAR && nodes[0].op != VIT_OP_MLP)) return 0;
+namespace {
+
+// A linear or MLP whose input, quantised to int8 with a calibrated range on the VNNI kernel,
+// may come straight from its LayerNorm (MatmulOptions::norm_weight).
+bool normalizes_input(const Context& ctx, const vit_node& norm, const vit_node& core) {
+  if (ctx.precision != Precision::INT8 || !ctx.vnni_int8) return false;
+  if (norm.op != VIT_OP_LAYER_NORM || norm.n_inputs != 3 || !VIT_INPUT_IS_CONSTANT(&norm, 1) ||
+      !VIT_INPUT_IS_CONSTANT(&norm, 2))
+    return false;
+  if (core.op != VIT_OP_LINEAR && core.op != VIT_OP_MLP) return false;
+  if (core.input_ids[0] != norm.output_id || core.inputs[1].shape[1] % 4 != 0) return false;
+  if (norm.inputs[1].shape[0] != core.inputs[1].shape[1]) return false;
+  // Calibrated, and in int8: the linear; or both of the MLP's matmuls (with fc2 kept in float,
+  // fc1 takes the GELU or a bf16 output as oneDNN post-ops, off the VNNI kernel).
+  return core.ints[0] && !(core.op == VIT_OP_LINEAR ? core.ints[1] : core.ints[1] & 3);
+}
+
+}  // namespace
+
+int32_t claim_length(const Context& ctx, const vit_node* nodes, int32_t count) {
+  // [LayerNorm ->] linear or MLP [-> add]: the LayerNorm where the matmul quantises its input
+  // with a calibrated range on the VNNI kernel (normalised and quantised in one pass, the
+  // normalised f32 rows never written); the add where its other input is a residual from
+  // outside (the matmul's last post-op, saving a pass over the activations). Nothing after
+  // the run may read the values inside it.
+  if (count < 2) return 0;
   std::string why;
-  if (!accepts(nodes[0], &why) || !accepts(nodes[1], &why) || !vit_plugin::weights_constant(nodes[0])) return 0;
-  if (vit_plugin::residual_input(nodes[1], nodes[0].output_id) < 0 || vit_plugin::read_from(nodes, count, 0, 2))
-    return 0;
-  return 2;
+  int32_t core = 0;
+  if (nodes[0].op == VIT_OP_LAYER_NORM) {
+    if (!accepts(nodes[0], &why) || !normalizes_input(ctx, nodes[0], nodes[1])) return 0;
+    core = 1;
+  }
+  const vit_node& c = nodes[core];
+  if ((c.op != VIT_OP_LINEAR && c.op != VIT_OP_MLP) || !accepts(c, &why) || !vit_plugin::weights_constant(c)) return 0;
+  if (core == 1 && vit_plugin::read_from(nodes, count, 0, 2)) return 0;
+  const int32_t add = core + 1;
+  if (add < count && accepts(nodes[add], &why) && vit_plugin::residual_input(nodes[add], c.output_id) >= 0 &&
+      !vit_plugin::read_from(nodes, count, core, add + 1))
+    return add + 1;
+  return core == 1 ? 2 : 0;
 }
 
 std::unique_ptr<Kernel> make_kernel(Context& ctx, const vit_node& n) {
   switch (n.op) {
-    case VIT_OP_FUSED:
-      if (n.n_fused != 2 || claim_length(n.fused, 2) != 2)
+    case VIT_OP_FUSED: {
+      if (n.n_fused < 2 || claim_length(ctx, n.fused, n.n_fused) != n.n_fused)
         throw std::runtime_error("onednn: asked to run a fused step it did not claim");
-      if (n.fused[0].op == VIT_OP_LINEAR) return std::make_unique<LinearKernel>(ctx, n.fused[0], &n.fused[1]);
-      return std::make_unique<MlpKernel>(ctx, n.fused[0], &n.fused[1]);
-    case VIT_OP_LINEAR: return std::make_unique<LinearKernel>(ctx, n);
-    case VIT_OP_MLP: return std::make_unique<MlpKernel>(ctx, n);
+      const Step s = step_of(n);
+      if (s.core->op == VIT_OP_LINEAR) return std::make_unique<LinearKernel>(ctx, s);
+      return std::make_unique<MlpKernel>(ctx, s);
+    }
+    case VIT_OP_LINEAR: return std::make_unique<LinearKernel>(ctx, step_of(n));
+    case VIT_OP_MLP: return std::make_unique<MlpKernel>(ctx, step_of(n));
     case VIT_OP_ATTENTION: return std::make_unique<AttentionKernel>(ctx, n);
     case VIT_OP_BATCH_MATMUL: return batch_matmul(ctx, n);
     case VIT_OP_LAYER_NORM: return layer_norm(ctx, n);

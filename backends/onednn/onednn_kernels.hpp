@@ -75,7 +75,7 @@ std::unique_ptr<Kernel> make_kernel(Context& ctx, const vit_node& node);
 // Whether make_kernel handles this node (ops, dtypes, layouts); the reason when not.
 bool accepts(const vit_node& node, std::string* why);
 
-// How many of nodes[0..count) make_kernel runs as one fused step (0: none).
-int32_t claim_length(const vit_node* nodes, int32_t count);
+// How many of nodes[0..count) make_kernel runs as one fused step in this context (0: none).
+int32_t claim_length(const Context& ctx, const vit_node* nodes, int32_t count);
 
 }  // namespace onednn_backend

@@ -5,6 +5,7 @@
 #include "vitbatch/runtime.hpp"
 #include "vitbatch/error.hpp"
 #include "vitbatch/executor.hpp"
+#include "vitbatch/int8_ranges.hpp"
 #include "vitbatch/plugin_host.hpp"
 
 #include <doctest/doctest.h>
@@ -257,6 +258,60 @@ TEST_CASE("onednn runs each projection and MLP with its residual add as one matm
   typo.options = {{"int8_gemm", "fast"}};
   CHECK_THROWS_WITH_AS(Backend(host.find("onednn"), typo), doctest::Contains("int8_gemm must be vnni or onednn, not 'fast'"),
                        Error);
+}
+
+TEST_CASE("onednn's calibrated int8 normalises each matmul's input as it quantises it, on its VNNI kernel") {
+  PluginHost host({VITBATCH_PLUGIN_DIR});
+  Backend probe(host.find("onednn"), BackendOptions{1, "int8", "{}", {}});
+  if (probe.describe().find("VNNI") == std::string::npos) {
+    MESSAGE("skipped: this CPU has no AVX512_VNNI");
+    return;
+  }
+  // Dim 36: two whole vectors of a LayerNorm row and a tail of four.
+  test_support::TempDir dir;
+  dir.write("model.safetensors",
+            test_support::safetensors_bytes(test_support::random_values(test_support::tiny_vit(2, 36), 0.3f, 11)));
+  dir.write("config.json", R"({"num_heads": 1})");
+  Model model = load_model(dir.path());
+  Int8Ranges ranges;
+  for (const std::string& name : quantized_linear_names(model))
+    ranges[name] = name.find("fc2") != std::string::npos ? params::Range{-0.17f, 3.0f} : params::Range{-3.0f, 3.0f};
+  save_int8_ranges(dir.path() + "/int8_scales.safetensors", ranges, {});
+  load_int8_ranges(dir.path() + "/int8_scales.safetensors", model);
+  Backend reference(host.find("reference"), BackendOptions{});
+  std::vector<float> pixels(3 * 3 * 8 * 8);
+  for (size_t i = 0; i < pixels.size(); ++i)  // a pattern of another frequency per image
+    pixels[i] = std::sin(0.37f * static_cast<float>(i) * static_cast<float>(1 + i / (3 * 8 * 8)));
+  std::vector<float> plain(3 * 5), fused(3 * 5), unfused(3 * 5);
+  Executor(model, {&reference}).run(pixels.data(), 3, plain.data());
+  Backend vnni(host.find("onednn"), BackendOptions{2, "int8", "{}", {}});
+  Executor with_norm(model, {&vnni, &reference});
+  with_norm.run(pixels.data(), 3, fused.data());
+  std::string placement = with_norm.placement(3);
+  CAPTURE(placement);
+  for (int b = 0; b < 2; ++b) {
+    const std::string block = "blocks." + std::to_string(b);
+    CHECK(placement.find("onednn  fused(layer_norm+linear)  " + block + ".norm1 " + block + ".attn.qkv") != std::string::npos);
+    CHECK(placement.find("onednn  fused(layer_norm+mlp+add)  " + block + ".norm2 " + block + ".mlp " + block + ".residual2") !=
+          std::string::npos);
+  }
+  // On oneDNN's int8 matmuls the LayerNorms stay steps of their own: the same quantised
+  // inputs but for a rounding here and there, so the logits agree far more closely than
+  // either does with fp32's.
+  Backend onednn(host.find("onednn"), BackendOptions{2, "int8", "{}", {{"int8_gemm", "onednn"}}});
+  Executor without_norm(model, {&onednn, &reference});
+  without_norm.run(pixels.data(), 3, unfused.data());
+  CHECK(without_norm.placement(3).find("layer_norm+") == std::string::npos);
+  float largest = 0.0f, apart = 0.0f;
+  for (size_t i = 0; i < plain.size(); ++i) {
+    largest = std::max(largest, std::fabs(plain[i]));
+    apart = std::max(apart, std::fabs(plain[i] - plain[i % 5]));
+  }
+  CHECK(apart > 0.05f * largest);  // the three images' logits differ: a wrong row order shows
+  for (size_t i = 0; i < plain.size(); ++i) {
+    CHECK(std::fabs(fused[i] - unfused[i]) <= 1e-2 * largest);
+    CHECK(std::fabs(fused[i] - plain[i]) <= 0.1 * largest);
+  }
 }
 
 TEST_CASE("a device backend's buffers are its own: the executor copies wherever a value crosses, and nowhere else") {

@@ -50,6 +50,20 @@ inline std::map<std::string, RawTensor> varied(std::map<std::string, RawTensor> 
   return tensors;
 }
 
+// The same tensors with pseudo-random values (normal, standard deviation `scale`): varied()'s
+// smooth patterns make every weight matrix of rank two, and a model whose answers then hardly
+// depend on its input.
+inline std::map<std::string, RawTensor> random_values(std::map<std::string, RawTensor> tensors, float scale, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, scale);
+  for (auto& [name, t] : tensors) {
+    std::vector<float> v(t.bytes.size() / 4);
+    for (float& x : v) x = normal(rng);
+    std::memcpy(t.bytes.data(), v.data(), v.size() * 4);
+  }
+  return tensors;
+}
+
 // Serialises tensors as safetensors; `mutate_header` may corrupt the header on purpose.
 inline std::vector<uint8_t> safetensors_bytes(const std::map<std::string, RawTensor>& tensors,
                                               const std::function<void(nlohmann::json&)>& mutate_header = {}) {
@@ -69,9 +83,9 @@ inline std::vector<uint8_t> safetensors_bytes(const std::map<std::string, RawTen
   return out;
 }
 
-// A tiny timm-named ViT: patch 4 on 8x8 images, dim 8, `depth` blocks, mlp 16, 5 classes.
-inline std::map<std::string, RawTensor> tiny_vit(int depth = 1) {
-  const int64_t D = 8, H = 16;
+// A tiny timm-named ViT: patch 4 on 8x8 images, dim D (8), `depth` blocks, mlp 2D, 5 classes.
+inline std::map<std::string, RawTensor> tiny_vit(int depth = 1, int64_t D = 8) {
+  const int64_t H = 2 * D;
   std::map<std::string, RawTensor> t = {
       {"patch_embed.proj.weight", f32_tensor({D, 3, 4, 4}, 0.01f)},
       {"patch_embed.proj.bias", f32_tensor({D})},
