@@ -678,6 +678,17 @@ class LinearKernel : public Kernel {
   Matmul mm_;
 };
 
+// fc2(gelu(fc1(x))): GELU fused into fc1 as a post-op, or, where fc2 runs in int8, into the
+// scan fc2 makes of each row to find its scale (span_gelu_min_max); the hidden activations
+// live in the context's scratch, followed by the matmuls' converted inputs. Where fc2 runs in
+// bf16 (bf16, or int8 with fc2 kept in bf16), fc1 writes the hidden activations in bf16
+// straight away.
+// In a claimed run, fc2 adds the residual after it as a post-op, and fc1 applies the
+// LayerNorm before it as it quantises its input (calibrated int8).
+// Where both run in calibrated int8, fc2 quantises its input per row, so the rows are
+// independent: they go through in blocks whose hidden activations stay in the core's L2
+// (fc1 writes them in f32, fc2 reads them twice, to find each row's scale and to quantise),
+// instead of a batch-sized f32 round trip through memory.
 class MlpKernel : public Kernel {
  public:
   MlpKernel(Context& ctx, const Step& s)
