@@ -100,27 +100,29 @@ void span_min_max(const float* x, int64_t n, float* lo, float* hi) {
 }
 
 // Round half up by truncating x / s + z + 0.5 once clamped to [0, 255]: unlike a call to
-// nearbyint, this vectorises.
+// nearbyint, this vectorises. The quantisers' last step, on 16 values (v = x / s + z + 0.5)
+// or one; in vectors GCC makes it a convert and one narrowing store, where its own
+// vectorisation of the scalar form spent more on blends and packs than on the arithmetic.
+inline __attribute__((always_inline)) void store_u8(f32x16 v, uint8_t* q) {
+  v = v < 0.0f ? 0.0f : v;
+  v = v > 255.0f ? 255.0f : v;
+  const u8x16 out = __builtin_convertvector(__builtin_convertvector(v, i32x16), u8x16);
+  std::memcpy(q, &out, sizeof out);
+}
+inline uint8_t to_u8(float v) {
+  v = v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v);
+  return static_cast<uint8_t>(static_cast<int32_t>(v));
+}
+
 __attribute__((target_clones("avx512f", "avx2", "default")))
 void span_quantize(const float* x, int64_t n, float inverse_scale, float offset, uint8_t* q) {
-  // In vectors, which GCC turns into a convert and one narrowing store; its own
-  // vectorisation of the loop below spent more on blends and packs than on the arithmetic.
-  // Same expression, same rounding.
   int64_t i = 0;
   for (; i + 16 <= n; i += 16) {
     f32x16 v;
     std::memcpy(&v, x + i, sizeof v);
-    v = v * inverse_scale + offset;
-    v = v < 0.0f ? 0.0f : v;
-    v = v > 255.0f ? 255.0f : v;
-    const u8x16 out = __builtin_convertvector(__builtin_convertvector(v, i32x16), u8x16);
-    std::memcpy(q + i, &out, sizeof out);
+    store_u8(v * inverse_scale + offset, q + i);
   }
-  for (; i < n; ++i) {
-    float v = x[i] * inverse_scale + offset;
-    v = v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v);
-    q[i] = static_cast<uint8_t>(static_cast<int32_t>(v));
-  }
+  for (; i < n; ++i) q[i] = to_u8(x[i] * inverse_scale + offset);
 }
 
 // The sum of a vector's lanes as a tree of halves: a row of ViT-Ti's LayerNorm is only 12
@@ -135,7 +137,7 @@ inline float lane_sum(f32x16 v) {
 
 // LayerNorm of one row straight into u8 (the calibrated per-tensor quantisation of the matmul
 // it feeds): y = (x - mean) / sqrt(var + eps) * g + b, q = clamp(y / s + z + 0.5) truncated,
-// as span_quantize. The normalised row is never stored in f32: it saves oneDNN's LayerNorm
+// as span_quantize (store_u8). The normalised row is never stored in f32: it saves oneDNN's LayerNorm
 // pass writing it and the quantiser's reading it back.
 __attribute__((target_clones("avx512f", "avx2", "default")))
 void span_norm_quantize(const float* x, int64_t n, const float* g, const float* b, float eps, float inverse_scale,
@@ -167,17 +169,9 @@ void span_norm_quantize(const float* x, int64_t n, const float* g, const float* 
     std::memcpy(&v, x + i, sizeof v);
     std::memcpy(&gv, g + i, sizeof gv);
     std::memcpy(&bv, b + i, sizeof bv);
-    v = ((v - mean) * rstd * gv + bv) * inverse_scale + offset;
-    v = v < 0.0f ? 0.0f : v;
-    v = v > 255.0f ? 255.0f : v;
-    const u8x16 out = __builtin_convertvector(__builtin_convertvector(v, i32x16), u8x16);
-    std::memcpy(q + i, &out, sizeof out);
+    store_u8(((v - mean) * rstd * gv + bv) * inverse_scale + offset, q + i);
   }
-  for (; i < n; ++i) {
-    float v = ((x[i] - mean) * rstd * g[i] + b[i]) * inverse_scale + offset;
-    v = v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v);
-    q[i] = static_cast<uint8_t>(static_cast<int32_t>(v));
-  }
+  for (; i < n; ++i) q[i] = to_u8(((x[i] - mean) * rstd * g[i] + b[i]) * inverse_scale + offset);
 }
 
 // GELU in place (simd_gelu.hpp), and the span's min and max after it: the pass an int8 fc2

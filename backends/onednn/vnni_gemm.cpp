@@ -144,6 +144,9 @@ void vnni_gemm(const uint8_t* x, int64_t M, int64_t ldx, const VnniWeights& w, c
   const int64_t blocks = std::min((M + 5) / 6, std::max((M + max_rows - 1) / max_rows, (2 * team + w.panels - 1) / w.panels));
   const int64_t block_rows = ((M + blocks - 1) / blocks + 5) / 6 * 6;
   const int64_t items = blocks * w.panels;
+  // The epilogue's terms pick the instantiation, once for the call.
+  const auto rows = e.row_scale ? (e.residual ? rows_panel<true, true> : rows_panel<true, false>)
+                                : (e.residual ? rows_panel<false, true> : rows_panel<false, false>);
 #pragma omp parallel
   {
     // Each thread a contiguous run of (block, panel) items: mostly one block's panels in turn.
@@ -152,14 +155,7 @@ void vnni_gemm(const uint8_t* x, int64_t M, int64_t ldx, const VnniWeights& w, c
     const int64_t begin = std::min(items, id * chunk), end = std::min(items, (id + 1) * chunk);
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / w.panels, p = i % w.panels;
-      const int64_t m0 = b * block_rows, m1 = std::min(M, (b + 1) * block_rows);
-      if (e.row_scale) {
-        if (e.residual) rows_panel<true, true>(x, ldx, w, p, e, m0, m1, y);
-        else rows_panel<true, false>(x, ldx, w, p, e, m0, m1, y);
-      } else {
-        if (e.residual) rows_panel<false, true>(x, ldx, w, p, e, m0, m1, y);
-        else rows_panel<false, false>(x, ldx, w, p, e, m0, m1, y);
-      }
+      rows(x, ldx, w, p, e, b * block_rows, std::min(M, (b + 1) * block_rows), y);
     }
   }
 }
