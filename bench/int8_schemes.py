@@ -11,10 +11,17 @@ its input is fake-quantised to u8 by one of:
           binary falls back to its reference kernel), so vitbatch does not do it;
   smooth  SmoothQuant: the input divided per channel by c = max|x|^a / max|w|^(1-a), the
           weights multiplied by it, then per tensor.
+  mixed   what vitbatch does now: per tensor, except fc2's input per token above its floor.
 The attention and everything outside the linears stay in float (vitbatch runs them in bf16
 or fp32), so the figures isolate the linears.
 
-    .venv-timm/bin/python bench/int8_schemes.py [--eval 400] [--calibration 64]   (about 8 minutes)
+--sites: where the mixed scheme loses its agreement instead (every weight in int8, the
+activations quantised at one kind of linear only; the weights alone, with and without fc2's), and the mixed scheme with SmoothQuant on
+the linears a LayerNorm feeds (qkv, fc1), whose c could be folded into that LayerNorm's
+weight and bias at no cost at run time.
+
+    .venv-timm/bin/python bench/int8_schemes.py [--eval 400] [--calibration 64] [--sites]
+    (about 8 minutes; --sites about 10)
 """
 import argparse
 import os
@@ -72,6 +79,7 @@ def main():
     parser.add_argument("--shared", default=os.path.join(HERE, "..", "..", "shared"))
     parser.add_argument("--eval", type=int, default=400)
     parser.add_argument("--calibration", type=int, default=64)
+    parser.add_argument("--sites", action="store_true", help="where the mixed scheme loses agreement (see above)")
     args = parser.parse_args()
 
     def model():
@@ -97,7 +105,9 @@ def main():
     for h in hooks:
         h.remove()
 
-    def agreement(scheme, keep_float=("mlp.fc2",), alpha=0.5):
+    def agreement(scheme, keep_float=("mlp.fc2",), alpha=0.5, quantise_at=None, smooth_at=None):
+        """quantise_at: name endings of the linears whose input is quantised (None: all);
+        smooth_at (mixed only): those that get SmoothQuant with `alpha`."""
         m = model()
         for n, mod in m.named_modules():
             if n not in linears or any(n.endswith(k) for k in keep_float):
@@ -105,23 +115,39 @@ def main():
             x = torch.cat([t.flatten() if isinstance(mod, torch.nn.Conv2d) else t.reshape(-1, t.shape[-1])
                            for t in inputs[n]])
             w = mod.weight.data
-            if scheme == "smooth" and isinstance(mod, torch.nn.Linear):
+            smooth = scheme == "smooth" or (smooth_at is not None and any(n.endswith(k) for k in smooth_at))
+            if smooth and isinstance(mod, torch.nn.Linear):
                 c = (x.abs().amax(0).clamp(min=1e-5) ** alpha / w.abs().amax(0).clamp(min=1e-5) ** (1 - alpha))
                 mod.weight.data = quantised_weight(w * c)
                 lo, hi = percentile_range((x / c).flatten())
                 mod.register_forward_pre_hook(lambda _, inp, lo=lo, hi=hi, c=c: (per_tensor(inp[0] / c, lo, hi),))
                 continue
             mod.weight.data = quantised_weight(w)
-            if scheme == "weights":
+            if scheme == "weights" or (quantise_at is not None and not any(n.endswith(k) for k in quantise_at)):
                 continue
             lo, hi = percentile_range(x.flatten())
-            if scheme == "token" and isinstance(mod, torch.nn.Linear):
+            per_row = scheme == "token" or (scheme == "mixed" and n.endswith("mlp.fc2"))
+            if per_row and isinstance(mod, torch.nn.Linear):
                 mod.register_forward_pre_hook(lambda _, inp, lo=min(lo, 0.0): (per_token(inp[0], lo),))
             else:  # per tensor (the patch embedding always: its input is the normalised image)
                 mod.register_forward_pre_hook(lambda _, inp, lo=lo, hi=hi: (per_tensor(inp[0], lo, hi),))
         with torch.no_grad():
             same = (m(sets["eval"]).argmax(1) == reference).sum().item()
         return f"{same}/{len(reference)} = {100 * same / len(reference):.2f}%"
+
+    if args.sites:
+        print(f"ViT-Ti/16 (real weights), top-1 agreement with fp32 on {args.eval} photos (augment seed 2), "
+              f"calibrated on {args.calibration} others (seed 1); every weight in int8:")
+        print(f"  weights only: {agreement('weights', ())}", flush=True)
+        print(f"  weights only, fc2's left in float: {agreement('weights', ('mlp.fc2',))}", flush=True)
+        print(f"  mixed (vitbatch's scheme): {agreement('mixed', ())}", flush=True)
+        for site in ("patch_embed.proj", "attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2", "head"):
+            print(f"  mixed, activations quantised at {site} only: {agreement('mixed', (), quantise_at=(site,))}",
+                  flush=True)
+        for alpha in (0.4, 0.5, 0.6):
+            print(f"  mixed, SmoothQuant a={alpha} on attn.qkv and mlp.fc1: "
+                  f"{agreement('mixed', (), alpha, smooth_at=('attn.qkv', 'mlp.fc1'))}", flush=True)
+        return
 
     print(f"ViT-Ti/16 (real weights), top-1 agreement with fp32 on {args.eval} photos (augment seed 2), "
           f"calibrated on {args.calibration} others (seed 1):")
