@@ -21,7 +21,7 @@ the linears a LayerNorm feeds (qkv, fc1), whose c could be folded into that Laye
 weight and bias at no cost at run time.
 
     .venv-timm/bin/python bench/int8_schemes.py [--eval 400] [--calibration 64] [--sites]
-    (about 8 minutes; --sites about 10)
+    (about 8 minutes; --sites about 10, 20 at --eval 800)
 """
 import argparse
 import os
