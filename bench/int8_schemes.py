@@ -5,10 +5,10 @@ on photos made by bench/augment_photos.py, calibrated on a disjoint set (another
 
 Every quantised linear gets symmetric s8 weights per output channel (as the onednn backend);
 its input is fake-quantised to u8 by one of:
-  tensor  one scale per tensor from the calibrated percentile range (what vitbatch does);
+  tensor  one scale per tensor from the calibrated percentile range (vitbatch, but for fc2);
   token   a scale per row (token) above the calibrated floor, x ~ s[m] * q + lo: independent
-          of batch-mates, but oneDNN 2.6's brgemm matmul has no per-row post-op (a [M, 1]
-          binary falls back to its reference kernel), so vitbatch does not do it;
+          of batch-mates (vitbatch does it for fc2 only, in an epilogue of its own: oneDNN
+          2.6's brgemm matmul has no per-row post-op);
   smooth  SmoothQuant: the input divided per channel by c = max|x|^a / max|w|^(1-a), the
           weights multiplied by it, then per tensor.
   mixed   what vitbatch does now: per tensor, except fc2's input per token above its floor.
@@ -16,9 +16,9 @@ The attention and everything outside the linears stay in float (vitbatch runs th
 or fp32), so the figures isolate the linears.
 
 --sites: where the mixed scheme loses its agreement instead (every weight in int8, the
-activations quantised at one kind of linear only; the weights alone, with and without fc2's), and the mixed scheme with SmoothQuant on
-the linears a LayerNorm feeds (qkv, fc1), whose c could be folded into that LayerNorm's
-weight and bias at no cost at run time.
+activations quantised at one kind of linear only; the weights alone, with and without
+fc2's), and the mixed scheme with SmoothQuant on the linears a LayerNorm feeds (qkv, fc1),
+whose c could be folded into that LayerNorm's weight and bias at no cost at run time.
 
     .venv-timm/bin/python bench/int8_schemes.py [--eval 400] [--calibration 64] [--sites]
     (about 8 minutes; --sites about 10, 20 at --eval 800)
@@ -135,9 +135,10 @@ def main():
             same = (m(sets["eval"]).argmax(1) == reference).sum().item()
         return f"{same}/{len(reference)} = {100 * same / len(reference):.2f}%"
 
+    header = (f"ViT-Ti/16 (real weights), top-1 agreement with fp32 on {args.eval} photos (augment seed 2), "
+              f"calibrated on {args.calibration} others (seed 1)")
     if args.sites:
-        print(f"ViT-Ti/16 (real weights), top-1 agreement with fp32 on {args.eval} photos (augment seed 2), "
-              f"calibrated on {args.calibration} others (seed 1); every weight in int8:")
+        print(f"{header}; every weight in int8 unless a line says otherwise:")
         print(f"  weights only: {agreement('weights', ())}", flush=True)
         print(f"  weights only, fc2's left in float: {agreement('weights', ('mlp.fc2',))}", flush=True)
         print(f"  mixed (vitbatch's scheme): {agreement('mixed', ())}", flush=True)
@@ -149,11 +150,10 @@ def main():
                   f"{agreement('mixed', (), alpha, smooth_at=('attn.qkv', 'mlp.fc1'))}", flush=True)
         return
 
-    print(f"ViT-Ti/16 (real weights), top-1 agreement with fp32 on {args.eval} photos (augment seed 2), "
-          f"calibrated on {args.calibration} others (seed 1):")
+    print(f"{header}:")
     for label, scheme, keep, alpha in (
             ("int8 weights only, float activations", "weights", (), 0.5),
-            ("per tensor, fc2 kept in float (vitbatch's default)", "tensor", ("mlp.fc2",), 0.5),
+            ("per tensor, fc2 kept in float (calibrate --keep-float mlp.fc2)", "tensor", ("mlp.fc2",), 0.5),
             ("per tensor, fc2 too (calibrate --keep-float none)", "tensor", (), 0.5),
             ("per token, fc2 kept in float", "token", ("mlp.fc2",), 0.5),
             ("per token, fc2 too", "token", (), 0.5),
