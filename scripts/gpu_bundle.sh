@@ -1,7 +1,9 @@
 #!/bin/bash
 # Packs what scripts/gpu_check.sh needs into .gpu/ (git-ignored): the binaries built here,
 # the Debian libraries they link that a CUDA machine's image lacks, the real ViT-Ti and the
-# photos from ../shared (which does not travel to the GPU machine). Run after setup.sh.
+# photos from ../shared (which does not travel to the GPU machine), and the same packed as
+# .gpu.tgz, which is what travels (the folder is over the device tool's 64 MiB: ICU's data,
+# which libarchive's libxml2 pulls in, is 30 MB alone). Run after setup.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cmake --build build -j2 >/dev/null
@@ -18,4 +20,5 @@ ldd build/bin/vitbatch build/bin/vitbatch_unit_tests build/bin/libvitbatch_backe
 cp ../shared/models/vit_tiny_patch16_224.augreg_in21k_ft_in1k/{model.safetensors,config.json} .gpu/model/
 cp ../shared/images/* .gpu/images/
 cp ../shared/labels/imagenet1k.txt .gpu/ 2>/dev/null || true
-du -sh .gpu
+tar -czf .gpu.tgz .gpu
+du -sh .gpu .gpu.tgz

@@ -4,14 +4,15 @@
 # real ViT-Ti end to end against reference on every photo, a throughput table (ViT-Ti/S/B,
 # batch 1/64/256, fp32/bf16/fp16, images/s and GPU memory), and classify on 2,000 JPEGs.
 #
-#   here:          bash scripts/gpu_bundle.sh     (packs .gpu/: binaries, libraries, model, photos)
-#   on the GPU:    bash scripts/gpu_check.sh      (writes its logs and table to $OUT or /tmp/gpu_check)
+#   here:          bash scripts/gpu_bundle.sh     (packs .gpu/ and .gpu.tgz: binaries, libraries, model, photos)
+#   on the GPU:    bash scripts/gpu_check.sh      (carry .gpu.tgz; writes its logs and table to $OUT or /tmp/gpu_check)
 #
 # BACKEND=onednn PLUGIN_DIR=build/bin PYTHON=/usr/bin/python3 runs the same steps on a CPU
 # backend (to check the script itself).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=${BUNDLE:-.gpu}
+[ -d "$B" ] || [ ! -f "$B.tgz" ] || tar -xzf "$B.tgz" || exit 1
 BACKEND=${BACKEND:-cuda}
 OUT=${OUT:-/tmp/gpu_check}   # what to keep: log, ops.log, table.txt, bench.jsonl
 WORK=$(mktemp -d)             # everything else
@@ -59,7 +60,8 @@ printf "%-8s %-6s %10s %10s %10s\n" model prec "batch 1" "batch 64" "batch 256" 
 for model in tiny small base; do
   path="$WORK/models/vit_${model}_patch16_224"; [ $model = tiny ] && path="$B/model"
   for p in fp32 bf16 fp16; do
-    row=$(printf "%-8s %-6s" "ViT-${model:0:1}" "$p")
+    name=Ti; [ $model = small ] && name=S; [ $model = base ] && name=B
+    row=$(printf "%-8s %-6s" "ViT-$name" "$p")
     for batch in 1 64 256; do
       mem=""
       if command -v nvidia-smi >/dev/null; then
@@ -83,7 +85,7 @@ for model in tiny base; do
   path="$WORK/models/vit_${model}_patch16_224"; [ $model = tiny ] && path="$B/model"
   json=$($V bench --backend "$BACKEND" --precision bf16 -m "$path" --batch-size 256 --seconds "$SECONDS_PER_RUN" --json 2>"$WORK/bench.err")
   echo "$model bf16 256 upload $json" >>"$OUT/bench.jsonl"
-  "$PYTHON" -c "import json,sys; print('ViT-%s bf16 batch 256 with upload: %.0f images/s' % (sys.argv[2][0], json.loads(sys.argv[1])['images_per_second']))" "$json" "$model" ||
+  "$PYTHON" -c "import json,sys; print('ViT-%s bf16 batch 256 with upload: %.0f images/s' % ({'tiny': 'Ti', 'base': 'B'}[sys.argv[2]], json.loads(sys.argv[1])['images_per_second']))" "$json" "$model" ||
     fail "bench with upload $model: $(tail -1 "$WORK/bench.err")"
 done
 
