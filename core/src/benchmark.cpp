@@ -43,7 +43,10 @@ vit_tensor describe(const std::vector<int64_t>& shape, float* data) { return vit
 ModelBenchResult bench_model(Runtime& runtime, int64_t batch, double min_seconds, bool resident_input) {
   const Model& m = runtime.model();
   size_t image = static_cast<size_t>(m.config.in_chans * m.config.image_size * m.config.image_size);
-  std::vector<float> pixels = random_floats(image * batch, 1);
+  // In the memory classify's batches use (pinned on a device backend).
+  PixelBuffer pixels = runtime.executor().pixel_buffer(image * batch);
+  const std::vector<float> values = random_floats(image * batch, 1);
+  std::copy(values.begin(), values.end(), pixels.data());
   std::vector<float> logits(static_cast<size_t>(m.config.output_width() * batch));
   ModelBenchResult r;
   r.batch = batch;

@@ -170,8 +170,10 @@ PipelineSummary run_pipeline(InputPaths& inputs, const Model& model, Executor& e
   DecodeStage stage(static_cast<size_t>(B + 4 * std::max(1, options.decode_threads)), std::max(1, options.decode_threads),
                     pre, decode, options.thumbnail_side);
   // Grown as images arrive (doubling), never past one batch: memory follows the images
-  // there are, not the batch size asked for.
-  std::vector<float> pixels, logits;
+  // there are, not the batch size asked for. On a device backend it is pinned memory, which
+  // the upload reads directly.
+  PixelBuffer pixels;
+  std::vector<float> logits;
 
   struct Row {
     std::string path, error, thumbnail;
@@ -248,7 +250,11 @@ PipelineSummary run_pipeline(InputPaths& inputs, const Model& model, Executor& e
       Row row{std::move(slot->path), std::move(slot->error), std::move(slot->thumbnail), -1};
       if (row.error.empty()) {
         size_t need = (filled + 1) * image_floats;
-        if (pixels.size() < need) pixels.resize(std::min(image_floats * B, std::max(need, 2 * pixels.size())));
+        if (pixels.size() < need) {
+          PixelBuffer larger = executor.pixel_buffer(std::min(image_floats * B, std::max(need, 2 * pixels.size())));
+          if (filled > 0) std::memcpy(larger.data(), pixels.data(), filled * image_floats * sizeof(float));
+          pixels = std::move(larger);
+        }
         std::memcpy(pixels.data() + filled * image_floats, slot->pixels.data(), image_floats * sizeof(float));
         if (filled == 0) batch_opened = Clock::now();
         row.slot = filled++;

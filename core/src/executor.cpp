@@ -175,6 +175,40 @@ Executor::~Executor() {
   for (auto& [batch, plan] : plans_) release(*plan);
 }
 
+PixelBuffer& PixelBuffer::operator=(PixelBuffer&& other) noexcept {
+  if (this != &other) {
+    if (owner_) owner_->free(data_, VIT_ALLOC_HOST_STAGING);
+    data_ = other.data_;
+    floats_ = other.floats_;
+    owner_ = other.owner_;
+    plain_ = std::move(other.plain_);
+    other.data_ = nullptr, other.floats_ = 0, other.owner_ = nullptr;
+  }
+  return *this;
+}
+
+PixelBuffer::~PixelBuffer() {
+  if (owner_) owner_->free(data_, VIT_ALLOC_HOST_STAGING);
+}
+
+PixelBuffer Executor::pixel_buffer(size_t floats) {
+  PixelBuffer buffer;
+  buffer.floats_ = floats;
+  for (Backend* b : backends_) {
+    if (!b->device_memory()) continue;
+    try {
+      buffer.data_ = static_cast<float*>(b->alloc(floats * sizeof(float), VIT_ALLOC_HOST_STAGING));
+      buffer.owner_ = b;
+      return buffer;
+    } catch (const Error&) {
+      break;  // no staging memory to give (or none left): plain memory does, only slower
+    }
+  }
+  buffer.plain_.resize(floats);
+  buffer.data_ = buffer.plain_.data();
+  return buffer;
+}
+
 void Executor::release(Plan& plan) {
   for (auto& step : plan.steps)
     if (step.prepared) step.backend->release(step.state);

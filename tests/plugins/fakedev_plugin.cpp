@@ -2,7 +2,10 @@
 // bit-inverted, so anything that reads a buffer of it without copy() (the host, another
 // backend, a missed copy step) gets garbage. It runs linear, gelu and add; the executor must
 // place copies wherever a value crosses between it and the host. It also checks that every
-// activation pointer it is handed is one of its own buffers, and that weights are not.
+// activation pointer it is handed is one of its own buffers, and that weights are not. Its
+// staging memory (VIT_ALLOC_HOST_STAGING) is plain host memory that it counts, and describe()
+// says how many staging buffers are out and how many uploads read one. With the option
+// patchify=true it runs patchify too, so that the pixels themselves are uploaded.
 #include "vit_plugin_helpers.hpp"
 
 #include <cmath>
@@ -10,15 +13,20 @@
 #include <cstring>
 #include <mutex>
 #include <set>
+#include <string>
 #include <vector>
 
 namespace {
 
-const int32_t kOps[] = {VIT_OP_LINEAR, VIT_OP_GELU, VIT_OP_ADD};
+const int32_t kOps[] = {VIT_OP_LINEAR, VIT_OP_GELU, VIT_OP_ADD, VIT_OP_PATCHIFY};
 
 struct Context {
   std::mutex mutex;
   std::set<const void*> buffers;
+  std::set<const void*> staging;
+  int uploads_from_staging = 0;
+  bool patchify = false;
+  std::string description;
   bool owns(const void* p) {
     std::lock_guard<std::mutex> lock(mutex);
     return buffers.count(p) != 0;
@@ -33,13 +41,20 @@ float flip(float v) {
   return v;
 }
 
-vit_status create(const vit_backend_config*, void** context, char*, size_t) {
-  *context = new Context;
+vit_status create(const vit_backend_config* config, void** context, char*, size_t) {
+  auto* ctx = new Context;
+  ctx->patchify = vit_plugin::option(*config, "patchify", "false") == "true";
+  *context = ctx;
   return VIT_STATUS_OK;
 }
+
 void destroy(void* context) { delete static_cast<Context*>(context); }
 
-vit_status supports(void*, const vit_node* node, char* message, size_t size) {
+vit_status supports(void* context, const vit_node* node, char* message, size_t size) {
+  if (node->op == VIT_OP_PATCHIFY && !static_cast<Context*>(context)->patchify) {
+    vit_plugin::write_message(message, size, "patchify only with the option patchify=true");
+    return VIT_STATUS_UNSUPPORTED;
+  }
   if (node->op == VIT_OP_LINEAR && !(VIT_INPUT_IS_CONSTANT(node, 1))) {
     vit_plugin::write_message(message, size, "weights must be constants");
     return VIT_STATUS_UNSUPPORTED;
@@ -79,6 +94,16 @@ vit_status execute(void* context, void*, const vit_node* node, char* message, si
           for (int64_t i = 0; i < k; ++i) acc += double(x[r * k + i]) * w[c * k + i];
           out[r * cols + c] = static_cast<float>(acc);
         }
+    } else if (n.op == VIT_OP_PATCHIFY) {  // [n, c, h, w] -> [n, patches, c p p]
+      const vit_tensor& t = n.inputs[0];
+      const int64_t c = t.shape[1], h = t.shape[2], w = t.shape[3], p = n.ints[0], gw = w / p, grid = (h / p) * gw;
+      const int64_t row = c * p * p;
+      for (size_t i = 0; i < out.size(); ++i) {
+        const int64_t e = static_cast<int64_t>(i) % row, g = (static_cast<int64_t>(i) / row) % grid,
+                      b = static_cast<int64_t>(i) / (row * grid);
+        const int64_t ch = e / (p * p), yy = (g / gw) * p + (e / p) % p, xx = (g % gw) * p + e % p;
+        out[i] = x[static_cast<size_t>(((b * c + ch) * h + yy) * w + xx)];
+      }
     } else if (n.op == VIT_OP_GELU) {
       for (size_t i = 0; i < x.size(); ++i) out[i] = static_cast<float>(0.5 * x[i] * (1.0 + std::erf(x[i] / std::sqrt(2.0))));
     } else {
@@ -90,7 +115,7 @@ vit_status execute(void* context, void*, const vit_node* node, char* message, si
   });
 }
 
-vit_status alloc(void* context, size_t bytes, int32_t, void** data, char* message, size_t size) {
+vit_status alloc(void* context, size_t bytes, int32_t kind, void** data, char* message, size_t size) {
   auto& ctx = *static_cast<Context*>(context);
   *data = std::malloc(bytes ? bytes : 1);
   if (!*data) {
@@ -98,15 +123,23 @@ vit_status alloc(void* context, size_t bytes, int32_t, void** data, char* messag
     return VIT_STATUS_ERROR;
   }
   std::lock_guard<std::mutex> lock(ctx.mutex);
-  ctx.buffers.insert(*data);
+  (kind == VIT_ALLOC_HOST_STAGING ? ctx.staging : ctx.buffers).insert(*data);
   return VIT_STATUS_OK;
 }
 
-void free_buffer(void* context, void* data, int32_t) {
+void free_buffer(void* context, void* data, int32_t kind) {
   auto& ctx = *static_cast<Context*>(context);
   std::lock_guard<std::mutex> lock(ctx.mutex);
-  ctx.buffers.erase(data);
+  if ((kind == VIT_ALLOC_HOST_STAGING ? ctx.staging : ctx.buffers).erase(data) != 1) std::abort();  // not ours, or twice
   std::free(data);
+}
+
+const char* describe(void* context) {
+  auto& ctx = *static_cast<Context*>(context);
+  std::lock_guard<std::mutex> lock(ctx.mutex);
+  ctx.description = "fakedev: " + std::to_string(ctx.staging.size()) + " staging buffer(s) out, " +
+                    std::to_string(ctx.uploads_from_staging) + " upload(s) from staging";
+  return ctx.description.c_str();
 }
 
 vit_status copy(void* context, void* dst, const void* src, size_t bytes, int32_t kind, char* message, size_t size) {
@@ -115,6 +148,10 @@ vit_status copy(void* context, void* dst, const void* src, size_t bytes, int32_t
   if (!ctx.owns(device)) {
     vit_plugin::write_message(message, size, "copy to or from memory that is not this device's");
     return VIT_STATUS_ERROR;
+  }
+  {
+    std::lock_guard<std::mutex> lock(ctx.mutex);
+    if (kind == VIT_COPY_HOST_TO_DEVICE && ctx.staging.count(src)) ++ctx.uploads_from_staging;
   }
   const float* s = static_cast<const float*>(src);
   float* d = static_cast<float*>(dst);
@@ -131,6 +168,7 @@ vit_backend_api table() {
   vit_backend_api api = vit_plugin::make_table("fakedev", "1.0", kOps);
   api.create = create;
   api.destroy = destroy;
+  api.describe = describe;
   api.supports = supports;
   api.execute = execute;
   api.memory = VIT_MEMORY_DEVICE;

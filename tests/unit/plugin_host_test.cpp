@@ -349,3 +349,46 @@ TEST_CASE("a device backend's buffers are its own: the executor copies wherever 
   // The logits come from the head on the device, copied straight into the caller's array.
   CHECK(placement.find("fakedev  linear  head") != std::string::npos);
 }
+
+TEST_CASE("pixels for a device backend go in its staging memory, which the upload reads; plain memory elsewhere") {
+  PluginHost host({VITBATCH_TEST_PLUGIN_DIR, VITBATCH_PLUGIN_DIR});
+  test_support::TempDir dir;
+  dir.write("model.safetensors", test_support::safetensors_bytes(test_support::varied(test_support::tiny_vit(2))));
+  dir.write("config.json", R"({"num_heads": 1})");
+  Model model = load_model(dir.path());
+  // With patchify on the device, the pixels themselves are what is uploaded.
+  Backend device(host.find("fakedev"), BackendOptions{1, "fp32", "{}", {{"patchify", "true"}}});
+  Backend reference(host.find("reference"), BackendOptions{});
+  const size_t floats = 3 * 3 * 8 * 8;
+  std::vector<float> values(floats);
+  for (size_t i = 0; i < floats; ++i) values[i] = std::cos(0.37f * static_cast<float>(i));
+  std::vector<float> from_staging(3 * 5), from_plain(3 * 5), host_only(3 * 5);
+  {
+    Executor mixed(model, {&device, &reference});
+    PixelBuffer pixels = mixed.pixel_buffer(floats);
+    CHECK(pixels.pinned());
+    CHECK(pixels.size() == floats);
+    CHECK(device.describe() == "fakedev: 1 staging buffer(s) out, 0 upload(s) from staging");
+    std::copy(values.begin(), values.end(), pixels.data());
+    // Moved, it is the same memory, given back once (fakedev aborts on a second free).
+    PixelBuffer moved = std::move(pixels);
+    CHECK(moved.pinned());
+    CHECK(!pixels.pinned());
+    CHECK(pixels.data() == nullptr);
+    mixed.run(moved.data(), 3, from_staging.data());
+    CHECK(device.describe() == "fakedev: 1 staging buffer(s) out, 1 upload(s) from staging");
+    CHECK(mixed.placement(3).find("fakedev  patchify") != std::string::npos);
+    mixed.run(values.data(), 3, from_plain.data());  // any host memory still does
+    CHECK(device.describe() == "fakedev: 1 staging buffer(s) out, 1 upload(s) from staging");
+  }
+  CHECK(device.describe() == "fakedev: 0 staging buffer(s) out, 1 upload(s) from staging");
+  Executor plain(model, {&reference});
+  PixelBuffer pixels = plain.pixel_buffer(floats);
+  CHECK(!pixels.pinned());
+  CHECK(pixels.size() == floats);
+  std::copy(values.begin(), values.end(), pixels.data());
+  plain.run(pixels.data(), 3, host_only.data());
+  CHECK(from_staging == from_plain);
+  for (size_t i = 0; i < host_only.size(); ++i) CHECK(from_staging[i] == doctest::Approx(host_only[i]).epsilon(1e-5));
+  CHECK(std::fabs(host_only[0] - host_only[5]) > 1e-4);  // the images differ: the comparison can fail
+}
