@@ -80,7 +80,7 @@ for model in tiny small base; do
   done
 done
 
-echo "== 3b. the same with each batch's float32 pixels uploaded from the host (pageable memory)"
+echo "== 3b. the same with each batch's float32 pixels uploaded from the host (pinned memory, as classify does)"
 for model in tiny base; do
   path="$WORK/models/vit_${model}_patch16_224"; [ $model = tiny ] && path="$B/model"
   json=$($V bench --backend "$BACKEND" --precision bf16 -m "$path" --batch-size 256 --seconds "$SECONDS_PER_RUN" --json 2>"$WORK/bench.err")
