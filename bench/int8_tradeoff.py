@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""What int8's calibration choices and keeping linears out of int8 cost and buy on the real
+ViT-Ti/16: top-1 agreement with fp32 and images/s, beside bf16 and fp32. Regenerates
+BENCHMARKS.md's "int8: calibration, and what float linears buy" tables:
+
+    /usr/bin/python3 bench/int8_tradeoff.py [--eval 400] [--rounds 6] [--seconds 3]
+
+Photos from bench/augment_photos.py: 64 to calibrate on (seed 7; 16 and 256 more, seeds 9 and
+8, for the calibration-size rows) and four disjoint sets of --eval to measure agreement on
+(seeds 21-24), each printed on its own so the spread shows. `vitbatch calibrate` writes one
+ranges file per row (--method, --percentile, --keep-float); `classify --precision int8
+--int8-scales` is compared image by image with `classify` at fp32. Speed: `vitbatch bench`
+(batch 16, every thread, the default lanes), the rows interleaved round by round; median and
+best. The agreement figures are deterministic; the speeds are this machine's (its CPU model
+is printed), and bf16's place among them depends on the CPU.
+"""
+import argparse
+import csv
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+TI = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
+
+# (label, calibration set, calibrate's arguments); None: not int8 (the precision instead).
+CALIBRATIONS = [
+    ("percentile 99.999 (default)", "calib64", ["--method", "percentile"]),
+    ("percentile 99.9999", "calib64", ["--percentile", "99.9999"]),
+    ("percentile 99.99", "calib64", ["--percentile", "99.99"]),
+    ("percentile 99.9", "calib64", ["--percentile", "99.9"]),
+    ("minmax", "calib64", ["--method", "minmax"]),
+    ("default, 16 calibration photos", "calib16", []),
+    ("default, 256 calibration photos", "calib256", []),
+    ("minmax, 256 calibration photos", "calib256", ["--method", "minmax"]),
+]
+FLOAT_LINEARS = [
+    ("int8 (default ranges)", []),
+    ("fc1 in float", ["mlp.fc1"]),
+    ("qkv in float", ["attn.qkv"]),
+    ("qkv, proj, fc1 in float", ["attn.qkv", "attn.proj", "mlp.fc1"]),
+    ("qkv, proj, fc1, fc2 in float", ["attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"]),
+]
+
+
+def cpu_model():
+    for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def run(cmd):
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"{' '.join(cmd[:3])}... failed:\n{r.stderr[-2000:]}")
+    return r.stdout
+
+
+def top1(path):
+    with open(path) as f:
+        return {row["path"]: row["top1_index"] for row in csv.DictReader(f)}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--shared", default=os.path.join(ROOT, "..", "shared"))
+    p.add_argument("--vitbatch", default=os.path.join(ROOT, "build", "bin", "vitbatch"))
+    p.add_argument("--eval", type=int, default=400, help="photos in each of the four evaluation sets")
+    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--seconds", type=float, default=3)
+    a = p.parse_args()
+    model = os.path.join(a.shared, "models", TI)
+    work = tempfile.mkdtemp(prefix="int8_tradeoff.")
+    try:
+        measure(a, model, work)
+    finally:
+        shutil.rmtree(work)
+
+
+def measure(a, model, work):
+    photos = {"calib64": (64, 7), "calib16": (16, 9), "calib256": (256, 8)}
+    photos.update({f"eval{s}": (a.eval, s) for s in (21, 22, 23, 24)})
+    for name, (count, seed) in photos.items():
+        run([sys.executable, os.path.join(HERE, "augment_photos.py"), "--shared", a.shared, "--count", str(count),
+             "--seed", str(seed), os.path.join(work, name)])
+    evals = [os.path.join(work, f"eval{s}") for s in (21, 22, 23, 24)]
+
+    def classify(tag, args):
+        out = os.path.join(work, tag + ".csv")
+        run([a.vitbatch, "classify", "-m", model, *args, *evals, "-k", "1", "-o", out])
+        return top1(out)
+
+    def calibrate(tag, folder, args):
+        out = os.path.join(work, tag + ".safetensors")
+        run([a.vitbatch, "calibrate", "-m", model, os.path.join(work, folder), *args, "-o", out])
+        return out
+
+    reference = classify("fp32", [])
+
+    def agreement(answers):
+        per_set = [sum(answers[k] == v for k, v in reference.items() if os.path.dirname(k) == e) for e in evals]
+        return f"{100 * sum(per_set) / len(reference):.2f}% ({sum(per_set)}/{len(reference)}; sets {' '.join(map(str, per_set))})"
+
+    print(f"# ViT-Ti/16 (real weights), CPU: {cpu_model()}, {os.cpu_count()} cores")
+    print("\n| int8 calibration | top-1 agreement with fp32 |\n|---|---|")
+    for i, (label, folder, args) in enumerate(CALIBRATIONS):
+        scales = calibrate(f"cal{i}", folder, args)
+        print(f"| {label} | {agreement(classify(f'cal{i}', ['--precision', 'int8', '--int8-scales', scales]))} |",
+              flush=True)
+
+    rows = [("fp32", ["--precision", "fp32"]), ("bf16", ["--precision", "bf16"])]
+    for i, (label, keep) in enumerate(FLOAT_LINEARS):
+        scales = calibrate(f"keep{i}", "calib64", ["--keep-float", *keep] if keep else [])
+        rows.append((label, ["--precision", "int8", "--int8-scales", scales]))
+    accuracy = {label: "100% (the yardstick)" if label == "fp32" else agreement(classify(f"row{i}", args))
+                for i, (label, args) in enumerate(rows)}
+    speeds = {label: [] for label, _ in rows}
+    for _ in range(a.rounds):
+        for label, args in rows:
+            out = run([a.vitbatch, "bench", "-m", model, *args, "--batch-size", "16", "--seconds", str(a.seconds), "--json"])
+            speeds[label].append(json.loads(out.strip().splitlines()[-1])["images_per_second"])
+    print(f"\n| precision | top-1 agreement with fp32 | images/s, median (best) of {a.rounds} |\n|---|---|---|")
+    for label, _ in rows:
+        v = speeds[label]
+        print(f"| {label} | {accuracy[label]} | {statistics.median(v):.1f} ({max(v):.1f}) |")
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
