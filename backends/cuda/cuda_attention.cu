@@ -89,13 +89,9 @@ __device__ void fetch_rows(const In* qkv, T* tile, int64_t b, int64_t h, int whi
     } else {
       uint4 v = make_uint4(0u, 0u, 0u, 0u);
       if (tok < t) {
-        const In* src = qkv + ((b * t + tok) * 3 + which) * dim + h * kHead + c;
-        if constexpr (std::is_same<In, float>::value) {
-          const float4 x = reinterpret_cast<const float4*>(src)[0], y = reinterpret_cast<const float4*>(src)[1];
-          v = make_uint4(pack2<T>(x.x, x.y), pack2<T>(x.z, x.w), pack2<T>(y.x, y.y), pack2<T>(y.z, y.w));
-        } else {
-          v = *reinterpret_cast<const uint4*>(src);
-        }
+        const float* src = qkv + ((b * t + tok) * 3 + which) * dim + h * kHead + c;
+        const float4 x = reinterpret_cast<const float4*>(src)[0], y = reinterpret_cast<const float4*>(src)[1];
+        v = make_uint4(pack2<T>(x.x, x.y), pack2<T>(x.z, x.w), pack2<T>(y.x, y.y), pack2<T>(y.z, y.w));
       }
       *reinterpret_cast<uint4*>(tile + r * kLd + c) = v;
     }
@@ -105,14 +101,9 @@ __device__ void fetch_rows(const In* qkv, T* tile, int64_t b, int64_t h, int whi
 __device__ void async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int kPending> __device__ void async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory"); }
 
-template <class Out> __device__ void store2(Out* p, float a, float b);
+// Two adjacent outputs: a 16-bit pair is one 32-bit store of the packed values.
+template <class Out> __device__ void store2(Out* p, float a, float b) { *reinterpret_cast<uint32_t*>(p) = pack2<Out>(a, b); }
 template <> __device__ void store2<float>(float* p, float a, float b) { *reinterpret_cast<float2*>(p) = make_float2(a, b); }
-template <> __device__ void store2<__nv_bfloat16>(__nv_bfloat16* p, float a, float b) {
-  *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(a, b);
-}
-template <> __device__ void store2<__half>(__half* p, float a, float b) {
-  *reinterpret_cast<__half2*>(p) = __floats2half2_rn(a, b);
-}
 
 // One block: 64 queries of one (image, head), 4 warps of 16. In a warp, lane = 4 g + c holds,
 // of each 16 x 8 accumulator tile, rows g and g + 8 at columns 2c and 2c + 1 (the mma layout).
