@@ -26,6 +26,14 @@ const PluginInfo* by_file(PluginHost& host, const std::string& fragment) {
     if (p.path.find(fragment) != std::string::npos) return &p;
   return nullptr;
 }
+
+// A two-block ViT with varied weights (images get distinct answers), written into `dir`,
+// which must outlive the model (its weights are mapped from there).
+Model two_block_vit(test_support::TempDir& dir) {
+  dir.write("model.safetensors", test_support::safetensors_bytes(test_support::varied(test_support::tiny_vit(2))));
+  dir.write("config.json", R"({"num_heads": 1})");
+  return load_model(dir.path());
+}
 }  // namespace
 
 TEST_CASE("the reference backend is found and usable") {
@@ -189,9 +197,7 @@ TEST_CASE("backend options arrive as key/value text") {
 TEST_CASE("a backend may claim a run of nodes: it runs them as one step, the inner value gets no buffer") {
   PluginHost host({VITBATCH_TEST_PLUGIN_DIR, VITBATCH_PLUGIN_DIR});
   test_support::TempDir dir;
-  dir.write("model.safetensors", test_support::safetensors_bytes(test_support::varied(test_support::tiny_vit(2))));
-  dir.write("config.json", R"({"num_heads": 1})");
-  Model model = load_model(dir.path());
+  Model model = two_block_vit(dir);
   Backend fusing(host.find("fusing"), BackendOptions{});
   Backend reference(host.find("reference"), BackendOptions{});
   std::vector<float> pixels(2 * 3 * 8 * 8);
@@ -213,9 +219,7 @@ TEST_CASE("a backend may claim a run of nodes: it runs them as one step, the inn
 TEST_CASE("onednn runs each projection and MLP with its residual add as one matmul, at every precision") {
   PluginHost host({VITBATCH_PLUGIN_DIR});
   test_support::TempDir dir;
-  dir.write("model.safetensors", test_support::safetensors_bytes(test_support::varied(test_support::tiny_vit(2))));
-  dir.write("config.json", R"({"num_heads": 1})");
-  Model model = load_model(dir.path());
+  Model model = two_block_vit(dir);
   Backend reference(host.find("reference"), BackendOptions{});
   std::vector<float> pixels(3 * 3 * 8 * 8);
   for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = std::sin(0.37f * static_cast<float>(i));
@@ -319,9 +323,7 @@ TEST_CASE("a device backend's buffers are its own: the executor copies wherever 
   // logits mean every crossing had its copy.
   PluginHost host({VITBATCH_TEST_PLUGIN_DIR, VITBATCH_PLUGIN_DIR});
   test_support::TempDir dir;
-  dir.write("model.safetensors", test_support::safetensors_bytes(test_support::varied(test_support::tiny_vit(2))));
-  dir.write("config.json", R"({"num_heads": 1})");
-  Model model = load_model(dir.path());
+  Model model = two_block_vit(dir);
   Backend device(host.find("fakedev"), BackendOptions{});
   Backend reference(host.find("reference"), BackendOptions{});
   CHECK(device.device_memory());
@@ -353,9 +355,7 @@ TEST_CASE("a device backend's buffers are its own: the executor copies wherever 
 TEST_CASE("pixels for a device backend go in its staging memory, which the upload reads; plain memory elsewhere") {
   PluginHost host({VITBATCH_TEST_PLUGIN_DIR, VITBATCH_PLUGIN_DIR});
   test_support::TempDir dir;
-  dir.write("model.safetensors", test_support::safetensors_bytes(test_support::varied(test_support::tiny_vit(2))));
-  dir.write("config.json", R"({"num_heads": 1})");
-  Model model = load_model(dir.path());
+  Model model = two_block_vit(dir);
   // With patchify on the device, the pixels themselves are what is uploaded.
   Backend device(host.find("fakedev"), BackendOptions{1, "fp32", "{}", {{"patchify", "true"}}});
   Backend reference(host.find("reference"), BackendOptions{});
