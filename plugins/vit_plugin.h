@@ -202,6 +202,22 @@ typedef struct vit_backend_api {
    * may run several images side by side, one context per lane. Default 0: the host never
    * calls two contexts of the plugin at once. Host-memory backends only. */
   int32_t concurrent_contexts;
+  /* (optional, device backends) Recording, as CUDA graphs: the host brackets a run of
+   * consecutive execute()s of this context with sequence_begin(key) and sequence_end(key),
+   * where the same key always means the same nodes, states and buffers. begin sets *replayed
+   * to 1 when the backend has queued the whole run itself (a recording of it), and the host
+   * then makes none of its execute() calls; to 0 when the host is to make them (the backend
+   * may record them). end sets *rerun to 1 when a recording failed and none of the run was
+   * done: the host then executes the run again, unbracketed. An execute() that fails
+   * between them ends the bracket (the host calls no end; the backend drops what it was
+   * recording). sequence_forget(key): the run's
+   * nodes are being released (their buffers freed); drop what was recorded for it. Keys are
+   * unique within a process. */
+  vit_status (*sequence_begin)(void* context, uint64_t key, int32_t* replayed,
+                               char* message, size_t message_size);
+  vit_status (*sequence_end)(void* context, uint64_t key, int32_t* rerun,
+                             char* message, size_t message_size);
+  void (*sequence_forget)(void* context, uint64_t key);
 } vit_backend_api;
 
 /* The size of an ABI 1 table: everything before `memory`. */

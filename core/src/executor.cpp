@@ -156,6 +156,10 @@ struct Executor::Plan {
     size_t bytes = 0;
     vit_copy_kind kind = VIT_COPY_HOST_TO_DEVICE;
     std::string what;  // for placement()
+    // The first step of a run of steps its backend records (CUDA graphs) and replays:
+    // the run's key, and the index one past its last step.
+    uint64_t sequence = 0;
+    size_t sequence_end = 0;
   };
   std::vector<Step> steps;
   void* input_host = nullptr;       // where the pixels go when a host node reads them
@@ -164,6 +168,12 @@ struct Executor::Plan {
   size_t input_bytes = 0, output_bytes = 0;
   uint64_t last_used = 0;  // for evicting the least recently used plan
 };
+
+namespace {
+// Recording keys, unique in the process (several executors may share a backend context):
+// a plan's number in the high bits, the run's first step in the low 20.
+std::atomic<uint64_t> next_plan_number{1};
+}  // namespace
 
 Executor::Executor(const Model& model, std::vector<Backend*> backends)
     : model_(model), backends_(std::move(backends)) {
@@ -210,6 +220,8 @@ PixelBuffer Executor::pixel_buffer(size_t floats) {
 }
 
 void Executor::release(Plan& plan) {
+  for (auto& step : plan.steps)
+    if (step.sequence) step.backend->sequence_forget(step.sequence);
   for (auto& step : plan.steps)
     if (step.prepared) step.backend->release(step.state);
   for (auto& [owner, data] : plan.device_buffers) owner->free(data, VIT_ALLOC_DEVICE);
@@ -486,6 +498,21 @@ Executor::Plan& Executor::plan_for(int64_t batch) {
     // model is not resident twice (a reader that needs them faults them back in).
     model_.weights.drop_resident_pages();
   }
+  // 6. Runs of consecutive steps on one backend that records them (a CUDA graph launches
+  // the ~160 kernels of a ViT-Ti batch at once, where one image at a time is bound by the
+  // launches). Not with an observer: it reads host memory between steps.
+  if (!observer_ && !attention_observer_) {
+    const uint64_t number = next_plan_number++;
+    for (size_t k = 0; k < P.steps.size();) {
+      size_t end = k;
+      while (end < P.steps.size() && !P.steps[end].is_copy && P.steps[end].backend == P.steps[k].backend) ++end;
+      if (end - k >= 2 && P.steps[k].backend->records()) {
+        P.steps[k].sequence = (number << 20) + k;
+        P.steps[k].sequence_end = end;
+      }
+      k = std::max(end, k + 1);
+    }
+  }
   P.last_used = ++uses_;
   return *(plans_[batch] = std::move(plan));
 }
@@ -532,7 +559,30 @@ void Executor::run(const float* pixels, int64_t n, float* logits) {
   if (!pixels && plans_.find(n) == plans_.end()) throw Error("no earlier input of this batch size to run again");
   Plan& plan = plan_for(n);
   if (plan.input_host && pixels) std::memcpy(plan.input_host, pixels, plan.input_bytes);
-  for (Plan::Step& step : plan.steps) {
+  for (size_t k = 0; k < plan.steps.size();) {
+    Plan::Step& first = plan.steps[k];
+    if (first.sequence) {  // a recorded run: replayed whole, or executed (and recorded)
+      Backend* b = first.backend;
+      if (!b->sequence_begin(first.sequence)) {
+        run_steps(plan, k, first.sequence_end, pixels);
+        if (b->sequence_end(first.sequence)) run_steps(plan, k, first.sequence_end, pixels);
+      } else if (b->sequence_end(first.sequence)) {
+        throw Error("backend '" + b->name() + "' asked to rerun a replayed run");
+      }
+      k = first.sequence_end;
+    } else {
+      run_steps(plan, k, k + 1, pixels);
+      ++k;
+    }
+  }
+  // A copy to the host returns when the backend's earlier work is done.
+  if (plan.output_owner) plan.output_owner->copy(logits, plan.output_data, plan.output_bytes, VIT_COPY_DEVICE_TO_HOST);
+  else std::memcpy(logits, plan.output_data, plan.output_bytes);
+}
+
+void Executor::run_steps(Plan& plan, size_t first, size_t end, const float* pixels) {
+  for (size_t k = first; k < end; ++k) {
+    Plan::Step& step = plan.steps[k];
     if (step.is_copy && !step.src && !pixels) continue;  // the input is still in place
     if (step.is_copy) step.backend->copy(step.dst, step.src ? step.src : pixels, step.bytes, step.kind);
     else step.backend->execute(step.state, step.view.node);
@@ -548,9 +598,6 @@ void Executor::run(const float* pixels, int64_t n, float* logits) {
         attention_observer_(std::stoi(name.substr(7, end - 7)), static_cast<const float*>(step.view.node.outputs[0].data));
     }
   }
-  // A copy to the host returns when the backend's earlier work is done.
-  if (plan.output_owner) plan.output_owner->copy(logits, plan.output_data, plan.output_bytes, VIT_COPY_DEVICE_TO_HOST);
-  else std::memcpy(logits, plan.output_data, plan.output_bytes);
 }
 
 void Executor::observe_linear_inputs(LinearObserver observer) {

@@ -380,6 +380,26 @@ void Backend::synchronize() {
     throw Error("backend '" + name_ + "' failed: " + message);
 }
 
+bool Backend::sequence_begin(uint64_t key) {
+  int32_t replayed = 0;
+  char message[kMessageSize] = "";
+  if (api_->sequence_begin(context_, key, &replayed, message, sizeof message) != VIT_STATUS_OK)
+    throw Error("backend '" + name_ + "' failed to start a recorded run: " + message);
+  return replayed == 1;
+}
+
+bool Backend::sequence_end(uint64_t key) {
+  int32_t rerun = 0;
+  char message[kMessageSize] = "";
+  if (api_->sequence_end(context_, key, &rerun, message, sizeof message) != VIT_STATUS_OK)
+    throw Error("backend '" + name_ + "' failed to end a recorded run: " + message);
+  return rerun == 1;
+}
+
+void Backend::sequence_forget(uint64_t key) {
+  if (api_->sequence_forget) api_->sequence_forget(context_, key);
+}
+
 int Backend::claim(const vit_node* nodes, int n_nodes) {
   if (!api_->claim || n_nodes < 2) return 0;
   int32_t length = 0;

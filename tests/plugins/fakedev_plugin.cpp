@@ -5,12 +5,18 @@
 // activation pointer it is handed is one of its own buffers, and that weights are not. Its
 // staging memory (VIT_ALLOC_HOST_STAGING) is plain host memory that it counts, and describe()
 // says how many staging buffers are out and how many uploads read one. With the option
-// patchify=true it runs patchify too, so that the pixels themselves are uploaded.
+// patchify=true it runs patchify too, so that the pixels themselves are uploaded. With
+// record=true it records runs of executes as a CUDA graph would: while recording nothing is
+// computed, sequence_end then runs what was recorded, and a later sequence_begin of the key
+// replays it with no execute() from the host (record=fail: every recording fails, and the host
+// must rerun); describe() then also counts executes, recordings, replays and forgotten keys.
 #include "vit_plugin_helpers.hpp"
 
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <string>
@@ -20,7 +26,20 @@ namespace {
 
 const int32_t kOps[] = {VIT_OP_LINEAR, VIT_OP_GELU, VIT_OP_ADD, VIT_OP_PATCHIFY};
 
+// An execute() as recorded: the node with its own copies of its tensors (the host's are
+// valid only during the call).
+struct Recorded {
+  vit_node node{};
+  std::vector<vit_tensor> inputs, outputs;
+  std::string name;
+};
+
 struct Context {
+  std::string record = "false";  // "true", "fail"
+  bool recording = false;
+  std::map<uint64_t, std::vector<std::unique_ptr<Recorded>>> recordings;
+  std::vector<std::unique_ptr<Recorded>> current;
+  int executes = 0, recorded = 0, replayed = 0, forgotten = 0;
   std::mutex mutex;
   std::set<const void*> buffers;
   std::set<const void*> staging;
@@ -44,6 +63,7 @@ float flip(float v) {
 vit_status create(const vit_backend_config* config, void** context, char*, size_t) {
   auto* ctx = new Context;
   ctx->patchify = vit_plugin::option(*config, "patchify", "false") == "true";
+  ctx->record = vit_plugin::option(*config, "record", "false");
   *context = ctx;
   return VIT_STATUS_OK;
 }
@@ -77,10 +97,75 @@ std::vector<float> read(Context& ctx, const vit_node& n, int i) {
   return v;
 }
 
+void compute(Context& ctx, const vit_node& n);
+
 vit_status execute(void* context, void*, const vit_node* node, char* message, size_t size) {
   return vit_plugin::guard(message, size, [&] {
     auto& ctx = *static_cast<Context*>(context);
-    const vit_node& n = *node;
+    ++ctx.executes;
+    if (!ctx.recording) {
+      compute(ctx, *node);
+      return VIT_STATUS_OK;
+    }
+    auto r = std::make_unique<Recorded>();
+    r->node = *node;
+    r->inputs.assign(node->inputs, node->inputs + node->n_inputs);
+    r->outputs.assign(node->outputs, node->outputs + node->n_outputs);
+    r->name = node->name;
+    r->node.inputs = r->inputs.data();
+    r->node.outputs = r->outputs.data();
+    r->node.name = r->name.c_str();
+    ctx.current.push_back(std::move(r));
+    return VIT_STATUS_OK;
+  });
+}
+
+void replay(Context& ctx, const std::vector<std::unique_ptr<Recorded>>& run) {
+  for (const auto& r : run) compute(ctx, r->node);
+}
+
+vit_status sequence_begin(void* context, uint64_t key, int32_t* replayed, char* message, size_t size) {
+  return vit_plugin::guard(message, size, [&] {
+    auto& ctx = *static_cast<Context*>(context);
+    *replayed = 0;
+    if (ctx.record == "false") return VIT_STATUS_OK;
+    auto found = ctx.recordings.find(key);
+    *replayed = found != ctx.recordings.end();
+    if (*replayed) {
+      replay(ctx, found->second);
+      ++ctx.replayed;
+    } else {
+      ctx.recording = true;
+      ctx.current.clear();
+    }
+    return VIT_STATUS_OK;
+  });
+}
+
+vit_status sequence_end(void* context, uint64_t key, int32_t* rerun, char* message, size_t size) {
+  return vit_plugin::guard(message, size, [&] {
+    auto& ctx = *static_cast<Context*>(context);
+    *rerun = 0;
+    if (!ctx.recording) return VIT_STATUS_OK;  // a replay
+    ctx.recording = false;
+    if (ctx.record == "fail") {
+      *rerun = 1;
+      return VIT_STATUS_OK;
+    }
+    replay(ctx, ctx.current);  // a graph's capture runs nothing until it is launched
+    ctx.recordings[key] = std::move(ctx.current);
+    ++ctx.recorded;
+    return VIT_STATUS_OK;
+  });
+}
+
+void sequence_forget(void* context, uint64_t key) {
+  auto& ctx = *static_cast<Context*>(context);
+  ctx.forgotten += static_cast<int>(ctx.recordings.erase(key));
+}
+
+void compute(Context& ctx, const vit_node& n) {
+  {
     float* y = static_cast<float*>(n.outputs[0].data);
     if (!ctx.owns(y)) throw std::runtime_error(std::string("the output of ") + n.name + " is not in device memory");
     std::vector<float> x = read(ctx, n, 0), out(static_cast<size_t>(vit_plugin::element_count(n.outputs[0])));
@@ -111,8 +196,7 @@ vit_status execute(void* context, void*, const vit_node* node, char* message, si
       for (size_t i = 0; i < x.size(); ++i) out[i] = x[i] + b[i % b.size()];
     }
     for (size_t i = 0; i < out.size(); ++i) y[i] = flip(out[i]);
-    return VIT_STATUS_OK;
-  });
+  }
 }
 
 vit_status alloc(void* context, size_t bytes, int32_t kind, void** data, char* message, size_t size) {
@@ -139,6 +223,10 @@ const char* describe(void* context) {
   std::lock_guard<std::mutex> lock(ctx.mutex);
   ctx.description = "fakedev: " + std::to_string(ctx.staging.size()) + " staging buffer(s) out, " +
                     std::to_string(ctx.uploads_from_staging) + " upload(s) from staging";
+  if (ctx.record != "false")
+    ctx.description += "; " + std::to_string(ctx.executes) + " execute(s), " + std::to_string(ctx.recorded) +
+                       " run(s) recorded, " + std::to_string(ctx.replayed) + " replayed, " +
+                       std::to_string(ctx.forgotten) + " forgotten";
   return ctx.description.c_str();
 }
 
@@ -176,6 +264,9 @@ vit_backend_api table() {
   api.free = free_buffer;
   api.copy = copy;
   api.score = score;
+  api.sequence_begin = sequence_begin;
+  api.sequence_end = sequence_end;
+  api.sequence_forget = sequence_forget;
   return api;
 }
 

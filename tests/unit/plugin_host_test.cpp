@@ -11,6 +11,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <fstream>
 #include <iterator>
@@ -391,4 +392,73 @@ TEST_CASE("pixels for a device backend go in its staging memory, which the uploa
   CHECK(from_staging == from_plain);
   for (size_t i = 0; i < host_only.size(); ++i) CHECK(from_staging[i] == doctest::Approx(host_only[i]).epsilon(1e-5));
   CHECK(std::fabs(host_only[0] - host_only[5]) > 1e-4);  // the images differ: the comparison can fail
+}
+
+TEST_CASE("a device backend that records runs of its steps replays them whole: same answers, no executes from the host") {
+  PluginHost host({VITBATCH_TEST_PLUGIN_DIR, VITBATCH_PLUGIN_DIR});
+  test_support::TempDir dir;
+  Model model = two_block_vit(dir);
+  Backend reference(host.find("reference"), BackendOptions{});
+  const size_t floats = 3 * 3 * 8 * 8;
+  std::vector<float> first(floats), second(floats);
+  for (size_t i = 0; i < floats; ++i) {
+    first[i] = std::cos(0.21f * static_cast<float>(i));
+    second[i] = std::sin(0.13f * static_cast<float>(i));
+  }
+  std::vector<float> want1(3 * 5), want2(3 * 5);
+  Executor host_only(model, {&reference});
+  host_only.run(first.data(), 3, want1.data());
+  host_only.run(second.data(), 3, want2.data());
+  CHECK(want1 != want2);  // the two batches differ: a replay of stale input would show
+  auto counts = [](const std::string& describe) {
+    std::vector<int> n;
+    for (size_t at = describe.find("; "); at < describe.size(); ++at)
+      if (std::isdigit(static_cast<unsigned char>(describe[at])) && !std::isdigit(static_cast<unsigned char>(describe[at - 1])))
+        n.push_back(std::stoi(describe.substr(at)));
+    return n;  // executes, recorded, replayed, forgotten
+  };
+
+  Backend device(host.find("fakedev"), BackendOptions{1, "fp32", "{}", {{"record", "true"}}});
+  {
+    Executor mixed(model, {&device, &reference});
+    std::vector<float> got(3 * 5);
+    mixed.run(first.data(), 3, got.data());  // records each run (computing nothing), then runs it
+    for (size_t i = 0; i < got.size(); ++i) CHECK(got[i] == doctest::Approx(want1[i]).epsilon(1e-5));
+    std::vector<int> after1 = counts(device.describe());
+    CAPTURE(device.describe());
+    REQUIRE(after1.size() == 4);
+    const int executes = after1[0], runs = after1[1];
+    CHECK(runs >= 2);  // e.g. fc1+gelu+fc2+add of each block
+    CHECK(after1[2] == 0);
+    mixed.run(second.data(), 3, got.data());  // replayed: new input, no executes
+    for (size_t i = 0; i < got.size(); ++i) CHECK(got[i] == doctest::Approx(want2[i]).epsilon(1e-5));
+    std::vector<int> after2 = counts(device.describe());
+    // Only the steps outside any run (one between two copies) were executed again.
+    const int single = after2[0] - executes;
+    CHECK(executes - single >= 2 * runs);
+    CHECK(after2[1] == runs);
+    CHECK(after2[2] == runs);
+    mixed.run(nullptr, 3, got.data());  // the input where it was: replayed again
+    for (size_t i = 0; i < got.size(); ++i) CHECK(got[i] == doctest::Approx(want2[i]).epsilon(1e-5));
+    std::vector<int> after3 = counts(device.describe());
+    CHECK(after3[0] == after2[0] + single);
+    CHECK(after3[2] == 2 * runs);
+    CHECK(after3[3] == 0);
+  }
+  // The plan's release drops its recordings (their buffers are gone).
+  std::vector<int> end = counts(device.describe());
+  CHECK(end[3] == end[1]);
+
+  // A recording that fails: the host executes the run again, and the answers stay right.
+  Backend failing(host.find("fakedev"), BackendOptions{1, "fp32", "{}", {{"record", "fail"}}});
+  Executor mixed(model, {&failing, &reference});
+  std::vector<float> got(3 * 5);
+  for (int round = 0; round < 2; ++round) {
+    mixed.run(round ? second.data() : first.data(), 3, got.data());
+    const std::vector<float>& want = round ? want2 : want1;
+    for (size_t i = 0; i < got.size(); ++i) CHECK(got[i] == doctest::Approx(want[i]).epsilon(1e-5));
+  }
+  std::vector<int> failed = counts(failing.describe());
+  CHECK(failed[1] == 0);
+  CHECK(failed[2] == 0);
 }

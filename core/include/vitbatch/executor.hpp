@@ -111,6 +111,7 @@ class Executor {
   int64_t lane_batch_ = 0;
   bool run_lanes(const float* pixels, int64_t n, float* logits);
   void release(Plan& plan);
+  void run_steps(Plan& plan, size_t first, size_t end, const float* pixels);
   std::map<int64_t, std::unique_ptr<Plan>> plans_;
   LinearObserver observer_;
   AttentionObserver attention_observer_;

@@ -96,6 +96,13 @@ class Backend {
   void synchronize();
   // How many of `nodes`, from the first, the backend runs as one fused step (0: none).
   int claim(const vit_node* nodes, int n_nodes);
+  // Recording (vit_backend_api.sequence_begin): whether the backend records runs of its
+  // executes (CUDA graphs); begin() true when the backend queued the whole run itself, end()
+  // true when its recording failed and the host must execute the run again.
+  bool records() const { return device_memory() && api_->sequence_begin && api_->sequence_end; }
+  bool sequence_begin(uint64_t key);
+  bool sequence_end(uint64_t key);
+  void sequence_forget(uint64_t key);
 
  private:
   std::shared_ptr<const vit_backend_api> api_;
