@@ -4,7 +4,9 @@
 // fused as its epilogue; attention in one fused kernel (cuda_attention.cu) at bf16/fp16 with
 // head size 64, else as two batched cuBLAS products around a softmax; everything else in the
 // kernels of cuda_kernels.cu. Precisions: fp32 (TF32 only with the option tf32=true), bf16
-// and fp16 (GEMM inputs in that type, float32 accumulation, float32 between nodes).
+// and fp16 (GEMM inputs in that type, float32 accumulation, float32 between nodes). The
+// host's runs of nodes are recorded as CUDA graphs from their second run on (graphs=false:
+// never).
 #include "cuda_attention.cuh"
 #include "cuda_gemm.hpp"
 #include "cuda_kernels.cuh"
@@ -72,9 +74,23 @@ struct Context {
   using UploadKey = std::tuple<const void*, int64_t, int>;
   std::map<UploadKey, Upload> constants;
   std::string description;
+  // CUDA graphs of the runs of nodes the host brackets (sequence_begin), by key: a batch's
+  // ~160 launches become one, which is what one image at a time is bound by. A graph holds
+  // the addresses of the buffers and the scratch: the host forgets a key before freeing its
+  // buffers, and need_scratch() drops every graph when the scratch moves.
+  struct Recording {
+    int runs = 0;
+    bool failed = false;  // a capture failed: run it unrecorded from now on
+    cudaGraphExec_t exec = nullptr;
+  };
+  std::map<uint64_t, Recording> recordings;
+  bool graphs = true;      // option graphs=false: every run unrecorded
+  bool capturing = false;  // between a sequence_begin that began a capture and its end
 
   ~Context() {
     if (stream) cudaStreamSynchronize(stream);
+    for (auto& [key, r] : recordings)
+      if (r.exec) cudaGraphExecDestroy(r.exec);
     for (auto& [key, u] : constants) cudaFree(u.device);
     if (scratch) cudaFree(scratch);
     gemm.destroy();
@@ -84,6 +100,11 @@ struct Context {
   void need_scratch(size_t bytes) {
     if (bytes <= scratch_bytes) return;
     check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+    for (auto& [key, r] : recordings)  // they use the old scratch: record them again
+      if (r.exec) {
+        cudaGraphExecDestroy(r.exec);
+        r.exec = nullptr;
+      }
     if (scratch) check(cudaFree(scratch), "cudaFree");
     scratch = nullptr;
     scratch_bytes = 0;
@@ -194,8 +215,8 @@ vit_status create(const vit_backend_config* config, void** context, char* messag
   return vit_plugin::guard(message, size, [&] {
     std::string why = no_device_reason();
     if (!why.empty()) throw std::runtime_error(why);
-    std::string unknown = vit_plugin::unknown_options(*config, {"device", "tf32"});
-    if (!unknown.empty()) throw std::runtime_error("cuda: unknown option(s): " + unknown + " (known: device, tf32)");
+    std::string unknown = vit_plugin::unknown_options(*config, {"device", "tf32", "graphs"});
+    if (!unknown.empty()) throw std::runtime_error("cuda: unknown option(s): " + unknown + " (known: device, tf32, graphs)");
     auto ctx = std::make_unique<Context>();
     ctx->precision = config->precision ? config->precision : "fp32";
     if (ctx->precision == "bf16") ctx->elem = Elem::BF16;
@@ -205,6 +226,9 @@ vit_status create(const vit_backend_config* config, void** context, char* messag
     std::string tf32 = vit_plugin::option(*config, "tf32", "false");
     if (tf32 != "true" && tf32 != "false") throw std::runtime_error("cuda: option tf32 must be true or false, not '" + tf32 + "'");
     if (tf32 == "true" && ctx->elem != Elem::F32) throw std::runtime_error("cuda: option tf32 applies to precision fp32 only");
+    std::string graphs = vit_plugin::option(*config, "graphs", "true");
+    if (graphs != "true" && graphs != "false") throw std::runtime_error("cuda: option graphs must be true or false, not '" + graphs + "'");
+    ctx->graphs = graphs == "true";
     std::string device = vit_plugin::option(*config, "device", "0");
     int count = 0;
     check(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
@@ -227,7 +251,7 @@ vit_status create(const vit_backend_config* config, void** context, char* messag
                        std::to_string(prop.totalGlobalMem >> 30) + " GiB), CUDA runtime " + std::to_string(runtime / 1000) +
                        "." + std::to_string((runtime % 1000) / 10) + ", driver " + std::to_string(driver / 1000) + "." +
                        std::to_string((driver % 1000) / 10) + ", cuBLASLt, " + ctx->precision +
-                       (tf32 == "true" ? " (TF32 matmuls)" : "");
+                       (tf32 == "true" ? " (TF32 matmuls)" : "") + (ctx->graphs ? ", CUDA graphs" : "");
     *context = ctx.release();
     return VIT_STATUS_OK;
   });
@@ -535,10 +559,81 @@ vit_status execute(void* context, void* state, const vit_node* node, char* messa
     auto* ctx = static_cast<Context*>(context);
     check(cudaSetDevice(ctx->device), "cudaSetDevice");  // the calling thread may be new
     const State& st = *static_cast<State*>(state);
-    if (node->op == VIT_OP_FUSED) execute_fused(ctx, st, *node);
-    else execute_single(ctx, st, *node);
+    try {
+      if (node->op == VIT_OP_FUSED) execute_fused(ctx, st, *node);
+      else execute_single(ctx, st, *node);
+    } catch (...) {
+      if (ctx->capturing) {  // the host makes no sequence_end after a failure: end it here
+        ctx->capturing = false;
+        cudaGraph_t graph = nullptr;
+        cudaStreamEndCapture(ctx->stream, &graph);
+        if (graph) cudaGraphDestroy(graph);
+        cudaGetLastError();
+      }
+      throw;
+    }
     return VIT_STATUS_OK;
   });
+}
+
+vit_status sequence_begin(void* context, uint64_t key, int32_t* replayed, char* message, size_t size) {
+  return vit_plugin::guard(message, size, [&] {
+    auto* ctx = static_cast<Context*>(context);
+    *replayed = 0;
+    if (!ctx->graphs) return VIT_STATUS_OK;
+    check(cudaSetDevice(ctx->device), "cudaSetDevice");
+    Context::Recording& r = ctx->recordings[key];
+    if (r.exec) {
+      check(cudaGraphLaunch(r.exec, ctx->stream), "cudaGraphLaunch");
+      *replayed = 1;
+      return VIT_STATUS_OK;
+    }
+    // The first run goes straight to the GPU: it loads the kernels' modules (on first launch)
+    // and lets cuBLASLt settle, neither of which belongs in a capture.
+    if (r.failed || r.runs++ == 0) return VIT_STATUS_OK;
+    // Thread-local: the host's other threads (decoders) may call CUDA meanwhile.
+    check(cudaStreamBeginCapture(ctx->stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+    ctx->capturing = true;
+    return VIT_STATUS_OK;
+  });
+}
+
+vit_status sequence_end(void* context, uint64_t key, int32_t* rerun, char* message, size_t size) {
+  return vit_plugin::guard(message, size, [&] {
+    auto* ctx = static_cast<Context*>(context);
+    *rerun = 0;
+    if (!ctx->capturing) return VIT_STATUS_OK;
+    ctx->capturing = false;
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    cudaError_t e = cudaStreamEndCapture(ctx->stream, &graph);
+    if (e == cudaSuccess) e = cudaGraphInstantiate(&exec, graph, 0);
+    if (graph) cudaGraphDestroy(graph);
+    Context::Recording& r = ctx->recordings[key];
+    if (e != cudaSuccess) {  // nothing of the run was done: the host runs it again, unrecorded
+      cudaGetLastError();
+      r.failed = true;
+      *rerun = 1;
+      if (vit_plugin::host())
+        vit_plugin::host()->log(1, (std::string("cuda: a CUDA graph could not be recorded (") + cudaGetErrorString(e) +
+                                    "); that run of nodes goes unrecorded").c_str());
+      return VIT_STATUS_OK;
+    }
+    r.exec = exec;
+    check(cudaGraphLaunch(exec, ctx->stream), "cudaGraphLaunch");
+    return VIT_STATUS_OK;
+  });
+}
+
+void sequence_forget(void* context, uint64_t key) {
+  auto* ctx = static_cast<Context*>(context);
+  auto found = ctx->recordings.find(key);
+  if (found == ctx->recordings.end()) return;
+  if (found->second.exec) {
+    cudaStreamSynchronize(ctx->stream);  // a launch of it may still be running
+    cudaGraphExecDestroy(found->second.exec);
+  }
+  ctx->recordings.erase(found);
 }
 
 vit_status claim(void* context, const vit_node* nodes, int32_t count, int32_t* length, char* message, size_t size) {
@@ -618,6 +713,9 @@ vit_backend_api table() {
   api.copy = copy;
   api.synchronize = synchronize;
   api.claim = claim;
+  api.sequence_begin = sequence_begin;
+  api.sequence_end = sequence_end;
+  api.sequence_forget = sequence_forget;
   return api;
 }
 

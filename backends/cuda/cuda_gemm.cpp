@@ -35,6 +35,7 @@ struct Blas {
   decltype(&::cublasDestroy_v2) cublasDestroy = nullptr;
   decltype(&::cublasSetStream_v2) cublasSetStream = nullptr;
   decltype(&::cublasSetMathMode) cublasSetMathMode = nullptr;
+  decltype(&::cublasSetWorkspace_v2) cublasSetWorkspace = nullptr;
   // (the C entry; C++ also sees an inline overload taking cublasComputeType_t's old enum)
   cublasStatus_t (*cublasGemmStridedBatchedEx)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int,
                                                const void*, const void*, cudaDataType, int, long long int, const void*,
@@ -75,6 +76,7 @@ const Blas& blas() {
     find(cb, "cublasDestroy_v2", b.cublasDestroy);
     find(cb, "cublasSetStream_v2", b.cublasSetStream);
     find(cb, "cublasSetMathMode", b.cublasSetMathMode);
+    find(cb, "cublasSetWorkspace_v2", b.cublasSetWorkspace);
     find(cb, "cublasGemmStridedBatchedEx", b.cublasGemmStridedBatchedEx);
     find(cb, "cublasGetStatusString", b.cublasGetStatusString);
   });
@@ -114,6 +116,9 @@ void Gemm::init(cudaStream_t stream, bool tf32) {
   // cuBLAS from choosing reduced-precision tensor-core paths on its own.
   check(blas().cublasSetMathMode(blas_, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
   check(cudaMalloc(&workspace_, workspace_bytes_), "cudaMalloc (cuBLASLt workspace)");
+  // cuBLAS's batched products (fp32 attention) share it: with a workspace of its own making
+  // cuBLAS may allocate while a CUDA graph is being captured, which the capture forbids.
+  check(blas().cublasSetWorkspace(blas_, workspace_, workspace_bytes_), "cublasSetWorkspace");
 }
 
 void Gemm::destroy() {
