@@ -45,14 +45,24 @@ grep -E "SKIPPED|NOT SUPPORTED|above|test cases" "$OUT/ops.log" | grep -E "^  $B
 echo "== 2. end to end on the real ViT-Ti and the photos, against reference"
 $V classify --backend reference -m "$B/model" "$B/images" --format jsonl -k 5 -o "$WORK/reference.jsonl" 2>"$WORK/reference.err" ||
   [ $? -eq 1 ] || fail "reference run"
+# Batches of 4: the first runs straight, the second is recorded as a CUDA graph, the third
+# replays it (and the last, of 2 or 3, starts over at its own size).
 for p in fp32 bf16 fp16; do
-  $V classify --backend "$BACKEND" --precision "$p" -m "$B/model" "$B/images" --format jsonl -k 5 \
+  $V classify --backend "$BACKEND" --precision "$p" --batch-size 4 -m "$B/model" "$B/images" --format jsonl -k 5 \
     -o "$WORK/$BACKEND-$p.jsonl" 2>"$WORK/$BACKEND-$p.err"
   rc=$?
   [ $rc -le 1 ] || { fail "$BACKEND $p run (exit $rc): $(tail -1 "$WORK/$BACKEND-$p.err")"; continue; }
   tol=1e-3; [ "$p" = fp32 ] || tol=
   "$PYTHON" scripts/gpu_compare.py "$WORK/reference.jsonl" "$WORK/$BACKEND-$p.jsonl" $tol || fail "parity $p"
 done
+if [ "$BACKEND" = cuda ]; then  # the graphs launch the very kernels the host would: same bytes out
+  for p in fp32 bf16; do
+    $V classify --backend cuda --backend-option graphs=false --precision "$p" --batch-size 4 -m "$B/model" "$B/images" \
+      --format jsonl -k 5 -o "$WORK/cuda-$p-nographs.jsonl" 2>/dev/null
+    cmp -s "$WORK/cuda-$p-nographs.jsonl" "$WORK/cuda-$p.jsonl" && echo "$p: identical output with CUDA graphs off" ||
+      fail "$p: CUDA graphs changed the output"
+  done
+fi
 
 echo "== 3. throughput of the model alone (input already on the device, as timm's benchmark): images/s (peak GPU MiB)"
 "$PYTHON" scripts/gpu_models.py "$WORK/models" small base >/dev/null || fail "writing the ViT-S/B checkpoints"
@@ -88,6 +98,29 @@ for model in tiny base; do
   "$PYTHON" -c "import json,sys; print('ViT-%s bf16 batch 256 with upload: %.0f images/s' % ({'tiny': 'Ti', 'base': 'B'}[sys.argv[2]], json.loads(sys.argv[1])['images_per_second']))" "$json" "$model" ||
     fail "bench with upload $model: $(tail -1 "$WORK/bench.err")"
 done
+
+if [ "$BACKEND" = cuda ]; then
+  echo "== 3c. CUDA graphs off / on, interleaved (model alone, images/s)"
+  for model in tiny base; do
+    path="$WORK/models/vit_${model}_patch16_224"; [ $model = tiny ] && path="$B/model"
+    for p in fp32 bf16; do
+      for batch in 1 8 64; do
+        row=$(printf "%-5s %-5s batch %-4s" "$model" "$p" "$batch")
+        for round in 1 2; do
+          for graphs in false true; do
+            json=$($V bench --backend cuda --backend-option graphs=$graphs --precision $p -m "$path" --batch-size $batch \
+                     --seconds "$SECONDS_PER_RUN" --resident-input --json 2>"$WORK/bench.err")
+            echo "$model $p $batch graphs=$graphs $json" >>"$OUT/bench.jsonl"
+            ips=$("$PYTHON" -c "import json,sys; print('%.0f' % json.loads(sys.argv[1])['images_per_second'])" "$json" 2>/dev/null) ||
+              { ips=error; fail "bench graphs=$graphs $model $p $batch: $(tail -1 "$WORK/bench.err")"; }
+            row+=$(printf " %s=%s" "$graphs" "$ips")
+          done
+        done
+        echo "$row" | tee -a "$OUT/graphs.txt"
+      done
+    done
+  done
+fi
 
 echo "== 4. classify 2,000 JPEGs end to end (decode on $(nproc) cores, bf16, batch 256)"
 jpegs="$WORK/jpegs"; mkdir -p "$jpegs"
