@@ -69,7 +69,14 @@ typedef enum vit_alloc_kind {
 typedef enum vit_copy_kind {
   VIT_COPY_HOST_TO_DEVICE = 1,  /* ordered before the backend's later work */
   VIT_COPY_DEVICE_TO_HOST = 2,  /* waits for the backend's earlier work; done when it returns */
-  VIT_COPY_DEVICE_TO_DEVICE = 3
+  VIT_COPY_DEVICE_TO_DEVICE = 3,
+  /* Only to a backend with mark(), and only from or to its staging memory: */
+  VIT_COPY_HOST_TO_DEVICE_QUEUED = 4, /* as HOST_TO_DEVICE, but it may return before the
+                                         source is read: the host leaves the source as it is
+                                         until a mark() made after the copy has been waited */
+  VIT_COPY_DEVICE_TO_HOST_QUEUED = 5  /* returns at once, without waiting: what it copies
+                                         is in host memory once a mark() made after it has
+                                         been waited */
 } vit_copy_kind;
 
 typedef enum vit_op {
@@ -218,6 +225,13 @@ typedef struct vit_backend_api {
   vit_status (*sequence_end)(void* context, uint64_t key, int32_t* rerun,
                              char* message, size_t message_size);
   void (*sequence_forget)(void* context, uint64_t key);
+  /* (optional, device backends) Marks in the context's queue, so the host can keep two
+   * batches in flight (the upload of the next overlapping the work on this one): mark() sets
+   * *token for all the work asked of the context so far, wait_mark(token) returns when that
+   * is done. The host keeps at most 4 marks unwaited. With both, the host may use the QUEUED
+   * copy kinds. */
+  vit_status (*mark)(void* context, uint64_t* token, char* message, size_t message_size);
+  vit_status (*wait_mark)(void* context, uint64_t token, char* message, size_t message_size);
 } vit_backend_api;
 
 /* The size of an ABI 1 table: everything before `memory`. */

@@ -167,6 +167,10 @@ struct Executor::Plan {
   const void* output_data = nullptr;
   size_t input_bytes = 0, output_bytes = 0;
   uint64_t last_used = 0;  // for evicting the least recently used plan
+  // The backend that holds the output has a queue, and the pixels go to it: start() keeps
+  // batches of this plan in flight. (Steps on other backends in between still run, their
+  // copies waiting for the queue, as in run().)
+  bool queued = false;
 };
 
 namespace {
@@ -181,6 +185,12 @@ Executor::Executor(const Model& model, std::vector<Backend*> backends)
 }
 
 Executor::~Executor() {
+  try {
+    finish_all();
+  } catch (...) {  // a failed batch: its buffers still go back below
+  }
+  for (Staging& s : logit_staging_)
+    if (s.data) s.owner->free(s.data, VIT_ALLOC_HOST_STAGING);
   lane_pool_.reset();  // the lanes' threads end before their executors go
   for (auto& [batch, plan] : plans_) release(*plan);
 }
@@ -513,6 +523,9 @@ Executor::Plan& Executor::plan_for(int64_t batch) {
       k = std::max(end, k + 1);
     }
   }
+  P.queued = P.output_owner && P.output_owner->queues() && !observer_ && !attention_observer_ &&
+             std::all_of(P.steps.begin(), P.steps.end(),
+                         [&](const Plan::Step& s) { return !s.is_copy || s.src || s.backend == P.output_owner; });
   P.last_used = ++uses_;
   return *(plans_[batch] = std::move(plan));
 }
@@ -555,36 +568,80 @@ bool Executor::run_lanes(const float* pixels, int64_t n, float* logits) {
 }
 
 void Executor::run(const float* pixels, int64_t n, float* logits) {
+  finish_all();
   if (run_lanes(pixels, n, logits)) return;
   if (!pixels && plans_.find(n) == plans_.end()) throw Error("no earlier input of this batch size to run again");
   Plan& plan = plan_for(n);
+  queue_steps(plan, pixels, false);
+  // A copy to the host returns when the backend's earlier work is done.
+  if (plan.output_owner) plan.output_owner->copy(logits, plan.output_data, plan.output_bytes, VIT_COPY_DEVICE_TO_HOST);
+  else std::memcpy(logits, plan.output_data, plan.output_bytes);
+}
+
+void Executor::start(const float* pixels, int64_t n, float* logits) {
+  auto found = plans_.find(n);
+  if (found == plans_.end() || !found->second->queued || !lanes_.empty()) {
+    // Building a plan may evict one with a batch in flight; elsewhere batches run at once.
+    finish_all();
+    run(pixels, n, logits);
+    return;
+  }
+  Plan& plan = plan_for(n);
+  if (in_flight_.size() >= 2) finish();
+  Staging& staging = logit_staging_[next_staging_];  // its batch, if any, is finished
+  next_staging_ ^= 1;
+  if (staging.owner != plan.output_owner || staging.bytes < plan.output_bytes) {
+    if (staging.data) staging.owner->free(staging.data, VIT_ALLOC_HOST_STAGING);
+    staging = Staging{};
+    staging.data = plan.output_owner->alloc(plan.output_bytes, VIT_ALLOC_HOST_STAGING);
+    staging.owner = plan.output_owner;
+    staging.bytes = plan.output_bytes;
+  }
+  queue_steps(plan, pixels, true);
+  plan.output_owner->copy(staging.data, plan.output_data, plan.output_bytes, VIT_COPY_DEVICE_TO_HOST_QUEUED);
+  in_flight_.push_back({plan.output_owner, plan.output_owner->mark(), staging.data, logits, plan.output_bytes});
+}
+
+void Executor::finish() {
+  if (in_flight_.empty()) return;
+  Pending p = in_flight_.front();
+  in_flight_.pop_front();
+  p.device->wait_mark(p.token);
+  std::memcpy(p.logits, p.staged, p.bytes);
+}
+
+void Executor::finish_all() {
+  while (!in_flight_.empty()) finish();
+}
+
+void Executor::queue_steps(Plan& plan, const float* pixels, bool queued) {
   if (plan.input_host && pixels) std::memcpy(plan.input_host, pixels, plan.input_bytes);
   for (size_t k = 0; k < plan.steps.size();) {
     Plan::Step& first = plan.steps[k];
     if (first.sequence) {  // a recorded run: replayed whole, or executed (and recorded)
       Backend* b = first.backend;
       if (!b->sequence_begin(first.sequence)) {
-        run_steps(plan, k, first.sequence_end, pixels);
-        if (b->sequence_end(first.sequence)) run_steps(plan, k, first.sequence_end, pixels);
+        run_steps(plan, k, first.sequence_end, pixels, queued);
+        if (b->sequence_end(first.sequence)) run_steps(plan, k, first.sequence_end, pixels, queued);
       } else if (b->sequence_end(first.sequence)) {
         throw Error("backend '" + b->name() + "' asked to rerun a replayed run");
       }
       k = first.sequence_end;
     } else {
-      run_steps(plan, k, k + 1, pixels);
+      run_steps(plan, k, k + 1, pixels, queued);
       ++k;
     }
   }
-  // A copy to the host returns when the backend's earlier work is done.
-  if (plan.output_owner) plan.output_owner->copy(logits, plan.output_data, plan.output_bytes, VIT_COPY_DEVICE_TO_HOST);
-  else std::memcpy(logits, plan.output_data, plan.output_bytes);
 }
 
-void Executor::run_steps(Plan& plan, size_t first, size_t end, const float* pixels) {
+void Executor::run_steps(Plan& plan, size_t first, size_t end, const float* pixels, bool queued) {
   for (size_t k = first; k < end; ++k) {
     Plan::Step& step = plan.steps[k];
     if (step.is_copy && !step.src && !pixels) continue;  // the input is still in place
-    if (step.is_copy) step.backend->copy(step.dst, step.src ? step.src : pixels, step.bytes, step.kind);
+    if (step.is_copy && !step.src)  // the caller's pixels: queued, they stay put until finish()
+      step.backend->copy(step.dst, pixels, step.bytes, queued ? VIT_COPY_HOST_TO_DEVICE_QUEUED : step.kind);
+    else if (step.is_copy)
+      step.backend->copy(step.dst, step.src, step.bytes, step.kind);
     else step.backend->execute(step.state, step.view.node);
     if (observer_ && !step.is_copy && step.view.node.op == VIT_OP_LINEAR && !step.backend->device_memory()) {
       const vit_tensor& x = step.view.node.inputs[0];
@@ -611,6 +668,7 @@ void Executor::observe_attention(AttentionObserver observer) {
 }
 
 std::string Executor::placement(int64_t batch) {
+  finish_all();
   Plan& plan = plan_for(batch);
   std::ostringstream os;
   for (const Plan::Step& step : plan.steps) {

@@ -400,6 +400,20 @@ void Backend::sequence_forget(uint64_t key) {
   if (api_->sequence_forget) api_->sequence_forget(context_, key);
 }
 
+uint64_t Backend::mark() {
+  uint64_t token = 0;
+  char message[kMessageSize] = "";
+  if (api_->mark(context_, &token, message, sizeof message) != VIT_STATUS_OK)
+    throw Error("backend '" + name_ + "' failed to mark its queue: " + message);
+  return token;
+}
+
+void Backend::wait_mark(uint64_t token) {
+  char message[kMessageSize] = "";
+  if (api_->wait_mark(context_, token, message, sizeof message) != VIT_STATUS_OK)
+    throw Error("backend '" + name_ + "' failed: " + message);
+}
+
 int Backend::claim(const vit_node* nodes, int n_nodes) {
   if (!api_->claim || n_nodes < 2) return 0;
   int32_t length = 0;

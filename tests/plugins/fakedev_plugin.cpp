@@ -10,11 +10,17 @@
 // computed, sequence_end then runs what was recorded, and a later sequence_begin of the key
 // replays it with no execute() from the host (record=fail: every recording fails, and the host
 // must rerun); describe() then also counts executes, recordings, replays and forgotten keys.
+// With queue=true its work is queued, as on a GPU: execute() and the QUEUED copies are done
+// only when something waits (a mark, a plain copy, synchronize, a free), so a host that
+// reads logits before waiting for them, or lets a batch's buffers be overwritten while it
+// is in flight, gets wrong answers; describe() then counts marks and QUEUED copies.
 #include "vit_plugin_helpers.hpp"
 
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -37,8 +43,12 @@ struct Recorded {
 struct Context {
   std::string record = "false";  // "true", "fail"
   bool recording = false;
-  std::map<uint64_t, std::vector<std::unique_ptr<Recorded>>> recordings;
-  std::vector<std::unique_ptr<Recorded>> current;
+  std::map<uint64_t, std::vector<std::shared_ptr<Recorded>>> recordings;
+  std::vector<std::shared_ptr<Recorded>> current;
+  bool queue = false;
+  std::deque<std::function<void()>> queued;  // work not yet done, in order
+  uint64_t marks = 0;
+  int queued_copies = 0;
   int executes = 0, recorded = 0, replayed = 0, forgotten = 0;
   std::mutex mutex;
   std::set<const void*> buffers;
@@ -64,6 +74,7 @@ vit_status create(const vit_backend_config* config, void** context, char*, size_
   auto* ctx = new Context;
   ctx->patchify = vit_plugin::option(*config, "patchify", "false") == "true";
   ctx->record = vit_plugin::option(*config, "record", "false");
+  ctx->queue = vit_plugin::option(*config, "queue", "false") == "true";
   *context = ctx;
   return VIT_STATUS_OK;
 }
@@ -99,29 +110,46 @@ std::vector<float> read(Context& ctx, const vit_node& n, int i) {
 
 void compute(Context& ctx, const vit_node& n);
 
+// Work to do now, or with queue=true when something waits for it.
+void later(Context& ctx, std::function<void()> work) {
+  if (ctx.queue) ctx.queued.push_back(std::move(work));
+  else work();
+}
+
+// Does the queued work.
+void drain(Context& ctx) {
+  while (!ctx.queued.empty()) {
+    std::function<void()> work = std::move(ctx.queued.front());
+    ctx.queued.pop_front();
+    work();
+  }
+}
+
+std::shared_ptr<Recorded> keep(const vit_node& node) {
+  auto r = std::make_shared<Recorded>();
+  r->node = node;
+  r->inputs.assign(node.inputs, node.inputs + node.n_inputs);
+  r->outputs.assign(node.outputs, node.outputs + node.n_outputs);
+  r->name = node.name;
+  r->node.inputs = r->inputs.data();
+  r->node.outputs = r->outputs.data();
+  r->node.name = r->name.c_str();
+  return r;
+}
+
 vit_status execute(void* context, void*, const vit_node* node, char* message, size_t size) {
   return vit_plugin::guard(message, size, [&] {
     auto& ctx = *static_cast<Context*>(context);
     ++ctx.executes;
-    if (!ctx.recording) {
-      compute(ctx, *node);
-      return VIT_STATUS_OK;
-    }
-    auto r = std::make_unique<Recorded>();
-    r->node = *node;
-    r->inputs.assign(node->inputs, node->inputs + node->n_inputs);
-    r->outputs.assign(node->outputs, node->outputs + node->n_outputs);
-    r->name = node->name;
-    r->node.inputs = r->inputs.data();
-    r->node.outputs = r->outputs.data();
-    r->node.name = r->name.c_str();
-    ctx.current.push_back(std::move(r));
+    std::shared_ptr<Recorded> r = keep(*node);
+    if (ctx.recording) ctx.current.push_back(std::move(r));
+    else later(ctx, [&ctx, r] { compute(ctx, r->node); });
     return VIT_STATUS_OK;
   });
 }
 
-void replay(Context& ctx, const std::vector<std::unique_ptr<Recorded>>& run) {
-  for (const auto& r : run) compute(ctx, r->node);
+void replay(Context& ctx, const std::vector<std::shared_ptr<Recorded>>& run) {
+  for (const auto& r : run) later(ctx, [&ctx, r] { compute(ctx, r->node); });
 }
 
 vit_status sequence_begin(void* context, uint64_t key, int32_t* replayed, char* message, size_t size) {
@@ -213,6 +241,7 @@ vit_status alloc(void* context, size_t bytes, int32_t kind, void** data, char* m
 
 void free_buffer(void* context, void* data, int32_t kind) {
   auto& ctx = *static_cast<Context*>(context);
+  drain(ctx);  // queued work may use it
   std::lock_guard<std::mutex> lock(ctx.mutex);
   if ((kind == VIT_ALLOC_HOST_STAGING ? ctx.staging : ctx.buffers).erase(data) != 1) std::abort();  // not ours, or twice
   std::free(data);
@@ -223,6 +252,9 @@ const char* describe(void* context) {
   std::lock_guard<std::mutex> lock(ctx.mutex);
   ctx.description = "fakedev: " + std::to_string(ctx.staging.size()) + " staging buffer(s) out, " +
                     std::to_string(ctx.uploads_from_staging) + " upload(s) from staging";
+  if (ctx.queue)
+    ctx.description += "; " + std::to_string(ctx.marks) + " mark(s), " + std::to_string(ctx.queued_copies) +
+                       " queued copies";
   if (ctx.record != "false")
     ctx.description += "; " + std::to_string(ctx.executes) + " execute(s), " + std::to_string(ctx.recorded) +
                        " run(s) recorded, " + std::to_string(ctx.replayed) + " replayed, " +
@@ -232,19 +264,56 @@ const char* describe(void* context) {
 
 vit_status copy(void* context, void* dst, const void* src, size_t bytes, int32_t kind, char* message, size_t size) {
   auto& ctx = *static_cast<Context*>(context);
-  const void* device = kind == VIT_COPY_DEVICE_TO_HOST ? src : dst;
-  if (!ctx.owns(device)) {
-    vit_plugin::write_message(message, size, "copy to or from memory that is not this device's");
-    return VIT_STATUS_ERROR;
-  }
-  {
-    std::lock_guard<std::mutex> lock(ctx.mutex);
-    if (kind == VIT_COPY_HOST_TO_DEVICE && ctx.staging.count(src)) ++ctx.uploads_from_staging;
-  }
-  const float* s = static_cast<const float*>(src);
-  float* d = static_cast<float*>(dst);
-  for (size_t i = 0; i < bytes / 4; ++i) d[i] = kind == VIT_COPY_DEVICE_TO_DEVICE ? s[i] : flip(s[i]);
-  return VIT_STATUS_OK;
+  return vit_plugin::guard(message, size, [&] {
+    const bool to_host = kind == VIT_COPY_DEVICE_TO_HOST || kind == VIT_COPY_DEVICE_TO_HOST_QUEUED;
+    const bool queued = kind == VIT_COPY_HOST_TO_DEVICE_QUEUED || kind == VIT_COPY_DEVICE_TO_HOST_QUEUED;
+    if (!ctx.owns(to_host ? src : dst)) throw std::runtime_error("copy to or from memory that is not this device's");
+    {
+      std::lock_guard<std::mutex> lock(ctx.mutex);
+      if (queued && !ctx.staging.count(to_host ? dst : src))
+        throw std::runtime_error("a queued copy from or to memory that is not this device's staging");
+      if (!to_host && kind != VIT_COPY_DEVICE_TO_DEVICE && ctx.staging.count(src)) ++ctx.uploads_from_staging;
+    }
+    auto work = [src, dst, bytes, kind] {
+      const float* s = static_cast<const float*>(src);
+      float* d = static_cast<float*>(dst);
+      for (size_t i = 0; i < bytes / 4; ++i) d[i] = kind == VIT_COPY_DEVICE_TO_DEVICE ? s[i] : flip(s[i]);
+    };
+    if (queued) ++ctx.queued_copies;
+    // A plain copy to the host waits for the work before it; one from the host reads its
+    // source now (the host may reuse it once we return). The rest waits in the queue.
+    if (kind == VIT_COPY_DEVICE_TO_HOST || kind == VIT_COPY_HOST_TO_DEVICE) {
+      drain(ctx);
+      work();
+    } else {
+      later(ctx, work);
+    }
+    return VIT_STATUS_OK;
+  });
+}
+
+vit_status mark(void* context, uint64_t* token, char* message, size_t size) {
+  return vit_plugin::guard(message, size, [&] {
+    auto& ctx = *static_cast<Context*>(context);
+    *token = ++ctx.marks;
+    return VIT_STATUS_OK;
+  });
+}
+
+vit_status wait_mark(void* context, uint64_t, char* message, size_t size) {
+  return vit_plugin::guard(message, size, [&] {
+    // Everything queued, not just up to the mark: a GPU runs ahead of the host's waits, and a
+    // host that lets a later batch overwrite what an earlier one left should see it.
+    drain(*static_cast<Context*>(context));
+    return VIT_STATUS_OK;
+  });
+}
+
+vit_status synchronize(void* context, char* message, size_t size) {
+  return vit_plugin::guard(message, size, [&] {
+    drain(*static_cast<Context*>(context));
+    return VIT_STATUS_OK;
+  });
 }
 
 int32_t score(char* message, size_t size) {
@@ -267,6 +336,9 @@ vit_backend_api table() {
   api.sequence_begin = sequence_begin;
   api.sequence_end = sequence_end;
   api.sequence_forget = sequence_forget;
+  api.mark = mark;
+  api.wait_mark = wait_mark;
+  api.synchronize = synchronize;
   return api;
 }
 

@@ -9,6 +9,7 @@
 #include "vitbatch/model.hpp"
 #include "vitbatch/plugin_host.hpp"
 
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -55,6 +56,18 @@ class Executor {
   // the input of the previous batch of this size again, where it already is (benchmarks;
   // with lanes, the caller's buffer of that call, which must still hold it).
   void run(const float* pixels, int64_t n, float* logits);
+
+  // Two batches in flight, where the whole model runs on one device backend with a queue
+  // (CUDA: the next batch's upload overlaps this one's model, and the host's launches the
+  // GPU's work): start() queues a batch and returns; finish() waits for the oldest batch
+  // started and writes its logits where start() was told. Until then that batch's pixels
+  // stay as they are (best in pixel_buffer()'s memory, which the copy engine reads directly;
+  // null: the input already in place, as in run()) and its logits are not read. A third
+  // start() finishes the oldest first. Anywhere else start() runs the batch at once. run(),
+  // placement() and a batch size without a plan finish what is in flight first.
+  void start(const float* pixels, int64_t n, float* logits);
+  void finish();
+  size_t in_flight() const { return in_flight_.size(); }
 
   // Room for `floats` of run()'s pixels. Where a backend keeps activations in device memory,
   // its staging memory (pinned: the copy engine reads it directly, while a pageable buffer
@@ -111,7 +124,26 @@ class Executor {
   int64_t lane_batch_ = 0;
   bool run_lanes(const float* pixels, int64_t n, float* logits);
   void release(Plan& plan);
-  void run_steps(Plan& plan, size_t first, size_t end, const float* pixels);
+  void run_steps(Plan& plan, size_t first, size_t end, const float* pixels, bool queued);
+  void queue_steps(Plan& plan, const float* pixels, bool queued);
+  void finish_all();
+  // Batches start()ed and not yet finished, oldest first: the backend's mark after the
+  // batch, and where its logits wait (pinned memory of that backend) and go.
+  struct Pending {
+    Backend* device;
+    uint64_t token;
+    const void* staged;
+    float* logits;
+    size_t bytes;
+  };
+  std::deque<Pending> in_flight_;
+  struct Staging {
+    Backend* owner = nullptr;
+    void* data = nullptr;
+    size_t bytes = 0;
+  };
+  Staging logit_staging_[2];  // used in turn: at most two batches are in flight
+  int next_staging_ = 0;
   std::map<int64_t, std::unique_ptr<Plan>> plans_;
   LinearObserver observer_;
   AttentionObserver attention_observer_;

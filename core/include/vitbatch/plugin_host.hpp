@@ -103,6 +103,10 @@ class Backend {
   bool sequence_begin(uint64_t key);
   bool sequence_end(uint64_t key);
   void sequence_forget(uint64_t key);
+  // Marks (vit_backend_api.mark): whether the backend has them, and so the QUEUED copies.
+  bool queues() const { return device_memory() && api_->mark && api_->wait_mark; }
+  uint64_t mark();
+  void wait_mark(uint64_t token);
 
  private:
   std::shared_ptr<const vit_backend_api> api_;
