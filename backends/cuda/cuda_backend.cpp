@@ -6,7 +6,8 @@
 // kernels of cuda_kernels.cu. Precisions: fp32 (TF32 only with the option tf32=true), bf16
 // and fp16 (GEMM inputs in that type, float32 accumulation, float32 between nodes). The
 // host's runs of nodes are recorded as CUDA graphs from their second run on (graphs=false:
-// never).
+// never). With two batches in flight (mark/wait_mark), the next batch's upload runs on a
+// second stream while this one's model runs.
 #include "cuda_attention.cuh"
 #include "cuda_gemm.hpp"
 #include "cuda_kernels.cuh"
@@ -86,11 +87,31 @@ struct Context {
   std::map<uint64_t, Recording> recordings;
   bool graphs = true;      // option graphs=false: every run unrecorded
   bool capturing = false;  // between a sequence_begin that began a capture and its end
+  // Queued uploads (VIT_COPY_HOST_TO_DEVICE_QUEUED), with two batches in flight: the pixels
+  // cross PCIe on a second stream into `landing` while the model runs on `stream`; then one
+  // device-to-device copy on `stream`, in order, puts them where the model reads them (that
+  // buffer is still being read by the batch before). `uploaded`: the last upload is in
+  // landing; `landed`: landing's last copy-out is done, so it can take the next.
+  cudaStream_t upload_stream = nullptr;
+  void* landing = nullptr;
+  size_t landing_bytes = 0;
+  cudaEvent_t uploaded = nullptr, landed = nullptr;
+  // mark(): events recorded on `stream`, in turn (the host keeps at most 4 unwaited).
+  static constexpr uint64_t kMarks = 8;
+  cudaEvent_t marks[kMarks] = {};
+  uint64_t next_mark = 0;
 
   ~Context() {
     if (stream) cudaStreamSynchronize(stream);
+    if (upload_stream) cudaStreamSynchronize(upload_stream);
     for (auto& [key, r] : recordings)
       if (r.exec) cudaGraphExecDestroy(r.exec);
+    for (cudaEvent_t e : marks)
+      if (e) cudaEventDestroy(e);
+    if (uploaded) cudaEventDestroy(uploaded);
+    if (landed) cudaEventDestroy(landed);
+    if (landing) cudaFree(landing);
+    if (upload_stream) cudaStreamDestroy(upload_stream);
     for (auto& [key, u] : constants) cudaFree(u.device);
     if (scratch) cudaFree(scratch);
     gemm.destroy();
@@ -241,6 +262,9 @@ vit_status create(const vit_backend_config* config, void** context, char* messag
       throw std::runtime_error("cuda: option device '" + device + "' is not one of the " + std::to_string(count) + " device(s)");
     check(cudaSetDevice(ctx->device), "cudaSetDevice");
     check(cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking), "cudaStreamCreate");
+    check(cudaStreamCreateWithFlags(&ctx->upload_stream, cudaStreamNonBlocking), "cudaStreamCreate");
+    for (cudaEvent_t* e : {&ctx->uploaded, &ctx->landed}) check(cudaEventCreateWithFlags(e, cudaEventDisableTiming), "cudaEventCreate");
+    for (cudaEvent_t& e : ctx->marks) check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreate");
     ctx->gemm.init(ctx->stream, tf32 == "true");
     cudaDeviceProp prop{};
     check(cudaGetDeviceProperties(&prop, ctx->device), "cudaGetDeviceProperties");
@@ -671,6 +695,7 @@ vit_status alloc(void* context, size_t bytes, int32_t kind, void** data, char* m
 void free_buffer(void* context, void* data, int32_t kind) {
   auto* ctx = static_cast<Context*>(context);
   cudaStreamSynchronize(ctx->stream);
+  cudaStreamSynchronize(ctx->upload_stream);  // a queued upload may still read it
   if (kind == VIT_ALLOC_HOST_STAGING) cudaFreeHost(data);
   else cudaFree(data);
 }
@@ -679,10 +704,30 @@ vit_status copy(void* context, void* dst, const void* src, size_t bytes, int32_t
   return vit_plugin::guard(message, size, [&] {
     auto* ctx = static_cast<Context*>(context);
     check(cudaSetDevice(ctx->device), "cudaSetDevice");
-    cudaMemcpyKind k = kind == VIT_COPY_HOST_TO_DEVICE   ? cudaMemcpyHostToDevice
-                       : kind == VIT_COPY_DEVICE_TO_HOST ? cudaMemcpyDeviceToHost
-                                                         : cudaMemcpyDeviceToDevice;
+    if (kind == VIT_COPY_HOST_TO_DEVICE_QUEUED) {
+      if (bytes > ctx->landing_bytes) {
+        check(cudaStreamSynchronize(ctx->stream), "cudaStreamSynchronize");
+        check(cudaStreamSynchronize(ctx->upload_stream), "cudaStreamSynchronize");
+        if (ctx->landing) check(cudaFree(ctx->landing), "cudaFree");
+        ctx->landing = nullptr;
+        ctx->landing_bytes = 0;
+        check(cudaMalloc(&ctx->landing, bytes), "cudaMalloc (upload landing)");
+        ctx->landing_bytes = bytes;
+      }
+      check(cudaStreamWaitEvent(ctx->upload_stream, ctx->landed, 0), "cudaStreamWaitEvent");
+      check(cudaMemcpyAsync(ctx->landing, src, bytes, cudaMemcpyHostToDevice, ctx->upload_stream), "cudaMemcpyAsync");
+      check(cudaEventRecord(ctx->uploaded, ctx->upload_stream), "cudaEventRecord");
+      check(cudaStreamWaitEvent(ctx->stream, ctx->uploaded, 0), "cudaStreamWaitEvent");
+      check(cudaMemcpyAsync(dst, ctx->landing, bytes, cudaMemcpyDeviceToDevice, ctx->stream), "cudaMemcpyAsync");
+      check(cudaEventRecord(ctx->landed, ctx->stream), "cudaEventRecord");
+      return VIT_STATUS_OK;
+    }
+    const bool to_host = kind == VIT_COPY_DEVICE_TO_HOST || kind == VIT_COPY_DEVICE_TO_HOST_QUEUED;
+    cudaMemcpyKind k = kind == VIT_COPY_HOST_TO_DEVICE ? cudaMemcpyHostToDevice
+                       : to_host                       ? cudaMemcpyDeviceToHost
+                                                       : cudaMemcpyDeviceToDevice;
     check(cudaMemcpyAsync(dst, src, bytes, k, ctx->stream), "cudaMemcpyAsync");
+    if (kind == VIT_COPY_DEVICE_TO_HOST_QUEUED) return VIT_STATUS_OK;  // done by a later mark
     // The host reads what comes back at once; and a pageable source may be reused by the
     // host as soon as we return.
     if (kind != VIT_COPY_DEVICE_TO_DEVICE) check(cudaStreamSynchronize(ctx->stream), "copy");
@@ -692,7 +737,29 @@ vit_status copy(void* context, void* dst, const void* src, size_t bytes, int32_t
 
 vit_status synchronize(void* context, char* message, size_t size) {
   return vit_plugin::guard(message, size, [&] {
+    check(cudaStreamSynchronize(static_cast<Context*>(context)->upload_stream), "cudaStreamSynchronize");
     check(cudaStreamSynchronize(static_cast<Context*>(context)->stream), "cudaStreamSynchronize");
+    return VIT_STATUS_OK;
+  });
+}
+
+vit_status mark(void* context, uint64_t* token, char* message, size_t size) {
+  return vit_plugin::guard(message, size, [&] {
+    auto* ctx = static_cast<Context*>(context);
+    check(cudaSetDevice(ctx->device), "cudaSetDevice");
+    *token = ctx->next_mark++;
+    check(cudaEventRecord(ctx->marks[*token % Context::kMarks], ctx->stream), "cudaEventRecord");
+    return VIT_STATUS_OK;
+  });
+}
+
+vit_status wait_mark(void* context, uint64_t token, char* message, size_t size) {
+  return vit_plugin::guard(message, size, [&] {
+    auto* ctx = static_cast<Context*>(context);
+    check(cudaSetDevice(ctx->device), "cudaSetDevice");
+    // A mark so old that its event has been recorded again: wait for everything instead.
+    if (ctx->next_mark - token > Context::kMarks) check(cudaStreamSynchronize(ctx->stream), "cudaStreamSynchronize");
+    else check(cudaEventSynchronize(ctx->marks[token % Context::kMarks]), "cudaEventSynchronize");
     return VIT_STATUS_OK;
   });
 }
@@ -716,6 +783,8 @@ vit_backend_api table() {
   api.sequence_begin = sequence_begin;
   api.sequence_end = sequence_end;
   api.sequence_forget = sequence_forget;
+  api.mark = mark;
+  api.wait_mark = wait_mark;
   return api;
 }
 
