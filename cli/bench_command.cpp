@@ -31,6 +31,7 @@ struct BenchFlags {
   std::vector<int64_t> gemm{3152, 768, 3072};
   bool json = false;
   bool resident_input = false;
+  bool one_at_a_time = false;
   bool compare = false;
   std::vector<std::string> photos;  // --compare: top-1 agreement with fp32 on these
 };
@@ -124,7 +125,8 @@ int run_bench(const BenchFlags& flags) {
     double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const vitbatch::Model& m = runtime.model();
     double gflop_per_image = 2.0 * vitbatch::build_vit_graph(m, 1).total_macs() / 1e9;
-    vitbatch::ModelBenchResult model = vitbatch::bench_model(runtime, flags.batch_size, flags.seconds, flags.resident_input);
+    vitbatch::ModelBenchResult model = vitbatch::bench_model(runtime, flags.batch_size, flags.seconds, flags.resident_input,
+                                                                   flags.one_at_a_time);
     // Before the ceiling run, whose own matrices are not the model's.
     double rss_mib = vitbatch::peak_rss_bytes() / 1048576.0;
     vitbatch::Backend& backend = *runtime.backends().front();
@@ -142,11 +144,11 @@ int run_bench(const BenchFlags& flags) {
                     "\"batch\":%lld,\"images_per_second\":%.4f,\"ms_per_image\":%.4f,\"gflop_per_image\":%.4f,"
                     "\"gflops\":%.3f,\"gemm_gflops\":%.3f,\"ceiling_fraction\":%.4f,\"load_seconds\":%.4f,"
                     "\"first_batch_seconds\":%.4f,\"peak_rss_mib\":%.1f,\"weights_mib\":%.1f,\"resident_input\":%s,"
-                    "\"lanes\":%d,\"cpu_ms_per_image\":%.4f}\n",
+                    "\"one_at_a_time\":%s,\"lanes\":%d,\"cpu_ms_per_image\":%.4f}\n",
                     m.path.c_str(), static_cast<long long>(c.dim), static_cast<long long>(c.depth), backend.name().c_str(),
                     backend.describe().c_str(), static_cast<long long>(model.batch), ips, 1000.0 / ips, gflop_per_image,
                     gflops, gemm.gflops, gflops / gemm.gflops, load_seconds, model.first_batch_seconds, rss_mib,
-                    weights_mib, flags.resident_input ? "true" : "false", lanes, model.cpu_ms_per_image());
+                    weights_mib, flags.resident_input ? "true" : "false", flags.one_at_a_time ? "true" : "false", lanes, model.cpu_ms_per_image());
       std::cout << line;
       return kExitOk;
     }
@@ -185,6 +187,9 @@ void set_bench_command(CLI::App& app, int* exit_code) {
   cmd->add_flag("--resident-input", flags->resident_input,
                "time the model alone: every batch reuses the first one's input where it already is (on a GPU "
                "backend: no upload), as timm's benchmark does");
+  cmd->add_flag("--one-at-a-time", flags->one_at_a_time,
+               "each batch finished before the next starts (default: on a GPU backend two batches are in flight, "
+               "the next one's upload overlapping this one's model)");
   cmd->add_option("--seconds", flags->seconds, "time to spend on the model (default 5)")
       ->check(CLI::Range(0.01, 86400.0));
   cmd->add_option("--gemm", flags->gemm, "M K N of the ceiling matmul (default 3152 768 3072: ViT-B's MLP at batch 16)")

@@ -24,8 +24,11 @@ struct ModelBenchResult {
 
 // Runs batches of random inputs until `min_seconds` have passed (and at least 3 batches),
 // after one untimed batch. resident_input: the timed batches reuse the input the first one
-// put in place (the model alone, as timm's benchmark times it: no upload to a GPU).
-ModelBenchResult bench_model(Runtime& runtime, int64_t batch, double min_seconds, bool resident_input = false);
+// put in place (the model alone, as timm's benchmark times it: no upload to a GPU). Two
+// batches in flight where the backend queues them (Executor::start: the next upload overlaps
+// this batch's model); one_at_a_time: each batch done before the next starts (Executor::run).
+ModelBenchResult bench_model(Runtime& runtime, int64_t batch, double min_seconds, bool resident_input = false,
+                             bool one_at_a_time = false);
 
 struct GemmBenchResult {
   int64_t m = 0, k = 0, n = 0;
