@@ -1,8 +1,10 @@
 #!/bin/bash
 # The GPU check of the cuda backend, one script of a few minutes for a machine with an
 # NVIDIA GPU (see BENCHMARKS.md): op tests against the loops and the reference backend, the
-# real ViT-Ti end to end against reference on every photo, a throughput table (ViT-Ti/S/B,
-# batch 1/64/256, fp32/bf16/fp16, images/s and GPU memory), and classify on 2,000 JPEGs.
+# real ViT-Ti end to end against reference on every photo (with CUDA graphs recorded and
+# replayed, and off), a throughput table (ViT-Ti/S/B, batch 1/64/256, fp32/bf16/fp16, images/s
+# and GPU memory), uploads one batch at a time against two in flight, CUDA graphs off against
+# on, and classify on 2,000 JPEGs. SECTIONS="2 3b" runs only those (default: 1 2 3 3b 3c 4).
 #
 #   here:          bash scripts/gpu_bundle.sh     (packs .gpu/ and .gpu.tgz: binaries, libraries, model, photos)
 #   on the GPU:    bash scripts/gpu_check.sh      (carry .gpu.tgz; writes its logs and table to $OUT or /tmp/gpu_check)
@@ -18,10 +20,22 @@ OUT=${OUT:-/tmp/gpu_check}   # what to keep: log, ops.log, table.txt, bench.json
 WORK=$(mktemp -d)             # everything else
 trap 'rm -rf "$WORK"' EXIT
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-2}
+SECTIONS=${SECTIONS:-"1 2 3 3b 3c 4"}  # a lease short of time can run a few
+want() { [[ " $SECTIONS " == *" $1 "* ]]; }
+# images/s of one bench run (its JSON kept in bench.jsonl under LABEL), or "error".
+bench_ips() {
+  local label=$1; shift
+  local json ips
+  json=$($V bench --backend "$BACKEND" --seconds "$SECONDS_PER_RUN" --json "$@" 2>"$WORK/bench.err")
+  echo "$label $json" >>"$OUT/bench.jsonl"
+  ips=$("$PYTHON" -c "import json,sys; print('%.0f' % json.loads(sys.argv[1])['images_per_second'])" "$json" 2>/dev/null) ||
+    { ips=error; fail "bench $label: $(tail -1 "$WORK/bench.err")" >&2; }
+  echo "$ips"
+}
 PYTHON=${PYTHON:-python3}
 mkdir -p "$OUT"
 status=0
-fail() { echo "FAILED: $*"; status=1; }
+fail() { echo "FAILED: $*"; status=1; touch "$WORK/failed"; }  # (the file: a failure in a subshell)
 
 if [ "$BACKEND" = cuda ]; then
   cublas=$(find /usr/local/cuda*/lib64 /usr/local/cuda*/lib /usr/lib/x86_64-linux-gnu /opt /usr/local/lib \
@@ -37,11 +51,14 @@ V="$B/bin/vitbatch"
 echo "== backends"
 $V backends | grep -A3 -E "^\*? *$BACKEND " || fail "backend $BACKEND not listed as usable"
 
+if want 1; then
 echo "== 1. op tests: every op, every precision, against straightforward loops (and reference)"
 VITBATCH_TEST_BACKEND_DIR="$PWD/$B/bin" "$B/bin/vitbatch_unit_tests" -tc="every op*" >"$OUT/ops.log" 2>&1 ||
   fail "op tests (see ops.log)"
 grep -E "SKIPPED|NOT SUPPORTED|above|test cases" "$OUT/ops.log" | grep -E "^  $BACKEND |test cases" | head -40
+fi
 
+if want 2; then
 echo "== 2. end to end on the real ViT-Ti and the photos, against reference"
 $V classify --backend reference -m "$B/model" "$B/images" --format jsonl -k 5 -o "$WORK/reference.jsonl" 2>"$WORK/reference.err" ||
   [ $? -eq 1 ] || fail "reference run"
@@ -63,9 +80,13 @@ if [ "$BACKEND" = cuda ]; then  # the graphs launch the very kernels the host wo
       fail "$p: CUDA graphs changed the output"
   done
 fi
+fi
 
+if want 3 || want 3b || want 3c; then
+  "$PYTHON" scripts/gpu_models.py "$WORK/models" small base >/dev/null || fail "writing the ViT-S/B checkpoints"
+fi
+if want 3; then
 echo "== 3. throughput of the model alone (input already on the device, as timm's benchmark): images/s (peak GPU MiB)"
-"$PYTHON" scripts/gpu_models.py "$WORK/models" small base >/dev/null || fail "writing the ViT-S/B checkpoints"
 printf "%-8s %-6s %10s %10s %10s\n" model prec "batch 1" "batch 64" "batch 256" | tee "$OUT/table.txt"
 for model in tiny small base; do
   path="$WORK/models/vit_${model}_patch16_224"; [ $model = tiny ] && path="$B/model"
@@ -90,16 +111,27 @@ for model in tiny small base; do
   done
 done
 
-echo "== 3b. the same with each batch's float32 pixels uploaded from the host (pinned memory, as classify does)"
+fi
+
+if want 3b; then
+echo "== 3b. each batch's float32 pixels uploaded from pinned memory: one batch at a time / two in flight, interleaved (images/s)"
 for model in tiny base; do
   path="$WORK/models/vit_${model}_patch16_224"; [ $model = tiny ] && path="$B/model"
-  json=$($V bench --backend "$BACKEND" --precision bf16 -m "$path" --batch-size 256 --seconds "$SECONDS_PER_RUN" --json 2>"$WORK/bench.err")
-  echo "$model bf16 256 upload $json" >>"$OUT/bench.jsonl"
-  "$PYTHON" -c "import json,sys; print('ViT-%s bf16 batch 256 with upload: %.0f images/s' % ({'tiny': 'Ti', 'base': 'B'}[sys.argv[2]], json.loads(sys.argv[1])['images_per_second']))" "$json" "$model" ||
-    fail "bench with upload $model: $(tail -1 "$WORK/bench.err")"
+  for batch in 64 256; do
+    row=$(printf "%-5s bf16 batch %-4s" "$model" "$batch")
+    for round in 1 2; do
+      for mode in one two; do
+        flag=; [ $mode = one ] && flag=--one-at-a-time
+        ips=$(bench_ips "$model bf16 $batch upload $mode" --precision bf16 -m "$path" --batch-size $batch $flag)
+        row+=$(printf " %s=%s" "$mode" "$ips")
+      done
+    done
+    echo "$row" | tee -a "$OUT/upload.txt"
+  done
 done
+fi
 
-if [ "$BACKEND" = cuda ]; then
+if want 3c && [ "$BACKEND" = cuda ]; then
   echo "== 3c. CUDA graphs off / on, interleaved (model alone, images/s)"
   for model in tiny base; do
     path="$WORK/models/vit_${model}_patch16_224"; [ $model = tiny ] && path="$B/model"
@@ -108,11 +140,8 @@ if [ "$BACKEND" = cuda ]; then
         row=$(printf "%-5s %-5s batch %-4s" "$model" "$p" "$batch")
         for round in 1 2; do
           for graphs in false true; do
-            json=$($V bench --backend cuda --backend-option graphs=$graphs --precision $p -m "$path" --batch-size $batch \
-                     --seconds "$SECONDS_PER_RUN" --resident-input --json 2>"$WORK/bench.err")
-            echo "$model $p $batch graphs=$graphs $json" >>"$OUT/bench.jsonl"
-            ips=$("$PYTHON" -c "import json,sys; print('%.0f' % json.loads(sys.argv[1])['images_per_second'])" "$json" 2>/dev/null) ||
-              { ips=error; fail "bench graphs=$graphs $model $p $batch: $(tail -1 "$WORK/bench.err")"; }
+            ips=$(bench_ips "$model $p $batch graphs=$graphs" --backend-option graphs=$graphs --precision $p -m "$path" \
+                    --batch-size $batch --resident-input)
             row+=$(printf " %s=%s" "$graphs" "$ips")
           done
         done
@@ -122,6 +151,7 @@ if [ "$BACKEND" = cuda ]; then
   done
 fi
 
+if want 4; then
 echo "== 4. classify 2,000 JPEGs end to end (decode on $(nproc) cores, bf16, batch 256)"
 jpegs="$WORK/jpegs"; mkdir -p "$jpegs"
 i=0
@@ -136,7 +166,10 @@ $V classify --backend "$BACKEND" --precision bf16 --batch-size 256 -m "$B/model"
   2>"$WORK/jpegs.err" || fail "classify on the JPEGs: $(tail -1 "$WORK/jpegs.err")"
 tail -1 "$WORK/jpegs.err"
 [ "$(($(wc -l <"$WORK/jpegs.csv") - 1))" -eq 2000 ] || fail "expected 2000 rows"
-rm -rf "$jpegs" "$WORK/models"
+rm -rf "$jpegs"
+fi
+rm -rf "$WORK/models"
 
+[ -e "$WORK/failed" ] && status=1
 [ $status -eq 0 ] && echo "gpu_check: all passed" || echo "gpu_check: FAILURES above"
 exit $status
