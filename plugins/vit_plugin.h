@@ -70,13 +70,15 @@ typedef enum vit_copy_kind {
   VIT_COPY_HOST_TO_DEVICE = 1,  /* ordered before the backend's later work */
   VIT_COPY_DEVICE_TO_HOST = 2,  /* waits for the backend's earlier work; done when it returns */
   VIT_COPY_DEVICE_TO_DEVICE = 3,
-  /* Only to a backend with mark(), and only from or to its staging memory: */
-  VIT_COPY_HOST_TO_DEVICE_QUEUED = 4, /* as HOST_TO_DEVICE, but it may return before the
-                                         source is read: the host leaves the source as it is
-                                         until a mark() made after the copy has been waited */
-  VIT_COPY_DEVICE_TO_HOST_QUEUED = 5  /* returns at once, without waiting: what it copies
-                                         is in host memory once a mark() made after it has
-                                         been waited */
+  /* Only to a backend with mark(): */
+  VIT_COPY_HOST_TO_DEVICE_QUEUED = 4, /* as HOST_TO_DEVICE, but from the backend's staging
+                                         memory it may return before the source is read: the
+                                         host leaves the source as it is until a mark() made
+                                         after the copy has been waited (other memory the
+                                         backend reads before it returns) */
+  VIT_COPY_DEVICE_TO_HOST_QUEUED = 5  /* into the backend's staging memory; returns at once,
+                                         without waiting: what it copies is there once a
+                                         mark() made after it has been waited */
 } vit_copy_kind;
 
 typedef enum vit_op {

@@ -715,6 +715,7 @@ vit_status copy(void* context, void* dst, const void* src, size_t bytes, int32_t
         ctx->landing_bytes = bytes;
       }
       check(cudaStreamWaitEvent(ctx->upload_stream, ctx->landed, 0), "cudaStreamWaitEvent");
+      // (From pageable memory CUDA copies the source to its own staging before returning.)
       check(cudaMemcpyAsync(ctx->landing, src, bytes, cudaMemcpyHostToDevice, ctx->upload_stream), "cudaMemcpyAsync");
       check(cudaEventRecord(ctx->uploaded, ctx->upload_stream), "cudaEventRecord");
       check(cudaStreamWaitEvent(ctx->stream, ctx->uploaded, 0), "cudaStreamWaitEvent");

@@ -268,13 +268,21 @@ vit_status copy(void* context, void* dst, const void* src, size_t bytes, int32_t
     const bool to_host = kind == VIT_COPY_DEVICE_TO_HOST || kind == VIT_COPY_DEVICE_TO_HOST_QUEUED;
     const bool queued = kind == VIT_COPY_HOST_TO_DEVICE_QUEUED || kind == VIT_COPY_DEVICE_TO_HOST_QUEUED;
     if (!ctx.owns(to_host ? src : dst)) throw std::runtime_error("copy to or from memory that is not this device's");
+    bool from_staging = false;
     {
       std::lock_guard<std::mutex> lock(ctx.mutex);
-      if (queued && !ctx.staging.count(to_host ? dst : src))
-        throw std::runtime_error("a queued copy from or to memory that is not this device's staging");
-      if (!to_host && kind != VIT_COPY_DEVICE_TO_DEVICE && ctx.staging.count(src)) ++ctx.uploads_from_staging;
+      if (kind == VIT_COPY_DEVICE_TO_HOST_QUEUED && !ctx.staging.count(dst))
+        throw std::runtime_error("a queued copy to host memory that is not this device's staging");
+      from_staging = !to_host && kind != VIT_COPY_DEVICE_TO_DEVICE && ctx.staging.count(src);
+      if (from_staging) ++ctx.uploads_from_staging;
     }
-    auto work = [src, dst, bytes, kind] {
+    // A queued upload from other memory reads its source now (as CUDA does from pageable memory).
+    auto source = std::make_shared<std::vector<float>>();
+    if (kind == VIT_COPY_HOST_TO_DEVICE_QUEUED && !from_staging) {
+      source->assign(static_cast<const float*>(src), static_cast<const float*>(src) + bytes / 4);
+      src = source->data();
+    }
+    auto work = [src, dst, bytes, kind, source] {
       const float* s = static_cast<const float*>(src);
       float* d = static_cast<float*>(dst);
       for (size_t i = 0; i < bytes / 4; ++i) d[i] = kind == VIT_COPY_DEVICE_TO_DEVICE ? s[i] : flip(s[i]);

@@ -516,6 +516,16 @@ TEST_CASE("two batches in flight on a device backend with a queue: each batch it
   CHECK(mixed.in_flight() == 0);
   for (size_t i = 0; i < 5; ++i) CHECK(c[i] == doctest::Approx(a[i]).epsilon(1e-5));
 
+  // Pixels in plain memory do too (read at once), and may be changed as soon as start() returns.
+  std::vector<float> plain_pixels = batches[2], e(3 * 5), f(3 * 5);
+  mixed.start(plain_pixels.data(), 3, e.data());
+  std::fill(plain_pixels.begin(), plain_pixels.end(), 0.0f);
+  mixed.start(plain_pixels.data(), 3, f.data());
+  mixed.finish();
+  mixed.finish();
+  for (size_t i = 0; i < e.size(); ++i) CHECK(e[i] == doctest::Approx(want[2][i]).epsilon(1e-5));
+  CHECK(e != f);
+
   // Without a queue (the reference backend alone) start() runs at once.
   Executor plain(model, {&reference});
   std::vector<float> d(3 * 5);
