@@ -671,7 +671,11 @@ std::string Executor::placement(int64_t batch) {
   finish_all();
   Plan& plan = plan_for(batch);
   std::ostringstream os;
-  for (const Plan::Step& step : plan.steps) {
+  for (size_t k = 0; k < plan.steps.size(); ++k) {
+    const Plan::Step& step = plan.steps[k];
+    if (step.sequence)
+      os << "  " << step.backend->name() << "  the next " << step.sequence_end - k
+         << " steps as one run it records (and replays whole)\n";
     if (step.is_copy) os << "  copy  " << step.what << "\n";
     else os << "  " << step.backend->name() << "  " << step.what << "\n";
   }

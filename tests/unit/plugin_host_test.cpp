@@ -444,6 +444,7 @@ TEST_CASE("a device backend that records runs of its steps replays them whole: s
     CHECK(after3[0] == after2[0] + single);
     CHECK(after3[2] == 2 * runs);
     CHECK(after3[3] == 0);
+    CHECK(mixed.placement(3).find("fakedev  the next 4 steps as one run it records") != std::string::npos);
   }
   // The plan's release drops its recordings (their buffers are gone).
   std::vector<int> end = counts(device.describe());
