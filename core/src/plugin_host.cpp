@@ -30,6 +30,14 @@ namespace {
 
 constexpr size_t kMessageSize = 1024;
 
+// Calls a plugin entry, entry(message, size), that writes a one-line reason when it fails;
+// then throws "backend 'BACKEND' WHAT: reason".
+template <class Entry>
+void call_entry(const std::string& backend, const char* what, Entry entry) {
+  char message[kMessageSize] = "";
+  if (entry(message, sizeof message) != VIT_STATUS_OK) throw Error("backend '" + backend + "' " + what + ": " + message);
+}
+
 void host_log(int32_t level, const char* message) {
   static std::mutex mutex;
   std::lock_guard<std::mutex> lock(mutex);
@@ -303,9 +311,7 @@ Backend::Backend(const PluginInfo& plugin, const BackendOptions& options)
   for (const auto& [key, value] : options.options) pairs.push_back({key.c_str(), value.c_str()});
   config.n_options = static_cast<int32_t>(pairs.size());
   config.options = pairs.data();
-  char message[kMessageSize] = "";
-  if (api_->create(&config, &context_, message, sizeof message) != VIT_STATUS_OK)
-    throw Error("backend '" + name_ + "' failed to start: " + message);
+  call_entry(name_, "failed to start", [&](char* m, size_t n) { return api_->create(&config, &context_, m, n); });
 }
 
 Backend::~Backend() {
@@ -337,9 +343,8 @@ bool Backend::supports(const vit_node& node, std::string* why) const {
 void* Backend::prepare(const vit_node& node) {
   if (!api_->prepare) return nullptr;
   void* state = nullptr;
-  char message[kMessageSize] = "";
-  if (api_->prepare(context_, &node, &state, message, sizeof message) != VIT_STATUS_OK)
-    throw Error("backend '" + name_ + "' failed to prepare node '" + node.name + "': " + message);
+  call_entry(name_, ("failed to prepare node '" + std::string(node.name) + "'").c_str(),
+             [&](char* m, size_t n) { return api_->prepare(context_, &node, &state, m, n); });
   return state;
 }
 
@@ -375,24 +380,19 @@ void Backend::copy(void* dst, const void* src, size_t bytes, vit_copy_kind kind)
 }
 
 void Backend::synchronize() {
-  char message[kMessageSize] = "";
-  if (api_->synchronize && api_->synchronize(context_, message, sizeof message) != VIT_STATUS_OK)
-    throw Error("backend '" + name_ + "' failed: " + message);
+  if (api_->synchronize) call_entry(name_, "failed", [&](char* m, size_t n) { return api_->synchronize(context_, m, n); });
 }
 
 bool Backend::sequence_begin(uint64_t key) {
   int32_t replayed = 0;
-  char message[kMessageSize] = "";
-  if (api_->sequence_begin(context_, key, &replayed, message, sizeof message) != VIT_STATUS_OK)
-    throw Error("backend '" + name_ + "' failed to start a recorded run: " + message);
+  call_entry(name_, "failed to start a recorded run",
+             [&](char* m, size_t n) { return api_->sequence_begin(context_, key, &replayed, m, n); });
   return replayed == 1;
 }
 
 bool Backend::sequence_end(uint64_t key) {
   int32_t rerun = 0;
-  char message[kMessageSize] = "";
-  if (api_->sequence_end(context_, key, &rerun, message, sizeof message) != VIT_STATUS_OK)
-    throw Error("backend '" + name_ + "' failed to end a recorded run: " + message);
+  call_entry(name_, "failed to end a recorded run", [&](char* m, size_t n) { return api_->sequence_end(context_, key, &rerun, m, n); });
   return rerun == 1;
 }
 
@@ -402,24 +402,19 @@ void Backend::sequence_forget(uint64_t key) {
 
 uint64_t Backend::mark() {
   uint64_t token = 0;
-  char message[kMessageSize] = "";
-  if (api_->mark(context_, &token, message, sizeof message) != VIT_STATUS_OK)
-    throw Error("backend '" + name_ + "' failed to mark its queue: " + message);
+  call_entry(name_, "failed to mark its queue", [&](char* m, size_t n) { return api_->mark(context_, &token, m, n); });
   return token;
 }
 
 void Backend::wait_mark(uint64_t token) {
-  char message[kMessageSize] = "";
-  if (api_->wait_mark(context_, token, message, sizeof message) != VIT_STATUS_OK)
-    throw Error("backend '" + name_ + "' failed: " + message);
+  call_entry(name_, "failed", [&](char* m, size_t n) { return api_->wait_mark(context_, token, m, n); });
 }
 
 int Backend::claim(const vit_node* nodes, int n_nodes) {
   if (!api_->claim || n_nodes < 2) return 0;
   int32_t length = 0;
-  char message[kMessageSize] = "";
-  if (api_->claim(context_, nodes, n_nodes, &length, message, sizeof message) != VIT_STATUS_OK)
-    throw Error("backend '" + name_ + "' failed while claiming nodes from '" + nodes[0].name + "': " + message);
+  call_entry(name_, ("failed while claiming nodes from '" + std::string(nodes[0].name) + "'").c_str(),
+             [&](char* m, size_t n) { return api_->claim(context_, nodes, n_nodes, &length, m, n); });
   if (length < 0 || length > n_nodes)
     throw Error("backend '" + name_ + "' claimed " + std::to_string(length) + " nodes of the " +
                 std::to_string(n_nodes) + " offered");
