@@ -11,7 +11,7 @@
 // replays it with no execute() from the host (record=fail: every recording fails, and the host
 // must rerun); describe() then also counts executes, recordings, replays and forgotten keys.
 // With queue=true its work is queued, as on a GPU: execute() and the QUEUED copies are done
-// only when something waits (a mark, a plain copy, synchronize, a free), so a host that
+// only when something waits (wait_mark, a plain copy, synchronize, a free), so a host that
 // reads logits before waiting for them, or lets a batch's buffers be overwritten while it
 // is in flight, gets wrong answers; describe() then counts marks and QUEUED copies.
 #include "vit_plugin_helpers.hpp"
@@ -108,7 +108,39 @@ std::vector<float> read(Context& ctx, const vit_node& n, int i) {
   return v;
 }
 
-void compute(Context& ctx, const vit_node& n);
+// Runs one node on this device's memory (bit-inverted floats).
+void compute(Context& ctx, const vit_node& n) {
+  float* y = static_cast<float*>(n.outputs[0].data);
+  if (!ctx.owns(y)) throw std::runtime_error(std::string("the output of ") + n.name + " is not in device memory");
+  std::vector<float> x = read(ctx, n, 0), out(static_cast<size_t>(vit_plugin::element_count(n.outputs[0])));
+  if (n.op == VIT_OP_LINEAR) {
+    std::vector<float> w = read(ctx, n, 1), b = n.n_inputs > 2 ? read(ctx, n, 2) : std::vector<float>();
+    const int64_t k = n.inputs[0].shape[n.inputs[0].rank - 1], cols = n.inputs[1].shape[0];
+    const int64_t rows = static_cast<int64_t>(x.size()) / k;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) {
+        double acc = b.empty() ? 0.0 : b[c];
+        for (int64_t i = 0; i < k; ++i) acc += double(x[r * k + i]) * w[c * k + i];
+        out[r * cols + c] = static_cast<float>(acc);
+      }
+  } else if (n.op == VIT_OP_PATCHIFY) {  // [n, c, h, w] -> [n, patches, c p p]
+    const vit_tensor& t = n.inputs[0];
+    const int64_t c = t.shape[1], h = t.shape[2], w = t.shape[3], p = n.ints[0], gw = w / p, grid = (h / p) * gw;
+    const int64_t row = c * p * p;
+    for (size_t i = 0; i < out.size(); ++i) {
+      const int64_t e = static_cast<int64_t>(i) % row, g = (static_cast<int64_t>(i) / row) % grid,
+                    b = static_cast<int64_t>(i) / (row * grid);
+      const int64_t ch = e / (p * p), yy = (g / gw) * p + (e / p) % p, xx = (g % gw) * p + e % p;
+      out[i] = x[static_cast<size_t>(((b * c + ch) * h + yy) * w + xx)];
+    }
+  } else if (n.op == VIT_OP_GELU) {
+    for (size_t i = 0; i < x.size(); ++i) out[i] = static_cast<float>(0.5 * x[i] * (1.0 + std::erf(x[i] / std::sqrt(2.0))));
+  } else {
+    std::vector<float> b = read(ctx, n, 1);
+    for (size_t i = 0; i < x.size(); ++i) out[i] = x[i] + b[i % b.size()];
+  }
+  for (size_t i = 0; i < out.size(); ++i) y[i] = flip(out[i]);
+}
 
 // Work to do now, or with queue=true when something waits for it.
 void later(Context& ctx, std::function<void()> work) {
@@ -192,40 +224,6 @@ void sequence_forget(void* context, uint64_t key) {
   ctx.forgotten += static_cast<int>(ctx.recordings.erase(key));
 }
 
-void compute(Context& ctx, const vit_node& n) {
-  {
-    float* y = static_cast<float*>(n.outputs[0].data);
-    if (!ctx.owns(y)) throw std::runtime_error(std::string("the output of ") + n.name + " is not in device memory");
-    std::vector<float> x = read(ctx, n, 0), out(static_cast<size_t>(vit_plugin::element_count(n.outputs[0])));
-    if (n.op == VIT_OP_LINEAR) {
-      std::vector<float> w = read(ctx, n, 1), b = n.n_inputs > 2 ? read(ctx, n, 2) : std::vector<float>();
-      const int64_t k = n.inputs[0].shape[n.inputs[0].rank - 1], cols = n.inputs[1].shape[0];
-      const int64_t rows = static_cast<int64_t>(x.size()) / k;
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t c = 0; c < cols; ++c) {
-          double acc = b.empty() ? 0.0 : b[c];
-          for (int64_t i = 0; i < k; ++i) acc += double(x[r * k + i]) * w[c * k + i];
-          out[r * cols + c] = static_cast<float>(acc);
-        }
-    } else if (n.op == VIT_OP_PATCHIFY) {  // [n, c, h, w] -> [n, patches, c p p]
-      const vit_tensor& t = n.inputs[0];
-      const int64_t c = t.shape[1], h = t.shape[2], w = t.shape[3], p = n.ints[0], gw = w / p, grid = (h / p) * gw;
-      const int64_t row = c * p * p;
-      for (size_t i = 0; i < out.size(); ++i) {
-        const int64_t e = static_cast<int64_t>(i) % row, g = (static_cast<int64_t>(i) / row) % grid,
-                      b = static_cast<int64_t>(i) / (row * grid);
-        const int64_t ch = e / (p * p), yy = (g / gw) * p + (e / p) % p, xx = (g % gw) * p + e % p;
-        out[i] = x[static_cast<size_t>(((b * c + ch) * h + yy) * w + xx)];
-      }
-    } else if (n.op == VIT_OP_GELU) {
-      for (size_t i = 0; i < x.size(); ++i) out[i] = static_cast<float>(0.5 * x[i] * (1.0 + std::erf(x[i] / std::sqrt(2.0))));
-    } else {
-      std::vector<float> b = read(ctx, n, 1);
-      for (size_t i = 0; i < x.size(); ++i) out[i] = x[i] + b[i % b.size()];
-    }
-    for (size_t i = 0; i < out.size(); ++i) y[i] = flip(out[i]);
-  }
-}
 
 vit_status alloc(void* context, size_t bytes, int32_t kind, void** data, char* message, size_t size) {
   auto& ctx = *static_cast<Context*>(context);
@@ -277,9 +275,9 @@ vit_status copy(void* context, void* dst, const void* src, size_t bytes, int32_t
       if (from_staging) ++ctx.uploads_from_staging;
     }
     // A queued upload from other memory reads its source now (as CUDA does from pageable memory).
-    auto source = std::make_shared<std::vector<float>>();
+    std::shared_ptr<std::vector<float>> source;
     if (kind == VIT_COPY_HOST_TO_DEVICE_QUEUED && !from_staging) {
-      source->assign(static_cast<const float*>(src), static_cast<const float*>(src) + bytes / 4);
+      source = std::make_shared<std::vector<float>>(static_cast<const float*>(src), static_cast<const float*>(src) + bytes / 4);
       src = source->data();
     }
     auto work = [src, dst, bytes, kind, source] {
@@ -308,21 +306,16 @@ vit_status mark(void* context, uint64_t* token, char* message, size_t size) {
   });
 }
 
-vit_status wait_mark(void* context, uint64_t, char* message, size_t size) {
-  return vit_plugin::guard(message, size, [&] {
-    // Everything queued, not just up to the mark: a GPU runs ahead of the host's waits, and a
-    // host that lets a later batch overwrite what an earlier one left should see it.
-    drain(*static_cast<Context*>(context));
-    return VIT_STATUS_OK;
-  });
-}
-
 vit_status synchronize(void* context, char* message, size_t size) {
   return vit_plugin::guard(message, size, [&] {
     drain(*static_cast<Context*>(context));
     return VIT_STATUS_OK;
   });
 }
+
+// Waits for everything queued, not just up to the mark: a GPU runs ahead of the host's
+// waits, and a host that lets a later batch overwrite what an earlier one left should see it.
+vit_status wait_mark(void* context, uint64_t, char* message, size_t size) { return synchronize(context, message, size); }
 
 int32_t score(char* message, size_t size) {
   vit_plugin::write_message(message, size, "a test device: never picked by auto");
