@@ -28,6 +28,12 @@ const PluginInfo* by_file(PluginHost& host, const std::string& fragment) {
   return nullptr;
 }
 
+// Each of got's values within 1e-5 (relative) of want's.
+void check_near(const std::vector<float>& got, const std::vector<float>& want) {
+  REQUIRE(got.size() == want.size());
+  for (size_t i = 0; i < got.size(); ++i) CHECK(got[i] == doctest::Approx(want[i]).epsilon(1e-5));
+}
+
 // A two-block ViT with varied weights (images get distinct answers), written into `dir`,
 // which must outlive the model (its weights are mapped from there).
 Model two_block_vit(test_support::TempDir& dir) {
@@ -208,7 +214,7 @@ TEST_CASE("a backend may claim a run of nodes: it runs them as one step, the inn
   with_fusion.run(pixels.data(), 2, fused.data());
   Executor without(model, {&reference});
   without.run(pixels.data(), 2, plain.data());
-  for (size_t i = 0; i < fused.size(); ++i) CHECK(fused[i] == doctest::Approx(plain[i]).epsilon(1e-5));
+  check_near(fused, plain);
   std::string placement = with_fusion.placement(2);
   CAPTURE(placement);
   // Each block's attention projection and its residual add, as one step.
@@ -335,7 +341,7 @@ TEST_CASE("a device backend's buffers are its own: the executor copies wherever 
   mixed.run(pixels.data(), 3, on_device.data());
   Executor host_only(model, {&reference});
   host_only.run(pixels.data(), 3, plain.data());
-  for (size_t i = 0; i < plain.size(); ++i) CHECK(on_device[i] == doctest::Approx(plain[i]).epsilon(1e-5));
+  check_near(on_device, plain);
   // Run again with the input left where it is (the benchmark's resident input): same answer.
   std::vector<float> again(3 * 5);
   mixed.run(nullptr, 3, again.data());
@@ -390,7 +396,7 @@ TEST_CASE("pixels for a device backend go in its staging memory, which the uploa
   std::copy(values.begin(), values.end(), pixels.data());
   plain.run(pixels.data(), 3, host_only.data());
   CHECK(from_staging == from_plain);
-  for (size_t i = 0; i < host_only.size(); ++i) CHECK(from_staging[i] == doctest::Approx(host_only[i]).epsilon(1e-5));
+  check_near(from_staging, host_only);
   CHECK(std::fabs(host_only[0] - host_only[5]) > 1e-4);  // the images differ: the comparison can fail
 }
 
@@ -423,7 +429,7 @@ TEST_CASE("a device backend that records runs of its steps replays them whole: s
     Executor mixed(model, {&device, &reference});
     std::vector<float> got(3 * 5);
     mixed.run(first.data(), 3, got.data());  // records each run (computing nothing), then runs it
-    for (size_t i = 0; i < got.size(); ++i) CHECK(got[i] == doctest::Approx(want1[i]).epsilon(1e-5));
+    check_near(got, want1);
     std::vector<int> after1 = counts(device.describe());
     CAPTURE(device.describe());
     REQUIRE(after1.size() == 4);
@@ -431,7 +437,7 @@ TEST_CASE("a device backend that records runs of its steps replays them whole: s
     CHECK(runs >= 2);  // e.g. fc1+gelu+fc2+add of each block
     CHECK(after1[2] == 0);
     mixed.run(second.data(), 3, got.data());  // replayed: new input, no executes
-    for (size_t i = 0; i < got.size(); ++i) CHECK(got[i] == doctest::Approx(want2[i]).epsilon(1e-5));
+    check_near(got, want2);
     std::vector<int> after2 = counts(device.describe());
     // Only the steps outside any run (one between two copies) were executed again.
     const int single = after2[0] - executes;
@@ -439,7 +445,7 @@ TEST_CASE("a device backend that records runs of its steps replays them whole: s
     CHECK(after2[1] == runs);
     CHECK(after2[2] == runs);
     mixed.run(nullptr, 3, got.data());  // the input where it was: replayed again
-    for (size_t i = 0; i < got.size(); ++i) CHECK(got[i] == doctest::Approx(want2[i]).epsilon(1e-5));
+    check_near(got, want2);
     std::vector<int> after3 = counts(device.describe());
     CHECK(after3[0] == after2[0] + single);
     CHECK(after3[2] == 2 * runs);
@@ -457,7 +463,7 @@ TEST_CASE("a device backend that records runs of its steps replays them whole: s
   for (int round = 0; round < 2; ++round) {
     mixed.run(round ? second.data() : first.data(), 3, got.data());
     const std::vector<float>& want = round ? want2 : want1;
-    for (size_t i = 0; i < got.size(); ++i) CHECK(got[i] == doctest::Approx(want[i]).epsilon(1e-5));
+    check_near(got, want);
   }
   std::vector<int> failed = counts(failing.describe());
   CHECK(failed[1] == 0);
@@ -499,7 +505,7 @@ TEST_CASE("two batches in flight on a device backend with a queue: each batch it
   while (mixed.in_flight()) mixed.finish();
   for (int b = 0; b < 5; ++b) {
     CAPTURE(b);
-    for (size_t i = 0; i < got[b].size(); ++i) CHECK(got[b][i] == doctest::Approx(want[b][i]).epsilon(1e-5));
+    check_near(got[b], want[b]);
   }
   std::string describe = device.describe();
   CAPTURE(describe);
@@ -524,7 +530,7 @@ TEST_CASE("two batches in flight on a device backend with a queue: each batch it
   mixed.start(plain_pixels.data(), 3, f.data());
   mixed.finish();
   mixed.finish();
-  for (size_t i = 0; i < e.size(); ++i) CHECK(e[i] == doctest::Approx(want[2][i]).epsilon(1e-5));
+  check_near(e, want[2]);
   CHECK(e != f);
 
   // Without a queue (the reference backend alone) start() runs at once.
