@@ -99,12 +99,8 @@ for model in tiny small base; do
         nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 >"$WORK/mem.log" 2>/dev/null &
         sampler=$!
       fi
-      json=$($V bench --backend "$BACKEND" --precision "$p" -m "$path" --batch-size $batch \
-               --seconds "$SECONDS_PER_RUN" --resident-input --json 2>"$WORK/bench.err")
+      ips=$(bench_ips "$model $p $batch" --precision "$p" -m "$path" --batch-size $batch --resident-input)
       [ -n "${sampler:-}" ] && { kill $sampler 2>/dev/null; wait $sampler 2>/dev/null; mem=$(sort -n "$WORK/mem.log" | tail -1); sampler=; }
-      echo "$model $p $batch $json" >>"$OUT/bench.jsonl"
-      ips=$("$PYTHON" -c "import json,sys; print('%.0f' % json.loads(sys.argv[1])['images_per_second'])" "$json" 2>/dev/null) ||
-        { ips="error"; fail "bench $model $p $batch: $(tail -1 "$WORK/bench.err")"; }
       row+=$(printf " %10s" "$ips${mem:+ ($mem)}")
     done
     echo "$row" | tee -a "$OUT/table.txt"
