@@ -219,9 +219,8 @@ typedef struct vit_backend_api {
    * may record them). end sets *rerun to 1 when a recording failed and none of the run was
    * done: the host then executes the run again, unbracketed. An execute() that fails
    * between them ends the bracket (the host calls no end; the backend drops what it was
-   * recording). sequence_forget(key): the run's
-   * nodes are being released (their buffers freed); drop what was recorded for it. Keys are
-   * unique within a process. */
+   * recording). sequence_forget(key): the run's nodes are being released (their buffers
+   * freed); drop what was recorded for it. Keys are unique within a process. */
   vit_status (*sequence_begin)(void* context, uint64_t key, int32_t* replayed,
                                char* message, size_t message_size);
   vit_status (*sequence_end)(void* context, uint64_t key, int32_t* rerun,

@@ -57,9 +57,10 @@ class Executor {
   // with lanes, the caller's buffer of that call, which must still hold it).
   void run(const float* pixels, int64_t n, float* logits);
 
-  // Two batches in flight, where the whole model runs on one device backend with a queue
-  // (CUDA: the next batch's upload overlaps this one's model, and the host's launches the
-  // GPU's work): start() queues a batch and returns; finish() waits for the oldest batch
+  // Two batches in flight, where the pixels go to the device backend that also holds the
+  // logits and it has a queue (CUDA: the next batch's upload overlaps this one's model, and
+  // the host's launches the GPU's work; steps on other backends in between still run at
+  // once, as in run()): start() queues a batch and returns; finish() waits for the oldest batch
   // started and writes its logits where start() was told. Until then that batch's pixels
   // stay as they are (best in pixel_buffer()'s memory, which the copy engine reads directly;
   // null: the input already in place, as in run()) and its logits are not read. A third
