@@ -43,21 +43,21 @@ vit_tensor describe(const std::vector<int64_t>& shape, float* data) { return vit
 ModelBenchResult bench_model(Runtime& runtime, int64_t batch, double min_seconds, bool resident_input,
                              bool one_at_a_time) {
   const Model& m = runtime.model();
+  Executor& executor = runtime.executor();
   size_t image = static_cast<size_t>(m.config.in_chans * m.config.image_size * m.config.image_size);
   // In the memory classify's batches use (pinned on a device backend).
-  PixelBuffer pixels = runtime.executor().pixel_buffer(image * batch);
+  PixelBuffer pixels = executor.pixel_buffer(image * batch);
   const std::vector<float> values = random_floats(image * batch, 1);
   std::copy(values.begin(), values.end(), pixels.data());
   std::vector<float> logits(static_cast<size_t>(m.config.output_width() * batch));
+  std::vector<float> other(logits.size());  // batches in flight each have their own logits
   ModelBenchResult r;
   r.batch = batch;
   auto t = Clock::now();
-  runtime.executor().run(pixels.data(), batch, logits.data());
+  executor.run(pixels.data(), batch, logits.data());
   r.first_batch_seconds = since(t);
   t = Clock::now();
   const double cpu = process_cpu_seconds();
-  Executor& executor = runtime.executor();
-  std::vector<float> other(logits.size());  // batches in flight each have their own logits
   while (r.batches < 3 || since(t) < min_seconds) {
     const float* input = resident_input ? nullptr : pixels.data();
     if (one_at_a_time) executor.run(input, batch, logits.data());
