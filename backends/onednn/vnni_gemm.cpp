@@ -1,9 +1,9 @@
 #include "vnni_gemm.hpp"
 
+#include "panel_split.hpp"
 #include "simd_lanes.hpp"
 
 #include <immintrin.h>
-#include <omp.h>
 
 #include <algorithm>
 #include <cstring>
@@ -137,27 +137,10 @@ void vnni_gemm(const uint8_t* x, int64_t M, int64_t ldx, const VnniWeights& w, c
   if (M <= 0) return;
   if (!e.row_scale != !e.row_offset || (e.row_offset && !e.col_weight))
     throw std::logic_error("vnni_gemm: row_scale, row_offset and col_weight come together");
-  // Blocks of rows whose x (at most 256 KiB) stays in L2 while every panel passes under it:
-  // the weights, larger than L2 at ViT-B, then come from L3 or memory once a block (all 197
-  // rows of an image where K <= 1330). Enough blocks that each thread gets two items or more.
-  const int64_t team = omp_get_max_threads(), max_rows = std::max<int64_t>(6, (256 * 1024) / w.K);
-  const int64_t blocks = std::min((M + 5) / 6, std::max((M + max_rows - 1) / max_rows, (2 * team + w.panels - 1) / w.panels));
-  const int64_t block_rows = ((M + blocks - 1) / blocks + 5) / 6 * 6;
-  const int64_t items = blocks * w.panels;
   // The epilogue's terms pick the instantiation, once for the call.
   const auto rows = e.row_scale ? (e.residual ? rows_panel<true, true> : rows_panel<true, false>)
                                 : (e.residual ? rows_panel<false, true> : rows_panel<false, false>);
-#pragma omp parallel
-  {
-    // Each thread a contiguous run of (block, panel) items: mostly one block's panels in turn.
-    const int64_t threads = omp_get_num_threads(), id = omp_get_thread_num();
-    const int64_t chunk = (items + threads - 1) / threads;
-    const int64_t begin = std::min(items, id * chunk), end = std::min(items, (id + 1) * chunk);
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t b = i / w.panels, p = i % w.panels;
-      rows(x, ldx, w, p, e, b * block_rows, std::min(M, (b + 1) * block_rows), y);
-    }
-  }
+  split_rows_panels(M, w.K, w.panels, [&](int64_t p, int64_t m0, int64_t m1) { rows(x, ldx, w, p, e, m0, m1, y); });
 }
 
 }  // namespace onednn_backend
