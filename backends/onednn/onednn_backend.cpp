@@ -55,6 +55,15 @@ vit_status create(const vit_backend_config* config, void** context, char* messag
     if (int8_gemm == "vnni" && !onednn_backend::vnni_gemm_available())
       throw std::runtime_error("onednn: option int8_gemm=vnni needs AVX512_VNNI, which this CPU lacks");
     ctx->vnni_int8 = int8_gemm == "vnni";
+    // bf16 matmuls: vitbatch's own AVX512_BF16 kernel where oneDNN's bf16 is slow (Intel without
+    // AMX), oneDNN's elsewhere; either where asked for and the CPU can.
+    const bool own_bf16_runs = onednn_backend::bf16_gemm_available();
+    const std::string bf16_gemm = vit_plugin::option(*config, "bf16_gemm", own_bf16_runs && !fast_bf16 ? "own" : "onednn");
+    if (bf16_gemm != "own" && bf16_gemm != "onednn")
+      throw std::runtime_error("onednn: option bf16_gemm must be own or onednn, not '" + bf16_gemm + "'");
+    if (bf16_gemm == "own" && !own_bf16_runs)
+      throw std::runtime_error("onednn: option bf16_gemm=own needs AVX512_BF16, which this CPU lacks");
+    ctx->bf16_own = bf16_gemm == "own";
     omp_set_num_threads(ctx->threads);
     const dnnl_version_t* v = dnnl_version();
     ctx->description = "oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." +
@@ -63,7 +72,9 @@ vit_status create(const vit_backend_config* config, void** context, char* messag
                        " OpenMP thread(s)";
     if (ctx->precision == onednn_backend::Precision::INT8)
       ctx->description += ctx->vnni_int8 ? ", int8 matmuls on vitbatch's AVX512_VNNI kernel" : ", int8 matmuls on oneDNN's";
-    if (ctx->precision == onednn_backend::Precision::BF16 && !fast_bf16)
+    if (ctx->precision == onednn_backend::Precision::BF16 && ctx->bf16_own)
+      ctx->description += ", bf16 matmuls on vitbatch's AVX512_BF16 kernel";
+    else if (ctx->precision == onednn_backend::Precision::BF16 && !fast_bf16)
       ctx->description += "; on this CPU oneDNN's bf16 matmuls are slower than fp32 (`vitbatch bench --compare` "
                           "measures both)";
     *context = ctx.release();

@@ -229,7 +229,8 @@ void span_row_epilogue(float* y, int64_t n, float scale, float lo, const float* 
 // row, MatmulOptions::per_row) and w per output channel (symmetric s8). int8 runs on
 // vitbatch's own VNNI kernel where the context says so (vnni_gemm.hpp: the epilogue below in
 // its tile stores), except with a GELU or bf16 output (oneDNN's post-ops) or K not a multiple
-// of 4.
+// of 4; bf16 on vitbatch's own AVX512_BF16 kernel where the context says so (bf16_gemm.hpp:
+// bias, GELU, residual and bf16 output in its tile stores), K even.
 struct MatmulOptions {
   bool gelu = false;
   // Where in the context's scratch (in floats) the matmul may keep its converted input;
@@ -261,7 +262,8 @@ class Matmul {
          const MatmulOptions& o = {})
       : M_(M), K_(K), N_(N), precision_(matmul_precision(ctx, o.keep_float)), scratch_offset_(o.scratch_offset),
         bf16_input_(o.bf16_input && precision_ == Precision::BF16),
-        own_(precision_ == Precision::INT8 && ctx.vnni_int8 && K % 4 == 0 && !o.gelu && !o.bf16_output) {
+        own_(precision_ == Precision::INT8 && ctx.vnni_int8 && K % 4 == 0 && !o.gelu && !o.bf16_output),
+        own_bf16_(precision_ == Precision::BF16 && ctx.bf16_own && K % 2 == 0) {
     const bool gelu = o.gelu;
     const float* range = o.range;
     dt src_type = precision_ == Precision::F32 ? dt::f32 : precision_ == Precision::BF16 ? dt::bf16 : dt::u8;
@@ -314,20 +316,19 @@ class Matmul {
       }
     }
     if (gelu) post.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_erf, 0.0f, 0.0f);
-    if (o.residual && !per_row_ && !own_) {
+    if (o.residual && !per_row_ && !own_ && !own_bf16_) {
       residual_index_ = post.len();
       post.append_binary(dnnl::algorithm::binary_add, plain({M, N}, dt::f32));
     }
     attr.set_post_ops(post);
-    if (!own_) {
+    if (!own_ && !own_bf16_) {
       bool bias_in_matmul = bias && precision_ != Precision::INT8;
       auto desc = bias_in_matmul ? dnnl::matmul::desc(src_md, wei_md, bias_md, dst_md)
                                  : dnnl::matmul::desc(src_md, wei_md, dst_md);
       pd_ = dnnl::matmul::primitive_desc(desc, attr, ctx.engine);
       prim_ = dnnl::matmul(pd_);
     }
-    // The own kernel's panels are cached under an empty descriptor, one no primitive asks for.
-    packed_ = pack(ctx, weights, own_ ? memory::desc() : pd_.weights_desc());
+    packed_ = pack(ctx, weights, own_ ? Packer::VNNI : own_bf16_ ? Packer::BF16 : Packer::ONEDNN);
     src_ = memory(src_md, ctx.engine, nullptr);
     dst_ = memory(dst_md, ctx.engine, nullptr);
     if (bias) bias_ = memory(bias_md, ctx.engine, const_cast<float*>(bias));
@@ -361,7 +362,13 @@ class Matmul {
         if (own_) col_scale_.resize(N_);
       }
     }
-    if (own_) return;  // no oneDNN primitive, nor its arguments
+    if (own_bf16_) {
+      own_gelu_ = gelu;
+      own_bf16_output_ = o.bf16_output;
+      own_bias_.assign(bias ? bias : nullptr, bias ? bias + N_ : nullptr);
+      own_bias_.resize(N_, 0.0f);
+    }
+    if (own_ || own_bf16_) return;  // no oneDNN primitive, nor its arguments
     // The argument map is built once: run() only moves the data handles of these memories.
     args_ = {{DNNL_ARG_WEIGHTS, packed_->weights}, {DNNL_ARG_DST, dst_},
              {DNNL_ARG_SRC, precision_ == Precision::F32 ? src_ : converted_}};
@@ -411,6 +418,15 @@ class Matmul {
       run_own(static_cast<float*>(y), residual);
       return;
     }
+    if (own_bf16_) {
+      Bf16Epilogue e;
+      e.bias = own_bias_.data();
+      e.residual = residual;
+      e.gelu = own_gelu_;
+      e.bf16_output = own_bf16_output_;
+      bf16_gemm(static_cast<const uint16_t*>(converted_.get_data_handle()), M_, K_, *packed_->bf16, e, y);
+      return;
+    }
     prim_.execute(ctx.stream, args_);
     if (per_row_) finish_rows(static_cast<float*>(y), residual);
   }
@@ -432,19 +448,22 @@ class Matmul {
     vnni_gemm(static_cast<const uint8_t*>(converted_.get_data_handle()), M_, K_, *packed_->vnni, e, y);
   }
 
-  std::shared_ptr<PackedWeights> pack(Context& ctx, const float* w, const memory::desc& want) {
+  std::shared_ptr<PackedWeights> pack(Context& ctx, const float* w, Packer packer) {
+    const memory::desc want = packer == Packer::ONEDNN ? pd_.weights_desc() : memory::desc();
     PackCache& shared = pack_cache();
     // Held while packing: a lane preparing the same weights waits, then finds them.
     std::lock_guard<std::mutex> lock(shared.mutex);
     auto& cache = shared.entries;
     cache.erase(std::remove_if(cache.begin(), cache.end(), [](const auto& e) { return e.second.expired(); }), cache.end());
     for (auto& [key, weak] : cache)
-      if (key.first == w && key.second == want)
+      if (key.weights == w && key.packer == packer && key.layout == want)
         if (auto found = weak.lock()) return found;  // (its last kernel may go meanwhile)
     auto packed = std::make_shared<PackedWeights>();
-    if (!own_) packed->weights = memory(want, ctx.engine);
+    if (packer == Packer::ONEDNN) packed->weights = memory(want, ctx.engine);
     memory::desc torch_layout({K_, N_}, dt::f32, tag::ba);  // w is [N, K] row-major
-    if (precision_ != Precision::INT8) {
+    if (packer == Packer::BF16) {
+      packed->bf16 = std::make_unique<Bf16Weights>(w, N_, K_);
+    } else if (precision_ != Precision::INT8) {
       memory user(torch_layout, ctx.engine, const_cast<float*>(w));
       dnnl::reorder(user, packed->weights).execute(ctx.stream, user, packed->weights);
     } else {
@@ -464,7 +483,7 @@ class Matmul {
       }
     }
     ctx.stream.wait();
-    cache.push_back({{w, want}, packed});
+    cache.push_back({{w, packer, want}, packed});
     return packed;
   }
 
@@ -581,6 +600,9 @@ class Matmul {
   size_t scratch_offset_;
   bool bf16_input_;
   bool own_;                          // int8 on vnni_gemm, not a oneDNN primitive
+  bool own_bf16_;                     // bf16 on bf16_gemm, not a oneDNN primitive
+  bool own_gelu_ = false, own_bf16_output_ = false;  // bf16_gemm's epilogue
+  std::vector<float> own_bias_;       // bf16_gemm's bias (zeros for a linear without one)
   std::vector<float> col_scale_;      // own, per tensor: s_x s_w (calibrated, or this call's)
   int residual_index_ = -1;  // the residual's post-op, if any
   dnnl::matmul::primitive_desc pd_;

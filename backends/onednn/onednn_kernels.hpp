@@ -3,6 +3,7 @@
 // primitives at the host's buffers and runs them, allocating nothing.
 #pragma once
 
+#include "bf16_gemm.hpp"
 #include "vit_plugin.h"
 #include "vnni_gemm.hpp"
 
@@ -26,7 +27,12 @@ struct PackedWeights {
   dnnl::memory weights;              // in the layout the primitive asked for
   std::vector<int32_t> column_sums;  // int8: sum over k of the quantised w[n, k]
   std::unique_ptr<VnniWeights> vnni;  // int8 on vitbatch's own kernel: w in its panels instead
+  std::unique_ptr<Bf16Weights> bf16;  // bf16 on vitbatch's own kernel: likewise
 };
+
+// Who packed a matmul's weights: oneDNN (in the layout its primitive asked for) or one of
+// vitbatch's own kernels (in their panels).
+enum class Packer { ONEDNN, VNNI, BF16 };
 
 // (weight pointer, packed layout) -> packed weights, while some kernel holds them: plans for
 // other batch sizes and other contexts (lanes running images side by side) share them, and an
@@ -34,7 +40,12 @@ struct PackedWeights {
 // finds stale ones. One per process, under its mutex: lanes prepare at the same time.
 struct PackCache {
   std::mutex mutex;
-  std::vector<std::pair<std::pair<const void*, dnnl::memory::desc>, std::weak_ptr<PackedWeights>>> entries;
+  struct Key {
+    const void* weights;
+    Packer packer;
+    dnnl::memory::desc layout;  // oneDNN's; empty for the own kernels
+  };
+  std::vector<std::pair<Key, std::weak_ptr<PackedWeights>>> entries;
 };
 PackCache& pack_cache();
 
@@ -51,6 +62,9 @@ struct Context {
   // int8 matmuls on vitbatch's own AVX512_VNNI kernel (vnni_gemm.hpp) rather than oneDNN's
   // (backend option int8_gemm).
   bool vnni_int8 = false;
+  // bf16 matmuls on vitbatch's own AVX512_BF16 kernel (bf16_gemm.hpp) rather than oneDNN's
+  // (backend option bf16_gemm).
+  bool bf16_own = false;
   dnnl::engine engine = cpu_engine();
   dnnl::stream stream{engine};
   std::string description;

@@ -1,6 +1,7 @@
 """The onednn backend on the real ViT-Ti and every shared photo, fed the same input tensors
 as an independent torch.nn ViT: fp32 as tight as the reference backend (max |logit diff|
-<= 1e-3); bf16 with the same top-1 as fp32 on every photo; int8 with the same top-1 as fp32
+<= 1e-3); bf16 with the same top-1 as fp32 on every photo, on oneDNN's matmuls and on
+vitbatch's own AVX512_BF16 kernel (where the CPU has it); int8 with the same top-1 as fp32
 wherever fp32's top-1 probability is above 0.5 (agreement on the rest is printed)."""
 
 import os
@@ -33,6 +34,11 @@ class OnednnParity(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             for precision in ("fp32", "bf16", "int8"):
                 cls.logits[precision] = vitref.vitbatch_logits(vitref.MODEL_DIR, cls.inputs, tmp, "onednn", precision)
+            cls.logits["bf16 onednn"] = vitref.vitbatch_logits(vitref.MODEL_DIR, cls.inputs, tmp,
+                                                               "onednn,bf16_gemm=onednn", "bf16")
+            if "avx512_bf16" in open("/proc/cpuinfo").read():
+                cls.logits["bf16 own"] = vitref.vitbatch_logits(vitref.MODEL_DIR, cls.inputs, tmp,
+                                                                "onednn,bf16_gemm=own", "bf16")
 
     def report(self, precision):
         got, ref = self.logits[precision], self.logits["fp32"]
@@ -52,6 +58,16 @@ class OnednnParity(unittest.TestCase):
     def test_bf16_keeps_every_top1(self):
         agree = self.report("bf16")
         self.assertTrue(agree.all())
+
+    def test_bf16_on_each_matmul_kernel_keeps_every_top1(self):
+        if "bf16 own" not in self.logits:
+            self.skipTest("this CPU has no AVX512_BF16 for vitbatch's own bf16 kernel")
+        for kernel in ("bf16 onednn", "bf16 own"):
+            self.assertTrue(self.report(kernel).all(), kernel)
+        # The two kernels differ only in rounding: their logits within bf16's reach of each other.
+        diff = np.abs(self.logits["bf16 own"] - self.logits["bf16 onednn"]).max()
+        print(f"\nbf16 own kernel against oneDNN's: max |logit diff| = {diff:.3f}")
+        self.assertLess(float(diff), 0.5)
 
     def test_int8_keeps_confident_top1(self):
         agree = self.report("int8")

@@ -4,6 +4,8 @@
 //   vitbatch_dump crop MODEL IMAGE OUT.rgb         the resized, centre-cropped uint8 image
 //   vitbatch_dump pixels MODEL IMAGE OUT.f32       the normalised float32 [3,S,S] the model reads
 //   vitbatch_dump logits MODEL IN.f32 N OUT.f32 [BACKEND [PRECISION [IMAGE_SIZE]]]
+//                                                  (BACKEND may carry options:
+//                                                  onednn,bf16_gemm=own,...)
 //                                                  (PRECISION int8: per-batch ranges;
 //                                                  int8:FILE: the calibrated ranges in FILE)
 //                                                  logits (a headless model: its pooled
@@ -64,7 +66,21 @@ int run(const std::vector<std::string>& a) {
     options.model = a[1];
     if (a.size() == 8) options.model_options.image_size = std::stoll(a[7]);
     options.backend_options.threads = 2;
-    if (a.size() >= 6) options.backend = a[5];
+    if (a.size() >= 6) {
+      // (The runtime reads a backend's options as the config's JSON object; these are plain words.)
+      const std::string spec = a[5];
+      options.backend = spec.substr(0, spec.find(','));
+      std::string json;
+      for (size_t at = spec.find(','); at != std::string::npos;) {
+        const size_t next = spec.find(',', at + 1);
+        const std::string pair = spec.substr(at + 1, next == std::string::npos ? std::string::npos : next - at - 1);
+        const size_t eq = pair.find('=');
+        if (eq == std::string::npos) throw vitbatch::Error("backend option '" + pair + "': expected KEY=VALUE");
+        json += (json.empty() ? "" : ",") + ("\"" + pair.substr(0, eq) + "\":\"" + pair.substr(eq + 1) + "\"");
+        at = next;
+      }
+      options.backend_options.options_json = "{" + json + "}";
+    }
     if (a.size() >= 7) options.backend_options.precision = a[6];
     // "int8": per-batch ranges (--int8-dynamic); "int8:FILE": the calibrated ones in FILE.
     if (options.backend_options.precision.rfind("int8:", 0) == 0) {
