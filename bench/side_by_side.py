@@ -65,10 +65,17 @@ NAMES = {"vitbatch-fp32": "vitbatch fp32", "vitbatch-bf16": "vitbatch bf16", "vi
 
 
 def cpu_model():
+    """lscpu's model name, and its family and model numbers: these machines' lscpu says only
+    "AMD EPYC", and EPYCs of different generations (family 25: Zen 3/4, 26: Zen 5) have come
+    and gone between runs, with different int8 and bf16 rates."""
+    fields = {}
     for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    name = fields.get("Model name") or platform.processor()
+    if "CPU family" in fields and "Model" in fields:
+        name += f" (family {fields['CPU family']}, model {fields['Model']})"
+    return name
 
 
 def load_average():
