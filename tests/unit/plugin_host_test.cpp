@@ -235,20 +235,29 @@ TEST_CASE("onednn runs each projection and MLP with its residual add as one matm
   float largest = 0.0f;
   for (float v : plain) largest = std::max(largest, std::fabs(v));
   // Tolerances on the scale of the logits, as the op tests' (int8 here quantises per call);
-  // int8 on vitbatch's VNNI kernel (the default where the CPU has it) and on oneDNN's.
+  // int8 on vitbatch's VNNI kernel (the default where the CPU has it) and on oneDNN's; bf16 on
+  // both matmul kernels where the CPU has AVX512_BF16 (the own one's residual and GELU
+  // epilogues run only in these claimed runs).
   struct Run {
     std::string precision;
     double tolerance;
-    std::string int8_gemm;
+    std::string option, value;
   };
-  for (const Run& run : {Run{"fp32", 1e-5, ""}, Run{"bf16", 3e-2, ""}, Run{"int8", 8e-2, ""}, Run{"int8", 8e-2, "onednn"}}) {
+  std::vector<Run> runs = {{"fp32", 1e-5, "", ""}, {"bf16", 3e-2, "", ""}, {"int8", 8e-2, "", ""},
+                           {"int8", 8e-2, "int8_gemm", "onednn"}};
+  if (__builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vl")) {
+    runs.push_back({"bf16", 3e-2, "bf16_gemm", "own"});
+    runs.push_back({"bf16", 3e-2, "bf16_gemm", "onednn"});
+  }
+  for (const Run& run : runs) {
     const std::string& precision = run.precision;
     const double tolerance = run.tolerance;
     CAPTURE(precision);
-    CAPTURE(run.int8_gemm);
+    CAPTURE(run.option);
+    CAPTURE(run.value);
     BackendOptions options;
     options.precision = precision;
-    if (!run.int8_gemm.empty()) options.options = {{"int8_gemm", run.int8_gemm}};
+    if (!run.option.empty()) options.options = {{run.option, run.value}};
     Backend onednn(host.find("onednn"), options);
     Executor executor(model, {&onednn, &reference});
     std::vector<float> fused(3 * 5);
@@ -269,6 +278,20 @@ TEST_CASE("onednn runs each projection and MLP with its residual add as one matm
   typo.options = {{"int8_gemm", "fast"}};
   CHECK_THROWS_WITH_AS(Backend(host.find("onednn"), typo), doctest::Contains("int8_gemm must be vnni or onednn, not 'fast'"),
                        Error);
+  typo.precision = "bf16";
+  typo.options = {{"bf16_gemm", "fast"}};
+  CHECK_THROWS_WITH_AS(Backend(host.find("onednn"), typo), doctest::Contains("bf16_gemm must be own or onednn, not 'fast'"),
+                       Error);
+  // The own bf16 kernel where the CPU has AVX512_BF16, and a clear refusal where it has not.
+  BackendOptions own_bf16;
+  own_bf16.precision = "bf16";
+  own_bf16.options = {{"bf16_gemm", "own"}};
+  if (__builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vl")) {
+    CHECK(Backend(host.find("onednn"), own_bf16).describe().find("bf16 matmuls on vitbatch's AVX512_BF16 kernel") !=
+          std::string::npos);
+  } else {
+    CHECK_THROWS_WITH_AS(Backend(host.find("onednn"), own_bf16), doctest::Contains("bf16_gemm=own needs AVX512_BF16"), Error);
+  }
 }
 
 TEST_CASE("onednn's calibrated int8 normalises each matmul's input as it quantises it, on its VNNI kernel") {
