@@ -340,9 +340,11 @@ class Matmul {
       f32_src_ = memory(plain({M, K}, dt::f32), ctx.engine, nullptr);
       to_bf16_ = dnnl::reorder(f32_src_, converted_);
     }
+    if (per_row_ || own_bf16_) {  // epilogues that add a bias whether the linear has one or not
+      bias_or_zeros_.assign(bias ? bias : nullptr, bias ? bias + N_ : nullptr);
+      bias_or_zeros_.resize(N_, 0.0f);
+    }
     if (per_row_) {
-      row_bias_.assign(bias ? bias : nullptr, bias ? bias + N_ : nullptr);
-      row_bias_.resize(N_, 0.0f);
       weight_sums_.resize(N_);
       for (int64_t c = 0; c < N_; ++c) weight_sums_[c] = channel_scales_[c] * static_cast<float>(packed_->column_sums[c]);
       row_scale_.resize(M_);
@@ -362,12 +364,8 @@ class Matmul {
         if (own_) col_scale_.resize(N_);
       }
     }
-    if (own_bf16_) {
-      own_gelu_ = gelu;
-      own_bf16_output_ = o.bf16_output;
-      own_bias_.assign(bias ? bias : nullptr, bias ? bias + N_ : nullptr);
-      own_bias_.resize(N_, 0.0f);
-    }
+    bf16_epilogue_.gelu = gelu;
+    bf16_epilogue_.bf16_output = o.bf16_output;
     if (own_ || own_bf16_) return;  // no oneDNN primitive, nor its arguments
     // The argument map is built once: run() only moves the data handles of these memories.
     args_ = {{DNNL_ARG_WEIGHTS, packed_->weights}, {DNNL_ARG_DST, dst_},
@@ -419,11 +417,9 @@ class Matmul {
       return;
     }
     if (own_bf16_) {
-      Bf16Epilogue e;
-      e.bias = own_bias_.data();
+      Bf16Epilogue e = bf16_epilogue_;
+      e.bias = bias_or_zeros_.data();
       e.residual = residual;
-      e.gelu = own_gelu_;
-      e.bf16_output = own_bf16_output_;
       bf16_gemm(static_cast<const uint16_t*>(converted_.get_data_handle()), M_, K_, *packed_->bf16, e, y);
       return;
     }
@@ -438,7 +434,7 @@ class Matmul {
   void run_own(float* y, const float* residual) {
     VnniEpilogue e;
     e.col_scale = per_row_ ? channel_scales_.data() : col_scale_.data();
-    e.col_add = per_row_ ? row_bias_.data() : static_cast<const float*>(channel_add_.get_data_handle());
+    e.col_add = per_row_ ? bias_or_zeros_.data() : static_cast<const float*>(channel_add_.get_data_handle());
     if (per_row_) {
       e.row_scale = row_scale_.data();
       e.row_offset = row_floor_.data();
@@ -553,7 +549,7 @@ class Matmul {
     {
       auto [begin, end] = share(M_);
       for (int64_t m = begin; m < end; ++m)
-        span_row_epilogue(y + m * N_, N_, row_scale_[m], row_floor_[m], weight_sums_.data(), row_bias_.data(),
+        span_row_epilogue(y + m * N_, N_, row_scale_[m], row_floor_[m], weight_sums_.data(), bias_or_zeros_.data(),
                           residual ? residual + m * N_ : nullptr);
     }
   }
@@ -601,8 +597,7 @@ class Matmul {
   bool bf16_input_;
   bool own_;                          // int8 on vnni_gemm, not a oneDNN primitive
   bool own_bf16_;                     // bf16 on bf16_gemm, not a oneDNN primitive
-  bool own_gelu_ = false, own_bf16_output_ = false;  // bf16_gemm's epilogue
-  std::vector<float> own_bias_;       // bf16_gemm's bias (zeros for a linear without one)
+  Bf16Epilogue bf16_epilogue_;       // bf16_gemm's terms (run() adds the bias and residual)
   std::vector<float> col_scale_;      // own, per tensor: s_x s_w (calibrated, or this call's)
   int residual_index_ = -1;  // the residual's post-op, if any
   dnnl::matmul::primitive_desc pd_;
@@ -616,7 +611,8 @@ class Matmul {
   const float* norm_weight_ = nullptr;  // the input's LayerNorm (MatmulOptions::norm_weight)
   const float* norm_bias_ = nullptr;
   float norm_eps_ = 0.0f;
-  std::vector<float> row_bias_, weight_sums_, row_scale_, row_floor_;  // per row: b, s_w * colsum, s[m], lo[m]
+  std::vector<float> bias_or_zeros_;  // per row and bf16_gemm: b, or zeros for a linear without one
+  std::vector<float> weight_sums_, row_scale_, row_floor_;  // per row: s_w * colsum, s[m], lo[m]
   float scale_ = 1.0f;
   int32_t zero_point_ = 0;
   memory src_, dst_, bias_, converted_, f32_src_, channel_add_, activation_scale_, residual_;
