@@ -35,6 +35,19 @@ const char* isa_name(dnnl::cpu_isa isa) {
   }
 }
 
+// Whether option `key` (`own` or onednn) picks vitbatch's own kernel for a precision's
+// matmuls: by default where `by_default`; asked for, only where the CPU `runs` it (it needs
+// `isa`). Any other value is an error that names the two.
+bool own_kernel_chosen(const vit_backend_config& config, const char* key, const std::string& own, bool runs,
+                       bool by_default, const char* isa) {
+  const std::string value = vit_plugin::option(config, key, by_default ? own : "onednn");
+  if (value != own && value != "onednn")
+    throw std::runtime_error(std::string("onednn: option ") + key + " must be " + own + " or onednn, not '" + value + "'");
+  if (value == own && !runs)
+    throw std::runtime_error(std::string("onednn: option ") + key + "=" + own + " needs " + isa + ", which this CPU lacks");
+  return value == own;
+}
+
 vit_status create(const vit_backend_config* config, void** context, char* message, size_t size) {
   return vit_plugin::guard(message, size, [&] {
     auto ctx = std::make_unique<Context>();
@@ -48,22 +61,12 @@ vit_status create(const vit_backend_config* config, void** context, char* messag
     ctx->float_fallback = fast_bf16 ? onednn_backend::Precision::BF16 : onednn_backend::Precision::F32;
     // int8 matmuls: vitbatch's own AVX512_VNNI kernel where the CPU has it (faster than oneDNN
     // 2.6's on ViT's shapes on the AMD EPYC it was measured on: vnni_gemm.hpp), or oneDNN's.
-    const std::string int8_gemm =
-        vit_plugin::option(*config, "int8_gemm", onednn_backend::vnni_gemm_available() ? "vnni" : "onednn");
-    if (int8_gemm != "vnni" && int8_gemm != "onednn")
-      throw std::runtime_error("onednn: option int8_gemm must be vnni or onednn, not '" + int8_gemm + "'");
-    if (int8_gemm == "vnni" && !onednn_backend::vnni_gemm_available())
-      throw std::runtime_error("onednn: option int8_gemm=vnni needs AVX512_VNNI, which this CPU lacks");
-    ctx->vnni_int8 = int8_gemm == "vnni";
+    const bool vnni_runs = onednn_backend::vnni_gemm_available();
+    ctx->vnni_int8 = own_kernel_chosen(*config, "int8_gemm", "vnni", vnni_runs, vnni_runs, "AVX512_VNNI");
     // bf16 matmuls: vitbatch's own AVX512_BF16 kernel where oneDNN's bf16 is slow (Intel without
-    // AMX), oneDNN's elsewhere; either where asked for and the CPU can.
+    // AMX), oneDNN's elsewhere.
     const bool own_bf16_runs = onednn_backend::bf16_gemm_available();
-    const std::string bf16_gemm = vit_plugin::option(*config, "bf16_gemm", own_bf16_runs && !fast_bf16 ? "own" : "onednn");
-    if (bf16_gemm != "own" && bf16_gemm != "onednn")
-      throw std::runtime_error("onednn: option bf16_gemm must be own or onednn, not '" + bf16_gemm + "'");
-    if (bf16_gemm == "own" && !own_bf16_runs)
-      throw std::runtime_error("onednn: option bf16_gemm=own needs AVX512_BF16, which this CPU lacks");
-    ctx->bf16_own = bf16_gemm == "own";
+    ctx->bf16_own = own_kernel_chosen(*config, "bf16_gemm", "own", own_bf16_runs, own_bf16_runs && !fast_bf16, "AVX512_BF16");
     omp_set_num_threads(ctx->threads);
     const dnnl_version_t* v = dnnl_version();
     ctx->description = "oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." +
