@@ -4,10 +4,9 @@
 
 #include "vitbatch/error.hpp"
 #include "vitbatch/limits.hpp"
+#include "vitbatch/plugin_host.hpp"
 
 #include <algorithm>
-#include <nlohmann/json.hpp>
-
 #include <thread>
 
 namespace vitbatch_cli {
@@ -74,15 +73,8 @@ vitbatch::RuntimeOptions resolve_runtime_options(const CommonFlags& flags, vitba
   o.lanes = flags.lanes.value_or(config.lanes.value_or(0));
   o.backend_options.precision = flags.precision.value_or(config.precision.value_or("fp32"));
   o.backend_options.options_json = config.backend_options_json;
-  if (!flags.backend_option_pairs.empty()) {
-    nlohmann::json j = nlohmann::json::parse(o.backend_options.options_json, nullptr, false);
-    if (!j.is_object()) j = nlohmann::json::object();
-    for (const std::string& pair : flags.backend_option_pairs) {
-      size_t eq = pair.find('=');  // checked by the flag's validator
-      j[pair.substr(0, eq)] = pair.substr(eq + 1);
-    }
-    o.backend_options.options_json = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  }
+  if (!flags.backend_option_pairs.empty())  // each checked by the flag's validator
+    o.backend_options.options_json = vitbatch::with_option_pairs(o.backend_options.options_json, flags.backend_option_pairs);
   if (flags.int8_scales) o.int8_scales = *flags.int8_scales;
   else if (config.int8_scales && !flags.int8_dynamic) o.int8_scales = *config.int8_scales;
   o.int8_dynamic = flags.int8_dynamic || (config.int8_dynamic && !flags.int8_scales);

@@ -438,4 +438,15 @@ std::vector<std::pair<std::string, std::string>> flatten_options(const std::stri
   return out;
 }
 
+std::string with_option_pairs(const std::string& options_json, const std::vector<std::string>& pairs) {
+  nlohmann::json j = nlohmann::json::parse(options_json, nullptr, false);
+  if (!j.is_object()) j = nlohmann::json::object();
+  for (const std::string& pair : pairs) {
+    const size_t eq = pair.find('=');
+    if (eq == std::string::npos || eq == 0) throw Error("expected KEY=VALUE, got '" + pair + "'");
+    j[pair.substr(0, eq)] = pair.substr(eq + 1);
+  }
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 }  // namespace vitbatch

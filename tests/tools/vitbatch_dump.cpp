@@ -13,6 +13,7 @@
 #include "vitbatch/error.hpp"
 #include "vitbatch/image.hpp"
 #include "vitbatch/model.hpp"
+#include "vitbatch/plugin_host.hpp"
 #include "vitbatch/preprocess.hpp"
 #include "vitbatch/runtime.hpp"
 
@@ -67,19 +68,15 @@ int run(const std::vector<std::string>& a) {
     if (a.size() == 8) options.model_options.image_size = std::stoll(a[7]);
     options.backend_options.threads = 2;
     if (a.size() >= 6) {
-      // (The runtime reads a backend's options as the config's JSON object; these are plain words.)
       const std::string spec = a[5];
       options.backend = spec.substr(0, spec.find(','));
-      std::string json;
+      std::vector<std::string> pairs;
       for (size_t at = spec.find(','); at != std::string::npos;) {
         const size_t next = spec.find(',', at + 1);
-        const std::string pair = spec.substr(at + 1, next == std::string::npos ? std::string::npos : next - at - 1);
-        const size_t eq = pair.find('=');
-        if (eq == std::string::npos) throw vitbatch::Error("backend option '" + pair + "': expected KEY=VALUE");
-        json += (json.empty() ? "" : ",") + ("\"" + pair.substr(0, eq) + "\":\"" + pair.substr(eq + 1) + "\"");
+        pairs.push_back(spec.substr(at + 1, next == std::string::npos ? std::string::npos : next - at - 1));
         at = next;
       }
-      options.backend_options.options_json = "{" + json + "}";
+      options.backend_options.options_json = vitbatch::with_option_pairs("{}", pairs);
     }
     if (a.size() >= 7) options.backend_options.precision = a[6];
     // "int8": per-batch ranges (--int8-dynamic); "int8:FILE": the calibrated ones in FILE.

@@ -181,6 +181,22 @@ TEST_CASE("ABI 2 reads only the slots a table has: an ABI 1 plugin and a minimal
   CHECK(pick.backend != "minimal_v2");
 }
 
+TEST_CASE("--backend-option's KEY=VALUE pairs go on top of the YAML's backend.options") {
+  auto m = [](const std::string& json) {
+    auto kv = flatten_options(json);
+    return std::map<std::string, std::string>(kv.begin(), kv.end());
+  };
+  const auto merged = m(with_option_pairs(R"({"tf32": true, "device": 1})", {"device=0", "expr=a=b"}));
+  CHECK(merged.size() == 3);
+  CHECK(merged.at("tf32") == "true");  // kept from the YAML
+  CHECK(merged.at("device") == "0");   // the flag wins
+  CHECK(merged.at("expr") == "a=b");   // split at the first '='
+  CHECK(m(with_option_pairs("not json", {"k=v"})) == std::map<std::string, std::string>{{"k", "v"}});
+  CHECK(with_option_pairs("{}", {}) == "{}");
+  CHECK_THROWS_WITH_AS(with_option_pairs("{}", {"k"}), "expected KEY=VALUE, got 'k'", Error);
+  CHECK_THROWS_WITH_AS(with_option_pairs("{}", {"=v"}), "expected KEY=VALUE, got '=v'", Error);
+}
+
 TEST_CASE("backend options arrive as key/value text") {
   auto kv = flatten_options(R"({"tf32": true, "workspace": {"mb": 64}, "name": "x", "list": [1, 2]})");
   std::map<std::string, std::string> m(kv.begin(), kv.end());

@@ -68,6 +68,11 @@ struct BackendOptions {
 // unquoted), lists as JSON text.
 std::vector<std::pair<std::string, std::string>> flatten_options(const std::string& options_json);
 
+// options_json (an object, or anything else taken as an empty one) with each "KEY=VALUE" of
+// `pairs` set on it as a string: what --backend-option adds to the YAML's backend.options.
+// Throws Error for a pair without '=' or with an empty key.
+std::string with_option_pairs(const std::string& options_json, const std::vector<std::string>& pairs);
+
 // One live context of a plugin. Every call checks the status and throws Error with the
 // plugin's message, naming the backend (and node).
 class Backend {
