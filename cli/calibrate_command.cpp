@@ -33,6 +33,7 @@ struct CalibrateFlags {
   int64_t max_images = 512;
   bool null_separated = false;
   std::vector<std::string> keep_float{"none"};
+  double smoothquant = 0.8;
 };
 
 int run_calibrate(const CalibrateFlags& flags) {
@@ -52,6 +53,7 @@ int run_calibrate(const CalibrateFlags& flags) {
     settings.method = {flags.method, flags.percentile};
     settings.batch_size = flags.batch_size;
     settings.max_images = flags.max_images;
+    settings.smoothquant_alpha = flags.smoothquant;
     vitbatch::InputPaths inputs(flags.inputs, STDIN_FILENO, flags.null_separated);
     vitbatch::CalibrationResult result = vitbatch::calibrate_int8(
         runtime, inputs, settings,
@@ -65,11 +67,16 @@ int run_calibrate(const CalibrateFlags& flags) {
         {"images", std::to_string(result.images)},
         {"model", runtime.model().path}};
     if (flags.method == "percentile") metadata["percentile"] = format_number(flags.percentile);
-    vitbatch::save_int8_ranges(flags.output, result.ranges, metadata);
+    metadata["smoothquant_alpha"] = format_number(flags.smoothquant);
+    vitbatch::save_int8_ranges(flags.output, result.ranges, metadata, result.smoothing);
     std::cerr << "vitbatch: calibrated " << result.ranges.size() << " linears on " << result.images << " images ("
               << flags.method << (flags.method == "percentile" ? " " + format_number(flags.percentile) : "")
               << (result.failed ? ", " + std::to_string(result.failed) + " inputs skipped" : "") << "; " << marked
-              << " kept out of int8) -> "
+              << " kept out of int8; SmoothQuant "
+              << (result.smoothing.empty() ? std::string("off")
+                                           : "alpha " + format_number(flags.smoothquant) + " on the linears of " +
+                                                 std::to_string(result.smoothing.size()) + " LayerNorms")
+              << ") -> "
               << flags.output << "\n";
     return result.failed ? kExitSomeFailed : kExitOk;
   } catch (const vitbatch::Error& e) {
@@ -100,6 +107,10 @@ void set_calibrate_command(CLI::App& app, int* exit_code) {
                   "faster than fp32); 'none' (default) for none. The onednn backend quantises the MLPs' fc2 input, "
                   "GELU's output, with a scale per token, so fc2 keeps top-1 as well in int8 as in bf16")
       ->delimiter(',');
+  cmd->add_option("--smoothquant", flags->smoothquant,
+                  "SmoothQuant's alpha (default 0.8): the linears a LayerNorm feeds take part of its outlier "
+                  "channels into their weights, folded into the LayerNorm at no cost at run time; 0 for none")
+      ->check(CLI::Range(0.0, 1.0));
   cmd->add_flag("-0,--null", flags->null_separated, "paths on stdin are NUL-separated (find -print0)");
   cmd->callback([flags, exit_code] { *exit_code = run_calibrate(*flags); });
 }

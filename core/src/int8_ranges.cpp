@@ -18,6 +18,7 @@ namespace {
 
 constexpr size_t kBins = 2048;  // even, so that doubling the range merges bin pairs
 constexpr const char* kFormat = "vitbatch-int8-ranges";
+const std::string kSmoothPrefix = "smoothquant/";  // no linear's name holds a '/'
 
 }  // namespace
 
@@ -109,7 +110,7 @@ size_t keep_float(Int8Ranges& ranges, const std::vector<std::string>& suffixes) 
 }
 
 void save_int8_ranges(const std::string& path, const Int8Ranges& ranges,
-                      const std::map<std::string, std::string>& metadata) {
+                      const std::map<std::string, std::string>& metadata, const Smoothing& smoothing) {
   nlohmann::json header = nlohmann::json::object();
   nlohmann::json meta(metadata);
   meta["format"] = kFormat;
@@ -123,6 +124,11 @@ void save_int8_ranges(const std::string& path, const Int8Ranges& ranges,
     float pair[2] = {r.lo, r.hi};
     header[name] = {{"dtype", "F32"}, {"shape", {2}}, {"data_offsets", {data.size(), data.size() + sizeof pair}}};
     data.append(reinterpret_cast<const char*>(pair), sizeof pair);
+  }
+  for (const auto& [norm, c] : smoothing) {
+    const size_t bytes = c.size() * sizeof(float);
+    header[kSmoothPrefix + norm] = {{"dtype", "F32"}, {"shape", {c.size()}}, {"data_offsets", {data.size(), data.size() + bytes}}};
+    data.append(reinterpret_cast<const char*>(c.data()), bytes);
   }
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');
@@ -142,7 +148,16 @@ void load_int8_ranges(const std::string& path, Model& model) {
     throw Error(path + ": not an int8 ranges file (no __metadata__ format '" + std::string(kFormat) +
                 "'; make one with `vitbatch calibrate`)");
   Int8Ranges ranges;
+  Smoothing smoothing;
   for (const auto& [name, t] : f.tensors()) {
+    if (name.compare(0, kSmoothPrefix.size(), kSmoothPrefix) == 0) {
+      if (t.dtype != "F32" || t.shape.size() != 1)
+        throw Error(path + ": tensor '" + name + "' is " + t.dtype + " " + shape_string(t.shape) + ", expected F32 [channels]");
+      std::vector<float> c(static_cast<size_t>(t.shape[0]));
+      std::memcpy(c.data(), t.data, c.size() * sizeof(float));
+      smoothing[name.substr(kSmoothPrefix.size())] = std::move(c);
+      continue;
+    }
     if (t.dtype != "F32" || t.shape != Shape{2})
       throw Error(path + ": tensor '" + name + "' is " + t.dtype + " " + shape_string(t.shape) + ", expected F32 [2]");
     float pair[2];
@@ -170,6 +185,11 @@ void load_int8_ranges(const std::string& path, Model& model) {
   for (const auto& [name, r] : ranges)
     if (!known.count(name))
       throw Error(path + ": range for '" + name + "', which this model does not have (made for another model?)");
+  try {
+    fold_smoothing(model, smoothing);
+  } catch (const Error& e) {
+    throw Error(path + ": " + e.what());
+  }
   model.int8_ranges = std::move(ranges);
 }
 

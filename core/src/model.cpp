@@ -39,6 +39,16 @@ void WeightStore::add_mapped(const std::string& name, const Shape& shape, const 
   parameters_ += static_cast<size_t>(element_count(shape));
 }
 
+float* WeightStore::writable_copy(const std::string& name) {
+  auto it = entries_.find(name);
+  if (it == entries_.end()) throw Error("weight '" + name + "' is not loaded");
+  const size_t n = static_cast<size_t>(element_count(it->second.shape));
+  copies_.push_back(std::make_unique<float[]>(n));
+  std::copy(it->second.data, it->second.data + n, copies_.back().get());
+  it->second.data = copies_.back().get();
+  return copies_.back().get();
+}
+
 const float* WeightStore::get(const std::string& name) const {
   auto it = entries_.find(name);
   if (it == entries_.end()) throw Error("weight '" + name + "' is not loaded");

@@ -58,8 +58,17 @@ class Int8Calibration(unittest.TestCase):
         self.assertEqual(self.calibrated.returncode, 0, self.calibrated.stderr)
         self.assertIn("calibrated 50 linears on 48 images", self.calibrated.stderr)
         self.assertIn("0 kept out of int8", self.calibrated.stderr)  # fc2 too: per token (onednn)
-        tensors = vitref.read_safetensors(self.scales)
+        self.assertIn("SmoothQuant alpha 0.8 on the linears of 25 LayerNorms", self.calibrated.stderr)
+        everything = vitref.read_safetensors(self.scales)
+        tensors = {n: r for n, r in everything.items() if not n.startswith("smoothquant/")}
         self.assertEqual(len(tensors), 50)  # patch embedding, 4 per block, head
+        # SmoothQuant's factors: the norms before qkv and fc1 in each block, and the final one
+        # (the head reads it); 192 channels each, all positive.
+        factors = {n[len("smoothquant/"):]: c for n, c in everything.items() if n.startswith("smoothquant/")}
+        self.assertEqual(sorted(factors), sorted([f"blocks.{i}.norm{j}" for i in range(12) for j in (1, 2)] + ["norm"]))
+        for name, c in factors.items():
+            self.assertEqual(c.shape, (192,), name)
+            self.assertTrue((c > 0).all() and np.isfinite(c).all(), name)
         for name, r in tensors.items():
             self.assertEqual(r.shape, (2,), name)
             self.assertLessEqual(r[0], 0.0, name)
@@ -69,6 +78,26 @@ class Int8Calibration(unittest.TestCase):
         self.assertLess(tensors["blocks.0.attn.qkv"][0], -0.5)
         # GELU's minimum is -0.17: fc2's input never goes below it
         self.assertGreaterEqual(tensors["blocks.0.mlp.fc2"][0], -0.171)
+
+    def test_smoothquant_moves_the_outliers_into_the_weights(self):
+        plain = os.path.join(self.tmp, "plain.safetensors")
+        r = run("calibrate", "--model", vitref.MODEL_DIR, self.cal, "-o", plain, "--smoothquant", "0")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("SmoothQuant off", r.stderr)
+        a, b = vitref.read_safetensors(plain), vitref.read_safetensors(self.scales)
+        self.assertFalse(any(n.startswith("smoothquant/") for n in a))
+        # ViT-Ti's LayerNorm outputs have outlier channels: divided by their factors, the
+        # inputs of qkv and fc1 fit a far narrower range; the other linears' stay as they were.
+        for i in range(12):
+            for name in (f"blocks.{i}.attn.qkv", f"blocks.{i}.mlp.fc1"):
+                self.assertLess(b[name][1] - b[name][0], 0.5 * (a[name][1] - a[name][0]), name)
+            np.testing.assert_allclose(b[f"blocks.{i}.attn.proj"], a[f"blocks.{i}.attn.proj"], rtol=1e-3, atol=1e-3)
+        # and int8 comes nearer fp32 with them
+        fp32 = self.logits(self.inputs, "fp32")
+        errors = {f: np.abs(self.logits(self.inputs, "int8:" + f) - fp32).mean() for f in (plain, self.scales)}
+        print(f"\nmean |int8 - fp32| logit on the shared photos: {errors[plain]:.4f} without SmoothQuant, "
+              f"{errors[self.scales]:.4f} with it")
+        self.assertLess(errors[self.scales], errors[plain])
 
     def test_keep_float_leaves_the_named_linears_out(self):
         kept = os.path.join(self.tmp, "kept.safetensors")

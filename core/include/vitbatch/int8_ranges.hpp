@@ -6,6 +6,7 @@
 #pragma once
 
 #include "vitbatch/model.hpp"
+#include "vitbatch/smoothquant.hpp"
 
 #include <cstdint>
 #include <map>
@@ -51,12 +52,15 @@ std::vector<std::string> quantized_linear_names(const Model& model);
 size_t keep_float(Int8Ranges& ranges, const std::vector<std::string>& suffixes);
 
 // Writes `ranges` as safetensors (one F32 [2] tensor per linear: lo, hi) with `metadata`; the
-// linears kept out of int8 are listed in the metadata's keep_float (comma-separated).
+// linears kept out of int8 are listed in the metadata's keep_float (comma-separated). The
+// SmoothQuant factors, if any, go in as F32 [channels] tensors named "smoothquant/" + the
+// LayerNorm's name; the ranges are then those of the smoothed inputs.
 void save_int8_ranges(const std::string& path, const Int8Ranges& ranges,
-                      const std::map<std::string, std::string>& metadata);
+                      const std::map<std::string, std::string>& metadata, const Smoothing& smoothing = {});
 
 // Reads a file save_int8_ranges wrote; checks that it names exactly the model's linears and
-// that every range is finite, then sets model.int8_ranges. Throws Error naming the file.
+// that every range is finite, folds its SmoothQuant factors into the model's weights
+// (fold_smoothing), then sets model.int8_ranges. Throws Error naming the file.
 void load_int8_ranges(const std::string& path, Model& model);
 
 // Where a model keeps its default ranges: int8_scales.safetensors beside its weights file

@@ -144,6 +144,9 @@ class WeightStore {
   float* replace(const std::string& name, const Shape& shape);
   // Records a tensor that lives in the mapping given to keep_mapping().
   void add_mapped(const std::string& name, const Shape& shape, const float* data);
+  // Copies a tensor into a buffer of its own and returns it to be rewritten (SmoothQuant's
+  // fold, after loading): the mapping stays read-only, the arena's size fixed.
+  float* writable_copy(const std::string& name);
   const float* get(const std::string& name) const;  // throws Error if absent
   const Shape& shape(const std::string& name) const;
   bool contains(const std::string& name) const { return entries_.count(name) != 0; }
@@ -161,6 +164,7 @@ class WeightStore {
     Shape shape;
   };
   std::vector<float> arena_;
+  std::vector<std::unique_ptr<float[]>> copies_;  // writable_copy's buffers
   std::map<std::string, Entry> entries_;
   size_t parameters_ = 0;
   std::shared_ptr<const void> mapping_owner_;
