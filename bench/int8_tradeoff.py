@@ -8,7 +8,7 @@ BENCHMARKS.md's "int8: calibration, and what float linears buy" tables:
 Photos from bench/augment_photos.py: 64 to calibrate on (seed 7; 16 and 256 more, seeds 9 and
 8, for the calibration-size rows) and four disjoint sets of --eval to measure agreement on
 (seeds 21-24), each printed on its own so the spread shows. `vitbatch calibrate` writes one
-ranges file per row (--method, --percentile, --keep-float); `classify --precision int8
+ranges file per row (--smoothquant, --method, --percentile, --keep-float); `classify --precision int8
 --int8-scales` is compared image by image with `classify` at fp32. Speed: `vitbatch bench`
 (batch 16, every thread, the default lanes), the rows interleaved round by round; median and
 best. The agreement figures are deterministic; the speeds are this machine's (its CPU model
@@ -30,7 +30,10 @@ TI = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
 
 # (label, calibration set, calibrate's arguments); None: not int8 (the precision instead).
 CALIBRATIONS = [
-    ("percentile 99.999 (default)", "calib64", ["--method", "percentile"]),
+    ("default: SmoothQuant alpha 0.8, percentile 99.999", "calib64", []),
+    ("SmoothQuant off (`--smoothquant 0`)", "calib64", ["--smoothquant", "0"]),
+    ("SmoothQuant alpha 0.5", "calib64", ["--smoothquant", "0.5"]),
+    ("SmoothQuant alpha 1", "calib64", ["--smoothquant", "1"]),
     ("percentile 99.9999", "calib64", ["--percentile", "99.9999"]),
     ("percentile 99.99", "calib64", ["--percentile", "99.99"]),
     ("percentile 99.9", "calib64", ["--percentile", "99.9"]),
