@@ -73,7 +73,7 @@ int run_calibrate(const CalibrateFlags& flags) {
               << flags.method << (flags.method == "percentile" ? " " + format_number(flags.percentile) : "")
               << (result.failed ? ", " + std::to_string(result.failed) + " inputs skipped" : "") << "; " << marked
               << " kept out of int8; SmoothQuant "
-              << (result.smoothing.empty() ? std::string("off")
+              << (flags.smoothquant == 0 ? std::string("off")
                                            : "alpha " + format_number(flags.smoothquant) + " on the linears of " +
                                                  std::to_string(result.smoothing.size()) + " LayerNorms")
               << ") -> "

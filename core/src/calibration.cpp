@@ -13,9 +13,11 @@ CalibrationResult calibrate_int8(Runtime& runtime, InputPaths& inputs, const Cal
                                  const std::function<void(const std::string&, const std::string&)>& on_error) {
   const Model& model = runtime.model();
   const int64_t S = model.config.image_size, C = model.config.in_chans, per_image = C * S * S;
-  const bool smooth = settings.smoothquant_alpha != 0;
-  if (smooth && !(settings.smoothquant_alpha > 0 && settings.smoothquant_alpha <= 1))
+  if (settings.smoothquant_alpha != 0 && !(settings.smoothquant_alpha > 0 && settings.smoothquant_alpha <= 1))
     throw Error("SmoothQuant's alpha must be in (0, 1], or 0 for none");
+  // A model with no LayerNorm that feeds only linears has nothing to smooth: one pass.
+  const std::vector<SmoothGroup> groups = settings.smoothquant_alpha != 0 ? smooth_groups(model) : std::vector<SmoothGroup>{};
+  const bool smooth = !groups.empty();
   CalibrationResult result;
   std::vector<float> pixels(static_cast<size_t>(settings.batch_size * per_image));
   std::vector<float> logits(static_cast<size_t>(settings.batch_size * std::max<int64_t>(1, model.config.output_width())));
@@ -29,7 +31,6 @@ CalibrationResult calibrate_int8(Runtime& runtime, InputPaths& inputs, const Cal
   // Pass 1 (without SmoothQuant the only one): the ranges; with it, each group's channel
   // maxima instead, and the crops kept for pass 2.
   RangeCollector collector(settings.method);
-  const std::vector<SmoothGroup> groups = smooth ? smooth_groups(model) : std::vector<SmoothGroup>{};
   std::map<std::string, size_t> group_of;  // a group's linears all read the same input
   for (size_t i = 0; i < groups.size(); ++i)
     for (const std::string& linear : groups[i].linears) group_of[linear] = i;
