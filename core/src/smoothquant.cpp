@@ -25,16 +25,19 @@ std::vector<SmoothGroup> smooth_groups(const Model& model) {
     for (const Node& n : g.nodes()) {
       const auto uses = std::count(n.inputs.begin(), n.inputs.end(), out);
       if (!uses) continue;
-      // Read as a linear's input and nothing else, its weight a constant [out, channels].
-      // (stored with that shape too: the fold rewrites the stored tensor)
-      const Value& w = g.value(n.inputs[1]);
-      if (n.op != Op::LINEAR || uses != 1 || n.inputs[0] != out || !w.is_constant() || w.shape.size() != 2 ||
-          w.shape[1] != group.channels || !model.weights.contains(w.name) || model.weights.shape(w.name) != w.shape) {
+      // Read as a linear's input and nothing else, the linear's weight a constant [out,
+      // channels], stored with that shape too (the fold rewrites the stored tensor). The op is
+      // checked first: another reader (pooling, say) may have one input only.
+      auto foldable = [&](const Value& w) {
+        return w.is_constant() && w.shape.size() == 2 && w.shape[1] == group.channels &&
+               model.weights.contains(w.name) && model.weights.shape(w.name) == w.shape;
+      };
+      if (n.op != Op::LINEAR || uses != 1 || n.inputs[0] != out || !foldable(g.value(n.inputs[1]))) {
         only_linears = false;
         break;
       }
       group.linears.push_back(n.name);
-      group.linear_weights.push_back(w.name);
+      group.linear_weights.push_back(g.value(n.inputs[1]).name);
     }
     if (only_linears && !group.linears.empty()) groups.push_back(std::move(group));
   }

@@ -66,6 +66,17 @@ TEST_CASE("the groups are the LayerNorms read only by linears: qkv, fc1 and the 
                                             "blocks.1.mlp.fc1", "head"});
 }
 
+TEST_CASE("a LayerNorm read by anything but linears is no group: average pooling after the final norm") {
+  test_support::TempDir dir;
+  dir.write("model.safetensors",
+            test_support::safetensors_bytes(test_support::random_values(test_support::tiny_vit(1), 0.3f, 5)));
+  dir.write("config.json", R"({"num_heads": 2, "global_pool": "avg"})");
+  Model model = load_model(dir.path());
+  std::vector<std::string> norms;
+  for (const SmoothGroup& g : smooth_groups(model)) norms.push_back(g.norm);
+  CHECK(norms == std::vector<std::string>{"blocks.0.norm1", "blocks.0.norm2"});
+}
+
 TEST_CASE("folding the factors leaves the float model's answers as they were") {
   test_support::TempDir dir;
   Model plain = tiny_model(dir), folded = tiny_model(dir);
