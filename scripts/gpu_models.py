@@ -1,8 +1,10 @@
 """Writes ViT-Ti/S/B checkpoints with timm's initialisation (trunc-normal std 0.02 weights,
 zero biases, LayerNorm 1/0; the scheme timm.create_model(..., pretrained=False) uses), laid out
 as timm's safetensors + config.json. For benchmarks: realistic activations, no download.
+"free" is a near-free model (one block of width 64, one head; ViT-B's preprocessing): what
+`classify` reaches with it is what decoding and preprocessing alone allow on that host.
 
-usage: python3 gpu_models.py OUT_DIR [tiny small base]
+usage: python3 gpu_models.py OUT_DIR [tiny small base free]
 """
 import json
 import os
@@ -11,7 +13,8 @@ import sys
 
 import numpy as np
 
-SIZES = {"tiny": (192, 3), "small": (384, 6), "base": (768, 12)}
+# name: (width, heads, blocks)
+SIZES = {"tiny": (192, 3, 12), "small": (384, 6, 12), "base": (768, 12, 12), "free": (64, 1, 1)}
 
 
 def trunc_normal(rng, shape, std=0.02):
@@ -60,11 +63,14 @@ def write_safetensors(path, tensors):
 def main():
     out = sys.argv[1]
     for size in sys.argv[2:] or ["small", "base"]:
-        dim, heads = SIZES[size]
+        dim, heads, depth = SIZES[size]
         d = os.path.join(out, f"vit_{size}_patch16_224")
         os.makedirs(d, exist_ok=True)
-        write_safetensors(os.path.join(d, "model.safetensors"), state(dim))
-        cfg = {"architecture": f"vit_{size}_patch16_224", "num_classes": 1000, "num_features": dim,
+        write_safetensors(os.path.join(d, "model.safetensors"), state(dim, depth))
+        # timm's registry knows the three sizes' heads; the near-free one says its own
+        arch = {"architecture": "synthetic", "num_heads": heads} if size == "free" else \
+            {"architecture": f"vit_{size}_patch16_224"}
+        cfg = {**arch, "num_classes": 1000, "num_features": dim,
                "global_pool": "token",
                "pretrained_cfg": {"input_size": [3, 224, 224], "interpolation": "bicubic", "crop_pct": 0.9,
                                   "crop_mode": "center", "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
