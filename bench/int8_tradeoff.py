@@ -12,7 +12,9 @@ ranges file per row (--smoothquant, --method, --percentile, --keep-float); `clas
 --int8-scales` is compared image by image with `classify` at fp32. Speed: `vitbatch bench`
 (batch 16, every thread, the default lanes), the rows interleaved round by round; median and
 best. The agreement figures are deterministic; the speeds are this machine's (its CPU model
-is printed), and bf16's place among them depends on the CPU.
+is printed), and bf16's place among them depends on the CPU. A last table splits bf16's and
+int8's agreement by how decisive fp32 was on each photo (its top-1 probability less its
+top-2's): where the disagreements lie.
 """
 import argparse
 import csv
@@ -70,6 +72,12 @@ def top1(path):
         return {row["path"]: row["top1_index"] for row in csv.DictReader(f)}
 
 
+def margins(path):
+    """fp32's top-1 probability less its top-2's, per photo (a CSV written with -k 2)."""
+    with open(path) as f:
+        return {row["path"]: float(row["top1_prob"]) - float(row["top2_prob"]) for row in csv.DictReader(f)}
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--shared", default=os.path.join(ROOT, "..", "shared"))
@@ -94,9 +102,9 @@ def measure(a, model, work):
              "--seed", str(seed), os.path.join(work, name)])
     evals = [os.path.join(work, f"eval{s}") for s in (21, 22, 23, 24)]
 
-    def classify(tag, args):
+    def classify(tag, args, k=1):
         out = os.path.join(work, tag + ".csv")
-        run([a.vitbatch, "classify", "-m", model, *args, *evals, "-k", "1", "-o", out])
+        run([a.vitbatch, "classify", "-m", model, *args, *evals, "-k", str(k), "-o", out])
         return top1(out)
 
     def calibrate(tag, folder, args):
@@ -104,7 +112,8 @@ def measure(a, model, work):
         run([a.vitbatch, "calibrate", "-m", model, os.path.join(work, folder), *args, "-o", out])
         return out
 
-    reference = classify("fp32", [])
+    reference = classify("fp32", [], k=2)
+    margin = margins(os.path.join(work, "fp32.csv"))
 
     def agreement(answers):
         per_set = [sum(answers[k] == v for k, v in reference.items() if os.path.dirname(k) == e) for e in evals]
@@ -113,9 +122,13 @@ def measure(a, model, work):
     print(f"# ViT-Ti/16 (real weights), CPU: {cpu_model()}, {os.cpu_count()} cores")
     print("\n| int8 calibration | top-1 agreement with fp32 |\n|---|---|")
     measured = {}  # int8 ranges file -> its agreement (the default's serves both tables)
+    answers = {}  # the default int8's and bf16's, for the table by fp32's margin
     for i, (label, folder, args) in enumerate(CALIBRATIONS):
         scales = calibrate(f"cal{i}", folder, args)
-        measured[scales] = agreement(classify(f"cal{i}", ["--precision", "int8", "--int8-scales", scales]))
+        got = classify(f"cal{i}", ["--precision", "int8", "--int8-scales", scales])
+        if i == 0:
+            answers["int8 (default ranges)"] = got
+        measured[scales] = agreement(got)
         print(f"| {label} | {measured[scales]} |", flush=True)
     default_scales = os.path.join(work, "cal0.safetensors")  # CALIBRATIONS[0]: the default on calib64
 
@@ -123,7 +136,8 @@ def measure(a, model, work):
     for i, (label, keep) in enumerate(FLOAT_LINEARS):
         scales = calibrate(f"keep{i}", "calib64", ["--keep-float", *keep]) if keep else default_scales
         rows.append((label, ["--precision", "int8", "--int8-scales", scales]))
-    accuracy = {"fp32": "100% (the yardstick)", "bf16": agreement(classify("bf16", ["--precision", "bf16"]))}
+    answers["bf16"] = classify("bf16", ["--precision", "bf16"])
+    accuracy = {"fp32": "100% (the yardstick)", "bf16": agreement(answers["bf16"])}
     for label, args in rows[2:]:
         scales = args[-1]
         if scales not in measured:
@@ -138,6 +152,20 @@ def measure(a, model, work):
     for label, _ in rows:
         v = speeds[label]
         print(f"| {label} | {accuracy[label]} | {statistics.median(v):.1f} ({max(v):.1f}) |")
+    bands = (0.02, 0.05, 0.1)
+    print("\n| precision | all photos | " + " | ".join(f"fp32's margin >= {b}" for b in bands) +
+          " | largest margin among its disagreements |\n|---|---|" + "---|" * len(bands) + "---|")
+    print(f"| (photos) | {len(reference)} | " +
+          " | ".join(str(sum(m >= b for m in margin.values())) for b in bands) + " | |")
+    for label in ("bf16", "int8 (default ranges)"):
+        cells = []
+        for b in (0.0, *bands):
+            kept = [p for p in reference if margin[p] >= b]
+            same = sum(answers[label][p] == reference[p] for p in kept)
+            cells.append(f"{100 * same / len(kept):.2f}% ({same}/{len(kept)})")
+        flipped = [margin[p] for p in reference if answers[label][p] != reference[p]]
+        largest = f"{max(flipped):.3f}" if flipped else "none"
+        print(f"| {label} | " + " | ".join(cells) + f" | {largest} |")
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
 
 
