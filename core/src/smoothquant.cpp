@@ -27,17 +27,16 @@ std::vector<SmoothGroup> smooth_groups(const Model& model) {
       if (!uses) continue;
       // Read as a linear's input and nothing else, the linear's weight a constant [out,
       // channels], stored with that shape too (the fold rewrites the stored tensor). The op is
-      // checked first: another reader (pooling, say) may have one input only.
-      auto foldable = [&](const Value& w) {
-        return w.is_constant() && w.shape.size() == 2 && w.shape[1] == group.channels &&
-               model.weights.contains(w.name) && model.weights.shape(w.name) == w.shape;
-      };
-      if (n.op != Op::LINEAR || uses != 1 || n.inputs[0] != out || !foldable(g.value(n.inputs[1]))) {
+      // checked before the weight is looked up: another reader (pooling, say) may have one
+      // input only.
+      const Value* w = n.op == Op::LINEAR && uses == 1 && n.inputs[0] == out ? &g.value(n.inputs[1]) : nullptr;
+      if (!w || !w->is_constant() || w->shape.size() != 2 || w->shape[1] != group.channels ||
+          !model.weights.contains(w->name) || model.weights.shape(w->name) != w->shape) {
         only_linears = false;
         break;
       }
       group.linears.push_back(n.name);
-      group.linear_weights.push_back(g.value(n.inputs[1]).name);
+      group.linear_weights.push_back(w->name);
     }
     if (only_linears && !group.linears.empty()) groups.push_back(std::move(group));
   }
