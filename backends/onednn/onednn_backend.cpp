@@ -19,7 +19,7 @@ using onednn_backend::Kernel;
 const int32_t kOps[] = {VIT_OP_PATCHIFY, VIT_OP_LINEAR, VIT_OP_BATCH_MATMUL, VIT_OP_ADD, VIT_OP_LAYER_NORM,
                         VIT_OP_GELU,     VIT_OP_SOFTMAX, VIT_OP_SCALE,       VIT_OP_ATTENTION, VIT_OP_MLP,
                         VIT_OP_MUL,      VIT_OP_REDUCE_MEAN, VIT_OP_REDUCE_MAX, VIT_OP_GELU_TANH, VIT_OP_QUICK_GELU,
-                        VIT_OP_SILU,     VIT_OP_SLICE};
+                        VIT_OP_SILU,     VIT_OP_SLICE,       VIT_OP_CONCAT};
 
 const char* isa_name(dnnl::cpu_isa isa) {
   switch (isa) {

@@ -178,6 +178,19 @@ std::vector<OpCase> make_cases(std::mt19937& rng) {
                        return out;
                      }});
 
+    // Along the last axis, every input a whole batch (no broadcast), one of them a single column.
+    int64_t N2 = dim(1, 6);
+    cases.push_back({"concat (last axis)", Op::CONCAT, {{B, T, N}, {B, T, 1}, {B, T, N2}}, {false, false, false},
+                     ints({2}), [=](const std::vector<Tensor>& in) {
+                       Tensor out;
+                       for (int64_t r = 0; r < B * T; ++r) {
+                         out.insert(out.end(), in[0].begin() + r * N, in[0].begin() + (r + 1) * N);
+                         out.push_back(in[1][r]);
+                         out.insert(out.end(), in[2].begin() + r * N2, in[2].begin() + (r + 1) * N2);
+                       }
+                       return out;
+                     }});
+
     int64_t start = dim(0, static_cast<int>(T - 1)), end = dim(static_cast<int>(start + 1), static_cast<int>(T));
     cases.push_back({"slice", Op::SLICE, {{B, T, N}}, {false}, ints({1, start, end}),
                      [=](const std::vector<Tensor>& in) {
