@@ -12,9 +12,11 @@ ranges file per row (--smoothquant, --method, --percentile, --keep-float); `clas
 --int8-scales` is compared image by image with `classify` at fp32. Speed: `vitbatch bench`
 (batch 16, every thread, the default lanes), the rows interleaved round by round; median and
 best. The agreement figures are deterministic; the speeds are this machine's (its CPU model
-is printed), and bf16's place among them depends on the CPU. A last table splits bf16's and
+is printed), and bf16's place among them depends on the CPU. A table splits bf16's and
 int8's agreement by how decisive fp32 was on each photo (its top-1 probability less its
-top-2's): where the disagreements lie.
+top-2's): where the disagreements lie. The last works out a cascade from the same answers:
+int8 first, then the photos on which int8 itself was undecided (its own top-1 less top-2
+below t) again in bf16 or fp32; its images/s follow from the medians above.
 """
 import argparse
 import csv
@@ -73,7 +75,7 @@ def top1(path):
 
 
 def margins(path):
-    """fp32's top-1 probability less its top-2's, per photo (a CSV written with -k 2)."""
+    """top-1 probability less top-2's, per photo (a CSV written with -k 2)."""
     with open(path) as f:
         return {row["path"]: float(row["top1_prob"]) - float(row["top2_prob"]) for row in csv.DictReader(f)}
 
@@ -125,7 +127,7 @@ def measure(a, model, work):
     answers = {}  # the default int8's and bf16's, for the table by fp32's margin
     for i, (label, folder, args) in enumerate(CALIBRATIONS):
         scales = calibrate(f"cal{i}", folder, args)
-        got = classify(f"cal{i}", ["--precision", "int8", "--int8-scales", scales])
+        got = classify(f"cal{i}", ["--precision", "int8", "--int8-scales", scales], k=2 if i == 0 else 1)
         if i == 0:
             answers["int8 (default ranges)"] = got
         measured[scales] = agreement(got)
@@ -166,7 +168,24 @@ def measure(a, model, work):
         flipped = [margin[p] for p in reference if answers[label][p] != reference[p]]
         largest = f"{max(flipped):.3f}" if flipped else "none"
         print(f"| {label} | " + " | ".join(cells) + f" | {largest} |")
+    cascade(reference, answers, margins(os.path.join(work, "cal0.csv")), speeds, agreement)
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+
+
+def cascade(reference, answers, int8_margin, speeds, agreement):
+    """int8, then again in bf16 or fp32 where int8's own margin is below t: the agreement, the
+    share run twice, and images/s = 1 / (1 / int8's + share / the second precision's)."""
+    int8 = answers["int8 (default ranges)"]
+    rate = {label: statistics.median(v) for label, v in speeds.items()}
+    print("\n| cascade: int8, again where int8's top-1 leads its top-2 by less than t | run again | "
+          "top-1 agreement with fp32 | images/s (from the medians above) |\n|---|---|---|---|")
+    for t in (0.05, 0.08, 0.1):
+        again = [p for p in reference if int8_margin[p] < t]
+        share = len(again) / len(reference)
+        for second, second_answers in (("bf16", answers["bf16"]), ("fp32", reference)):
+            final = {p: second_answers[p] if int8_margin[p] < t else int8[p] for p in reference}
+            speed = 1 / (1 / rate["int8 (default ranges)"] + share / rate[second])
+            print(f"| t = {t} | {second}: {len(again)} photos ({100 * share:.1f}%) | {agreement(final)} | {speed:.1f} |")
 
 
 if __name__ == "__main__":
