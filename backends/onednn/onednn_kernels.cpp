@@ -2,6 +2,7 @@
 
 #include "fused_attention.hpp"
 #include "simd_gelu.hpp"
+#include "weight_quantize.hpp"
 
 #include "vit_plugin_helpers.hpp"
 
@@ -466,11 +467,7 @@ class Matmul {
       std::vector<int8_t> q(static_cast<size_t>(N_ * K_));
       packed->column_sums.assign(N_, 0);
       for (int64_t n = 0; n < N_; ++n)
-        for (int64_t k = 0; k < K_; ++k) {
-          float v = std::nearbyint(w[n * K_ + k] / channel_scales_[n]);
-          q[n * K_ + k] = static_cast<int8_t>(std::max(-127.0f, std::min(127.0f, v)));
-          packed->column_sums[n] += q[n * K_ + k];
-        }
+        packed->column_sums[n] = span_quantize_weights(w + n * K_, K_, channel_scales_[n], q.data() + n * K_);
       if (own_) {
         packed->vnni = std::make_unique<VnniWeights>(q.data(), N_, K_);
       } else {
@@ -584,8 +581,7 @@ class Matmul {
   std::vector<float> quantized_scales(const float* w) const {
     std::vector<float> scales(N_);
     for (int64_t n = 0; n < N_; ++n) {
-      float mx = 0.0f;
-      for (int64_t k = 0; k < K_; ++k) mx = std::max(mx, std::fabs(w[n * K_ + k]));
+      const float mx = span_abs_max(w + n * K_, K_);
       scales[n] = mx > 0 ? mx / 127.0f : 1.0f;
     }
     return scales;
