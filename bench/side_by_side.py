@@ -213,6 +213,17 @@ class Bench:
                          m["eval"]])["top1"]
 
 
+def instruction_peak(bin_dir):
+    """GFLOP/s of each precision's matmul instruction on all cores (bench/instruction_peak.cpp),
+    or {} where the tool is not built (not x86)."""
+    tool = os.path.join(bin_dir, "vitbatch_instruction_peak")
+    if not os.path.exists(tool):
+        return {}
+    report = json_out([tool, "--json"])
+    return {i["precision"]: (i["instruction"], i["gflops_all_cores"]) for i in report["instructions"]
+            if i["available"] and i["instruction"].endswith("zmm")}
+
+
 def versions(peers_python):
     code = ("import json, onnxruntime, openvino, nncf; print(json.dumps({'onnxruntime': onnxruntime.__version__, "
             "'openvino': openvino.__version__.split('-')[0], 'nncf': nncf.__version__}))")
@@ -285,6 +296,7 @@ def main():
         v = versions(args.peers_python)
         load_before = load_average()
         models = [bench.prepare(label, arch, real) for label, arch, real in MODELS if label in args.models.split(",")]
+        peaks = [instruction_peak(args.bin)]  # before the rounds and after them: the clock drifts
         results = {}  # (model, batch, engine) -> [images/s per round]
         ceilings = {}
         for r in range(args.rounds):
@@ -297,8 +309,10 @@ def main():
                         results.setdefault((m["label"], batch, engine), []).append(ips)
                         if engine == "vitbatch-fp32":
                             ceilings.setdefault((m["label"], batch), []).append(raw["ceiling_fraction"])
+                            m["gflop_per_image"] = raw["gflop_per_image"]
                         print(f"round {r + 1}: {m['label']} batch {batch} {engine}: {ips:.2f} img/s", file=sys.stderr,
                               flush=True)
+        peaks.append(instruction_peak(args.bin))
         agreement = {}
         for m in models:
             if not m["real"]:
@@ -352,6 +366,28 @@ def main():
             row.append(f"{best['vitbatch-fp32'] / best['vitbatch-fp32-lanes1']:.2f}x, "
                        f"{best['vitbatch-int8'] / best['vitbatch-int8-lanes1']:.2f}x" if batch > 1 else "-")
             print(f"| {m['label']} | {batch} | " + " | ".join(row) + " |")
+    # The higher of the two measurements of each instruction: the smaller, safer fraction.
+    peak = {k: max(p[k][1] for p in peaks if k in p) for k in ("fp32", "bf16", "int8") if all(k in p for p in peaks)}
+    if peak:
+        print()
+        print(f"The CPU's own peak (vitbatch_instruction_peak, all {os.cpu_count()} cores, the higher of a run before "
+              "and after the rounds): " + ", ".join(f"{k} {peaks[0][k][0]} {peak[k]:.0f} GFLOP/s" for k in peak) + ".")
+        print("Each engine's best images/s as operations a second (vitbatch's count of the model's multiply-adds, "
+              "x 2), as a share of the peak of the instruction its precision runs on (fp32 engines against "
+              "fp32's, int8 ones against int8's):")
+        print()
+        shares = [e for e in engines if e in OURS or e in ("ort", "openvino-f32", "ort-int8", "openvino-int8")]
+        print("| model | batch | " + " | ".join(NAMES[e] for e in shares) + " |")
+        print("|---|---|" + "---|" * len(shares))
+        for m in models:
+            for batch in batches:
+                row = []
+                for e in shares:
+                    kind = "bf16" if e == "vitbatch-bf16" else "int8" if "int8" in e else "fp32"
+                    rates = results.get((m["label"], batch, e))
+                    row.append(f"{100 * max(rates) * m['gflop_per_image'] / peak[kind]:.0f}%" if rates and kind in peak
+                               else "-")
+                print(f"| {m['label']} | {batch} | " + " | ".join(row) + " |")
     if agreement:
         print()
         print(f"Top-1 agreement on {args.eval_images} photos disjoint from the {args.calibration_images} calibration photos "
