@@ -39,7 +39,7 @@ def model_folder(work, shared, arch, real):
         for name in ("model.safetensors", "config.json"):
             os.symlink(os.path.abspath(os.path.join(shared, "models", TI_DIR_NAME, name)), os.path.join(folder, name))
         return folder
-    import timm
+    from timm_quiet import timm
     import torch
     from safetensors.torch import save_file
     torch.manual_seed(0)

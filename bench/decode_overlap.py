@@ -60,7 +60,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=6)
     args = parser.parse_args()
-    import timm
+    from timm_quiet import timm
     import torch
     from PIL import Image
     from safetensors.torch import save_file

@@ -22,7 +22,7 @@ import warnings
 warnings.filterwarnings("ignore")
 
 import torch
-import timm
+from timm_quiet import timm
 from safetensors.torch import save_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))

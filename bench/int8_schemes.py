@@ -32,7 +32,7 @@ import warnings
 
 warnings.filterwarnings("ignore")
 
-import timm
+from timm_quiet import timm
 import torch
 from PIL import Image
 from safetensors.torch import load_file

@@ -26,7 +26,7 @@ THREADS = 2
 
 def make_runner(engine, model):
     if engine == "torch":
-        import timm
+        from timm_quiet import timm
         import torch
         from safetensors.torch import load_file
         torch.set_num_threads(THREADS)

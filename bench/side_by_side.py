@@ -40,7 +40,7 @@ import warnings
 warnings.filterwarnings("ignore")
 
 import numpy as np
-import timm
+from timm_quiet import timm
 import torch
 from PIL import Image
 from safetensors.torch import save_file
