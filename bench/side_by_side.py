@@ -20,6 +20,10 @@ quantize_static (QDQ, per-channel weights) and OpenVINO + NNCF post-training qua
 each int8 engine's top-1 is compared with its own fp32 on photos disjoint from the
 calibration set.
 
+Where build/bin/vitbatch_instruction_peak exists (x86), the CPU's own matmul instruction peak
+is measured before and after the rounds, and each engine's best rate is given as a share of
+its precision's peak.
+
 At batch 16 also: vitbatch with --lanes 1 (every thread on each op of the whole batch, as
 before lanes) and OpenVINO in its throughput mode (the counterpart of lanes).
 
