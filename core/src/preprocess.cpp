@@ -113,28 +113,49 @@ void horizontal_taps(const uint8_t* src, const int32_t* k, int taps, int32_t* s)
   }
 }
 
-// The same integer sums, two taps a step: two pixels' R, G, B (and a zero) widened to eight
-// 32-bit lanes, times their taps' weights. Exactly Pillow's arithmetic, only reordered
-// additions of int32s that never overflow (|sum| < 2^31 by Pillow's choice of precision).
-__attribute__((target("avx2"))) void horizontal_taps_avx2(const uint8_t* src, const int32_t* k, int taps, int32_t* s) {
+// Pass 1 over one row on AVX2: horizontal_taps' integer sums, two taps a step (two pixels'
+// R, G, B and a zero widened to eight 32-bit lanes, times their taps' weights): exactly
+// Pillow's arithmetic, only reordered additions of int32s that never overflow (|sum| < 2^31
+// by Pillow's choice of precision). Each pixel's three sums are shifted, clamped and stored
+// as vectors (clip8's arithmetic: an arithmetic shift, then saturation to 0..255). The whole
+// row is one call: a call per output pixel (6-15 taps on photos) cost as much as its sums.
+// The two-tap loads read up to 2 bytes past the last tap's pixel: pixels whose loads would
+// leave the image (its very last ones) take the plain loop.
+__attribute__((target("avx2"))) void horizontal_row_avx2(const uint8_t* row, const int* bounds, const int32_t* coefficients,
+                                                        int ksize, int64_t width, const uint8_t* pixels_end,
+                                                        uint8_t* out) {
   const __m128i spread = _mm_setr_epi8(0, 1, 2, -1, 3, 4, 5, -1, -1, -1, -1, -1, -1, -1, -1, -1);
   const __m256i pair = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
-  __m256i acc = _mm256_setzero_si256();
-  int t = 0;
-  for (; t + 2 <= taps; t += 2) {
-    __m128i bytes = _mm_shuffle_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + t * 3)), spread);
-    __m256i weights = _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(k + t))), pair);
-    acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(_mm256_cvtepu8_epi32(bytes), weights));
+  for (int64_t x = 0; x < width; ++x) {
+    const uint8_t* src = row + bounds[x * 2] * 3;
+    const int32_t* k = coefficients + x * ksize;
+    const int taps = bounds[x * 2 + 1];
+    if (src + taps * 3 + 2 > pixels_end) {
+      int32_t s[3] = {kHalf, kHalf, kHalf};
+      horizontal_taps(src, k, taps, s);
+      out[x * 3] = clip8(s[0]), out[x * 3 + 1] = clip8(s[1]), out[x * 3 + 2] = clip8(s[2]);
+      continue;
+    }
+    __m256i acc = _mm256_setzero_si256();
+    int t = 0;
+    for (; t + 2 <= taps; t += 2) {
+      __m128i bytes = _mm_shuffle_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + t * 3)), spread);
+      __m256i weights =
+          _mm256_permutevar8x32_epi32(_mm256_castsi128_si256(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(k + t))), pair);
+      acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(_mm256_cvtepu8_epi32(bytes), weights));
+    }
+    __m128i sum = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+    if (t < taps) {
+      int32_t word;
+      std::memcpy(&word, src + t * 3, sizeof word);
+      sum = _mm_add_epi32(sum, _mm_mullo_epi32(_mm_cvtepu8_epi32(_mm_cvtsi32_si128(word)), _mm_set1_epi32(k[t])));
+    }
+    sum = _mm_srai_epi32(_mm_add_epi32(sum, _mm_set1_epi32(kHalf)), kPrecisionBits);
+    const __m128i packed = _mm_packus_epi16(_mm_packs_epi32(sum, sum), _mm_setzero_si128());
+    const uint32_t rgb = static_cast<uint32_t>(_mm_cvtsi128_si32(packed));
+    out[x * 3] = static_cast<uint8_t>(rgb), out[x * 3 + 1] = static_cast<uint8_t>(rgb >> 8);
+    out[x * 3 + 2] = static_cast<uint8_t>(rgb >> 16);
   }
-  __m128i sum = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
-  if (t < taps) {
-    int32_t word;
-    std::memcpy(&word, src + t * 3, sizeof word);
-    sum = _mm_add_epi32(sum, _mm_mullo_epi32(_mm_cvtepu8_epi32(_mm_cvtsi32_si128(word)), _mm_set1_epi32(k[t])));
-  }
-  s[0] += _mm_extract_epi32(sum, 0);
-  s[1] += _mm_extract_epi32(sum, 1);
-  s[2] += _mm_extract_epi32(sum, 2);
 }
 
 // The window [left, left+width) x [top, top+height) of Pillow's resize of `in` to
@@ -169,17 +190,13 @@ RgbImage resize_window(const RgbImage& in, int64_t full_w, int64_t full_h, const
       std::copy_n(row + left * 3, width * 3, out);
       continue;
     }
+    if (avx2) {
+      horizontal_row_avx2(row, cx.bounds.data(), cx.k.data(), cx.ksize, width, pixels_end, out);
+      continue;
+    }
     for (int64_t x = 0; x < width; ++x) {
-      const uint8_t* src = row + cx.bounds[x * 2] * 3;
-      const int32_t* k = &cx.k[x * cx.ksize];
-      const int taps = cx.bounds[x * 2 + 1];
       int32_t s[3] = {kHalf, kHalf, kHalf};
-      // The AVX2 sums read up to 2 bytes past the last tap's pixel: inside the image but for
-      // its very last pixels, which take the plain loop.
-      if (avx2 && src + taps * 3 + 2 <= pixels_end)
-        horizontal_taps_avx2(src, k, taps, s);
-      else
-        horizontal_taps(src, k, taps, s);
+      horizontal_taps(row + cx.bounds[x * 2] * 3, &cx.k[x * cx.ksize], cx.bounds[x * 2 + 1], s);
       out[x * 3] = clip8(s[0]), out[x * 3 + 1] = clip8(s[1]), out[x * 3 + 2] = clip8(s[2]);
     }
   }
