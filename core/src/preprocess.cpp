@@ -104,16 +104,19 @@ uint8_t clip8(int32_t v) {
 // Pillow's accumulators are 32-bit ints that start at one half (rounding); so are ours.
 constexpr int32_t kHalf = 1 << (kPrecisionBits - 1);
 
-// One output pixel of the horizontal pass: s[c] += src[t * 3 + c] * k[t] over the taps.
-void horizontal_taps(const uint8_t* src, const int32_t* k, int taps, int32_t* s) {
+// One output pixel of the horizontal pass: out[c] = clip8(half + sum of src[t * 3 + c] * k[t]
+// over the taps).
+void horizontal_pixel(const uint8_t* src, const int32_t* k, int taps, uint8_t* out) {
+  int32_t s[3] = {kHalf, kHalf, kHalf};
   for (int t = 0; t < taps; ++t) {
     s[0] += src[t * 3] * k[t];
     s[1] += src[t * 3 + 1] * k[t];
     s[2] += src[t * 3 + 2] * k[t];
   }
+  out[0] = clip8(s[0]), out[1] = clip8(s[1]), out[2] = clip8(s[2]);
 }
 
-// Pass 1 over one row on AVX2: horizontal_taps' integer sums, two taps a step (two pixels'
+// Pass 1 over one row on AVX2: horizontal_pixel's integer sums, two taps a step (two pixels'
 // R, G, B and a zero widened to eight 32-bit lanes, times their taps' weights): exactly
 // Pillow's arithmetic, only reordered additions of int32s that never overflow (|sum| < 2^31
 // by Pillow's choice of precision). Each pixel's three sums are shifted, clamped and stored
@@ -131,9 +134,7 @@ __attribute__((target("avx2"))) void horizontal_row_avx2(const uint8_t* row, con
     const int32_t* k = coefficients + x * ksize;
     const int taps = bounds[x * 2 + 1];
     if (src + taps * 3 + 2 > pixels_end) {
-      int32_t s[3] = {kHalf, kHalf, kHalf};
-      horizontal_taps(src, k, taps, s);
-      out[x * 3] = clip8(s[0]), out[x * 3 + 1] = clip8(s[1]), out[x * 3 + 2] = clip8(s[2]);
+      horizontal_pixel(src, k, taps, out + x * 3);
       continue;
     }
     __m256i acc = _mm256_setzero_si256();
@@ -194,11 +195,8 @@ RgbImage resize_window(const RgbImage& in, int64_t full_w, int64_t full_h, const
       horizontal_row_avx2(row, cx.bounds.data(), cx.k.data(), cx.ksize, width, pixels_end, out);
       continue;
     }
-    for (int64_t x = 0; x < width; ++x) {
-      int32_t s[3] = {kHalf, kHalf, kHalf};
-      horizontal_taps(row + cx.bounds[x * 2] * 3, &cx.k[x * cx.ksize], cx.bounds[x * 2 + 1], s);
-      out[x * 3] = clip8(s[0]), out[x * 3 + 1] = clip8(s[1]), out[x * 3 + 2] = clip8(s[2]);
-    }
+    for (int64_t x = 0; x < width; ++x)
+      horizontal_pixel(row + cx.bounds[x * 2] * 3, &cx.k[x * cx.ksize], cx.bounds[x * 2 + 1], out + x * 3);
   }
   if (!vertical) return tmp;
   // Pass 2: rows [top, top+height). Every value of an output row has the same taps, so the
