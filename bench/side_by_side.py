@@ -218,14 +218,17 @@ class Bench:
 
 
 def instruction_peak(bin_dir):
-    """GFLOP/s of each precision's matmul instruction on all cores (bench/instruction_peak.cpp),
-    or {} where the tool is not built (not x86)."""
+    """Each precision's fastest matmul instruction this CPU has and its GFLOP/s on all cores
+    (bench/instruction_peak.cpp: zmm where there is AVX-512, else fp32's ymm), or {} where the
+    tool is not built (not x86)."""
     tool = os.path.join(bin_dir, "vitbatch_instruction_peak")
     if not os.path.exists(tool):
         return {}
-    report = json_out([tool, "--json"])
-    return {i["precision"]: (i["instruction"], i["gflops_all_cores"]) for i in report["instructions"]
-            if i["available"] and i["instruction"].endswith("zmm")}
+    peak = {}
+    for i in json_out([tool, "--json"])["instructions"]:
+        if i["available"] and i["gflops_all_cores"] > peak.get(i["precision"], ("", 0.0))[1]:
+            peak[i["precision"]] = (i["instruction"], i["gflops_all_cores"])
+    return peak
 
 
 def versions(peers_python):
